@@ -1,0 +1,34 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: install
+	$(BIN)/clmr demo --out demo-run
+
+bench: install
+	$(BIN)/python benchmarks/augment.py
+	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/embed.py
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache
