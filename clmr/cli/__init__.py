@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from clmr.errors import ClmrError
+
 # name -> (help line, issue that brings it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("generate music, preprocess, pre-train a tiny model and probe it (the main job)", "pre-training"),
@@ -79,9 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # Our typed errors (bad audio, bad checkpoint, bad config, bad store) are ValueErrors whose
-        # message names the file and the problem: show that, not a traceback.
+    except (ClmrError, FileNotFoundError, FileExistsError) as err:
+        # Bad input (audio, checkpoint, config, store): the message names the file and the problem.
         print(f"clmr {args.command}: error: {err}", file=sys.stderr)
         return 2
 
