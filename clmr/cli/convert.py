@@ -1,0 +1,32 @@
+"""Convert a reference CLMR checkpoint (.pt state dict, Lightning .ckpt, encoder dict) to the clmr
+format: one .safetensors file with the weights and a JSON config (architecture, sample rate, tags)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="reference checkpoint (.pt or .ckpt) or clmr file")
+    parser.add_argument("dst", help="output .safetensors file")
+    parser.add_argument("--head", help="reference fine-tuned head (linear or MLP) to include")
+    parser.add_argument("--tags", help="text file with one tag name per line, in the head's output order")
+    parser.add_argument("--sample-rate", type=int, default=None, help="sample rate the model was trained at (reference: 22050)")
+    parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clmr.models import load_model, save_model
+
+    dst = Path(args.dst)
+    if dst.suffix != ".safetensors":
+        dst = dst.with_name(dst.name + ".safetensors")
+    if dst.exists() and not args.force:
+        raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+    tags = [t.strip() for t in Path(args.tags).read_text().splitlines() if t.strip()] if args.tags else None
+    model = load_model(args.src, head=args.head, tags=tags, sample_rate=args.sample_rate)
+    save_model(model, dst)
+    print(f"wrote {dst}")
+    return 0

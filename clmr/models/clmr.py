@@ -1,0 +1,131 @@
+"""The CLMR model: encoder f, optional projector g, optional classification head, and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clmr.models.heads import Head, Projector
+from clmr.models.samplecnn import SampleCNN
+
+TASKS = ("multilabel", "multiclass")
+
+
+class CLMR(nn.Module):
+    """Encoder + optional projector + optional head, with the metadata that travels with the weights.
+
+    `embed(x)` gives the representation h used downstream; `project(h)` the contrastive z;
+    `classify(x)` head logits. Tag names, sample rate and crop length are kept so that a saved model
+    can be used on new audio without reconstructing anything by hand.
+    """
+
+    def __init__(
+        self,
+        encoder: SampleCNN,
+        projector: Projector | None = None,
+        head: Head | None = None,
+        *,
+        sample_rate: int = 22050,
+        tags: list[str] | None = None,
+        task: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+        if head is not None and tags is not None and len(tags) != head.n_classes:
+            raise ValueError(f"{len(tags)} tag names for a head with {head.n_classes} outputs")
+        self.encoder = encoder
+        self.projector = projector
+        self.head = head
+        self.sample_rate = int(sample_rate)
+        self.tags = list(tags) if tags is not None else None
+        self.task = task
+        self.meta = dict(meta or {})
+
+    @property
+    def crop_length(self) -> int:
+        """Samples per crop the encoder takes."""
+        return self.encoder.input_length
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of h."""
+        return self.encoder.out_dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops (B, crop_length) -> representations h (B, embedding_dim)."""
+        return self.encoder(x)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Representations h -> contrastive projections z."""
+        if self.projector is None:
+            raise ValueError("this model has no projector")
+        return self.projector(h)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops -> head logits (apply sigmoid for tags, softmax for classes)."""
+        if self.head is None:
+            raise ValueError("this model has no classification head; load one with head=...")
+        return self.head(self.embed(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as `embed`."""
+        return self.embed(x)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model, as stored in the checkpoint's JSON."""
+        return {
+            "format": "clmr",
+            "version": 1,
+            "encoder": self.encoder.architecture(),
+            "projector": list(self.projector.dims) if self.projector is not None else None,
+            "head": self.head.architecture() if self.head is not None else None,
+            "sample_rate": self.sample_rate,
+            "crop_length": self.crop_length,
+            "embedding_dim": self.embedding_dim,
+            "tags": self.tags,
+            "task": self.task,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CLMR:
+        """Build an (untrained) model from `config()` output."""
+        enc = config["encoder"]
+        encoder = SampleCNN(width=enc["width"], n_blocks=enc["n_blocks"], n_classes=enc.get("n_classes"))
+        projector = Projector(*config["projector"]) if config.get("projector") else None
+        head_cfg = config.get("head")
+        head = Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["n_classes"], head_cfg.get("hidden", 512)) if head_cfg else None
+        return cls(
+            encoder,
+            projector,
+            head,
+            sample_rate=config["sample_rate"],
+            tags=config.get("tags"),
+            task=config.get("task"),
+            meta=config.get("meta"),
+        )
+
+    # Using a trained model on audio; implemented in clmr.inference.
+    def embed_audio(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, **kwargs: Any) -> np.ndarray:
+        """Song embedding (embedding_dim,) of a mono waveform at any sample rate: mean of its crops' h."""
+        from clmr.inference import embed_audio
+
+        return embed_audio(self, waveform, sample_rate, **kwargs)
+
+    def embed_file(self, path: str | Path, **kwargs: Any) -> np.ndarray:
+        """Song embedding (embedding_dim,) of an audio file."""
+        from clmr.inference import embed_file
+
+        return embed_file(self, path, **kwargs)
+
+    def tag_file(self, path: str | Path, top: int = 10, **kwargs: Any) -> list[tuple[str, float]]:
+        """The `top` (tag, probability) pairs of a song, mean over its crops."""
+        from clmr.inference import tag_file
+
+        return tag_file(self, path, top=top, **kwargs)
