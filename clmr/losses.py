@@ -36,7 +36,9 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def nt_xent(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float = 0.5, gather: bool = True) -> torch.Tensor:
+def nt_xent(
+    z_i: torch.Tensor, z_j: torch.Tensor, temperature: float = 0.5, gather: bool = True
+) -> torch.Tensor:
     """NT-Xent of N positive pairs (z_i[k], z_j[k]): cosine similarities / temperature, each of the
     2N views classifying its partner against the 2N - 2 others; mean over the 2N views.
 

@@ -15,7 +15,10 @@ from clmr.errors import ClmrError
 
 # name -> (help line, issue that brings it)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("generate music, preprocess, pre-train a tiny model and probe it (the main job)", "pre-training"),
+    "demo": (
+        "generate music, preprocess, pre-train a tiny model and probe it (the main job)",
+        "pre-training",
+    ),
     "generate": ("write a seeded set of synthetic music with tags and labels", "data"),
     "download": ("download MagnaTagATune, GTZAN or MSD split files (resumable, checksummed)", "data"),
     "preprocess": ("decode a dataset or audio folder once into a memory-mapped store", "data"),

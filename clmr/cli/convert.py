@@ -11,7 +11,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dst", help="output .safetensors file")
     parser.add_argument("--head", help="reference fine-tuned head (linear or MLP) to include")
     parser.add_argument("--tags", help="text file with one tag name per line, in the head's output order")
-    parser.add_argument("--sample-rate", type=int, default=None, help="sample rate the model was trained at (reference: 22050)")
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        default=None,
+        help="sample rate the model was trained at (reference: 22050)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
 
 

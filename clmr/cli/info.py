@@ -26,9 +26,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=str(args.checkpoint), show_header=False)
     enc = summary["encoder"]
-    table.add_row("encoder", f"SampleCNN width={enc['width']} pooled blocks={enc['n_blocks']}"
-                  + (f" supervised classes={enc['n_classes']}" if enc.get("n_classes") else ""))
-    table.add_row("projector", " -> ".join(map(str, summary["projector"])) if summary["projector"] else "none")
+    table.add_row(
+        "encoder",
+        f"SampleCNN width={enc['width']} pooled blocks={enc['n_blocks']}"
+        + (f" supervised classes={enc['n_classes']}" if enc.get("n_classes") else ""),
+    )
+    table.add_row(
+        "projector", " -> ".join(map(str, summary["projector"])) if summary["projector"] else "none"
+    )
     head = summary["head"]
     table.add_row("head", f"{head['kind']} {head['in_dim']} -> {head['n_classes']}" if head else "none")
     params = summary["parameters"]

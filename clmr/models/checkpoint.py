@@ -92,9 +92,13 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(path, f"not a PyTorch checkpoint, or truncated ({str(err).splitlines()[0]})") from err
+        raise CheckpointError(
+            path, f"not a PyTorch checkpoint, or truncated ({str(err).splitlines()[0]})"
+        ) from err
     except Exception as err:  # pickle.UnpicklingError and friends from weights_only loading
-        raise CheckpointError(path, f"not a loadable weights-only checkpoint ({str(err).splitlines()[0]})") from err
+        raise CheckpointError(
+            path, f"not a loadable weights-only checkpoint ({str(err).splitlines()[0]})"
+        ) from err
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # Lightning checkpoint
     if not isinstance(obj, Mapping):
@@ -235,7 +239,8 @@ def load_model(
             model.head = _head_from_tensors(head_tensors, head_path)
         if model.head.in_dim != model.embedding_dim:
             raise CheckpointError(
-                head_path, f"head takes {model.head.in_dim}-d features but the encoder gives {model.embedding_dim}"
+                head_path,
+                f"head takes {model.head.in_dim}-d features but the encoder gives {model.embedding_dim}",
             )
     if tags is not None:
         n_out = model.head.n_classes if model.head is not None else None

@@ -100,7 +100,11 @@ class CLMR(nn.Module):
         encoder = SampleCNN(width=enc["width"], n_blocks=enc["n_blocks"], n_classes=enc.get("n_classes"))
         projector = Projector(*config["projector"]) if config.get("projector") else None
         head_cfg = config.get("head")
-        head = Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["n_classes"], head_cfg.get("hidden", 512)) if head_cfg else None
+        head = (
+            Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["n_classes"], head_cfg.get("hidden", 512))
+            if head_cfg
+            else None
+        )
         return cls(
             encoder,
             projector,

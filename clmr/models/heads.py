@@ -12,7 +12,9 @@ class Projector(nn.Sequential):
     """SimCLR projection g: Linear(512, 512, no bias) -> ReLU -> Linear(512, 64, no bias)."""
 
     def __init__(self, in_dim: int = 512, hidden: int = 512, out_dim: int = 64) -> None:
-        super().__init__(nn.Linear(in_dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out_dim, bias=False))
+        super().__init__(
+            nn.Linear(in_dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out_dim, bias=False)
+        )
         self.dims = (in_dim, hidden, out_dim)
 
 

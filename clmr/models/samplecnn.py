@@ -34,7 +34,11 @@ class SampleCNN(nn.Module):
         self.width = float(width)
         self.n_blocks = int(n_blocks)
         channels = _block_channels(width, n_blocks)
-        layers = [nn.Sequential(nn.Conv1d(1, channels[0], 3, stride=3, padding=0), nn.BatchNorm1d(channels[0]), nn.ReLU())]
+        layers = [
+            nn.Sequential(
+                nn.Conv1d(1, channels[0], 3, stride=3, padding=0), nn.BatchNorm1d(channels[0]), nn.ReLU()
+            )
+        ]
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers.append(
                 nn.Sequential(
@@ -45,7 +49,9 @@ class SampleCNN(nn.Module):
                 )
             )
         last = channels[-1]
-        layers.append(nn.Sequential(nn.Conv1d(last, last, 3, stride=1, padding=1), nn.BatchNorm1d(last), nn.ReLU()))
+        layers.append(
+            nn.Sequential(nn.Conv1d(last, last, 3, stride=1, padding=1), nn.BatchNorm1d(last), nn.ReLU())
+        )
         self.sequential = nn.Sequential(*layers)
         self.out_dim = last
         self.n_classes = n_classes
@@ -62,7 +68,12 @@ class SampleCNN(nn.Module):
 
     def architecture(self) -> dict:
         """The constructor arguments, as stored in a checkpoint's JSON config."""
-        return {"name": "samplecnn", "width": self.width, "n_blocks": self.n_blocks, "n_classes": self.n_classes}
+        return {
+            "name": "samplecnn",
+            "width": self.width,
+            "n_blocks": self.n_blocks,
+            "n_classes": self.n_classes,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) or (B, 1, T) waveforms, T == input_length -> (B, out_dim) features (or logits)."""

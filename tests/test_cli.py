@@ -1,0 +1,44 @@
+"""The `clmr` command line: every planned sub-command is listed and has a help page."""
+
+import subprocess
+import sys
+
+import pytest
+
+from clmr.cli import COMMANDS, build_parser, main
+
+
+def test_help_lists_every_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "clmr", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in (
+        "demo",
+        "generate",
+        "download",
+        "preprocess",
+        "pretrain",
+        "evaluate",
+        "finetune",
+        "embed",
+        "tag",
+        "similar",
+        "export",
+        "convert",
+        "info",
+    ):
+        assert name in COMMANDS and name in out
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_each_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert name in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+    assert build_parser().prog == "clmr"

@@ -1,0 +1,82 @@
+"""SampleCNN, projector, heads and the CLMR module."""
+
+import pytest
+import torch
+
+from clmr import CLMR, SampleCNN
+from clmr.models import Head, Projector
+
+
+def test_reference_samplecnn_shape_and_parameter_count():
+    model = SampleCNN()
+    assert model.input_length == 59049
+    assert sum(p.numel() for p in model.parameters()) == 2_368_512  # DESIGN: 2.37 M
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 59049)).shape == (2, 512)
+        assert model(torch.randn(2, 1, 59049)).shape == (2, 512)
+
+
+def test_reference_key_names():
+    keys = set(SampleCNN().state_dict())
+    assert "sequential.0.0.weight" in keys and "sequential.10.1.running_var" in keys
+    assert "sequential.9.0.weight" in keys and not any(k.startswith("fc.") for k in keys)
+    assert SampleCNN().state_dict()["sequential.9.0.weight"].shape == (512, 256, 3)
+    supervised = SampleCNN(n_classes=50).state_dict()
+    assert supervised["fc.weight"].shape == (50, 512)
+
+
+@pytest.mark.parametrize(("width", "n_blocks"), [(0.25, 7), (1 / 16, 5), (0.5, 3)])
+def test_tiny_variants_build_for_shorter_inputs(width, n_blocks):
+    model = SampleCNN(width=width, n_blocks=n_blocks).eval()
+    assert model.input_length == 3 ** (n_blocks + 1)
+    with torch.no_grad():
+        out = model(torch.randn(3, model.input_length))
+    assert out.shape == (3, round(512 * width))
+
+
+def test_wrong_input_length_is_a_clear_error():
+    model = SampleCNN(width=1 / 16, n_blocks=5)
+    with pytest.raises(ValueError, match="729"):
+        model(torch.randn(2, 1000))
+
+
+def test_kaiming_uniform_init_bounds():
+    torch.manual_seed(0)
+    conv = SampleCNN().sequential[5][0]
+    fan_in = conv.in_channels * conv.kernel_size[0]
+    bound = (6 / fan_in) ** 0.5  # kaiming uniform, relu gain sqrt(2)
+    assert conv.weight.abs().max() <= bound
+    assert conv.weight.abs().max() > 0.9 * bound
+
+
+def test_projector_and_heads():
+    proj = Projector()
+    assert [k for k in proj.state_dict()] == ["0.weight", "2.weight"]
+    assert proj(torch.randn(4, 512)).shape == (4, 64)
+    assert set(Head("linear", 512, 50).state_dict()) == {"model.0.weight", "model.0.bias"}
+    assert set(Head("mlp", 512, 50).state_dict()) == {
+        "model.0.weight",
+        "model.0.bias",
+        "model.2.weight",
+        "model.2.bias",
+    }
+    assert "model.3.weight" in Head("marble", 512, 10).state_dict()
+    with pytest.raises(ValueError, match="unknown head"):
+        Head("transformer", 512, 10)
+
+
+def test_clmr_module_embed_project_classify():
+    encoder = SampleCNN(width=1 / 16, n_blocks=5)
+    model = CLMR(
+        encoder, Projector(32, 32, 16), Head("linear", 32, 3), sample_rate=8000, tags=["a", "b", "c"]
+    ).eval()
+    x = torch.randn(2, model.crop_length)
+    h = model.embed(x)
+    assert h.shape == (2, 32)
+    assert model.project(h).shape == (2, 16)
+    assert model.classify(x).shape == (2, 3)
+    rebuilt = CLMR.from_config(model.config())
+    assert rebuilt.config() == model.config()
+    with pytest.raises(ValueError, match="tag names"):
+        CLMR(encoder, head=Head("linear", 32, 3), tags=["only-one"])
