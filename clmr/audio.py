@@ -1,0 +1,87 @@
+"""Audio decoding: any wav/flac/ogg/mp3/opus file -> float32 mono at the requested sample rate.
+
+Decoding uses libsndfile (through soundfile; 1.1+ reads mp3 and opus) and resampling uses soxr at
+HQ quality. Every failure is a typed `AudioError` that names the file, so callers (the preprocessor's
+skip manifest, the CLI) can tell unreadable, empty and silent files apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from clmr.errors import ClmrError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+"""File extensions `clmr` treats as audio when scanning folders (lower case)."""
+
+SILENCE_PEAK = 1.0 / 32768.0
+"""A file whose absolute peak stays below one 16-bit step would store as all zeros: it is silent."""
+
+
+class AudioError(ClmrError):
+    """A file that cannot be used as audio; `reason` is a short machine-readable word."""
+
+    reason = "unreadable"
+
+    def __init__(self, path: str | os.PathLike, detail: str) -> None:
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}")
+
+
+class UnreadableAudioError(AudioError):
+    """The file is missing, not audio, truncated or corrupt, or holds non-finite samples."""
+
+    reason = "unreadable"
+
+
+class EmptyAudioError(AudioError):
+    """The file decodes to zero samples."""
+
+    reason = "empty"
+
+
+class SilentAudioError(AudioError):
+    """Every sample is below one 16-bit step (digital silence)."""
+
+    reason = "silent"
+
+
+def info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(sample_rate, channels, frames) from the file header, without decoding the audio."""
+    try:
+        meta = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise _unreadable(path, err) from err
+    return int(meta.samplerate), int(meta.channels), int(meta.frames)
+
+
+def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True) -> np.ndarray:
+    """Decode `path` to float32 at `sample_rate` Hz: shape (T,) when `mono` (mean of the channels),
+    else (channels, T). Raises UnreadableAudioError, EmptyAudioError or SilentAudioError."""
+    try:
+        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise _unreadable(path, err) from err
+    if data.shape[0] == 0:
+        raise EmptyAudioError(path, "the file holds no audio samples")
+    if not np.isfinite(data).all():
+        raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
+    if float(np.abs(data).max()) < SILENCE_PEAK:
+        raise SilentAudioError(path, "the file is silent (every sample is below one 16-bit step)")
+    data = data.mean(axis=1, dtype=np.float32) if mono else data
+    if source_rate != sample_rate:
+        data = soxr.resample(data, source_rate, sample_rate, quality="HQ")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return data if mono else np.ascontiguousarray(data.T)
+
+
+def _unreadable(path: str | os.PathLike, err: BaseException) -> UnreadableAudioError:
+    if not Path(path).exists():
+        return UnreadableAudioError(path, "no such file")
+    return UnreadableAudioError(path, f"cannot decode the file as audio ({err})")
