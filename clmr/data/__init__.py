@@ -1,0 +1,1 @@
+"""Datasets, preprocessing into the memory-mapped store, and the training views over it."""
