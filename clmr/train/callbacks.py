@@ -1,0 +1,127 @@
+"""Training callbacks: throughput and data-wait logging, export of the model at each checkpoint,
+plain progress lines off a terminal, and an in-memory per-epoch history."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from clmr.models import save_model
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class Throughput(Callback):
+    """Logs pairs (or examples) per second over all ranks and the time spent waiting for data: the gap
+    between one step's end and the next step's start (fetching, collating and moving the batch)."""
+
+    def __init__(self) -> None:
+        self.wait = self.busy = 0.0
+        self.items = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.wait = self.busy = 0.0
+        self.items = 0
+        self._last_end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+        self._wait = self._start - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        n = batch[0].shape[0] * trainer.world_size
+        self.wait += self._wait
+        self.busy += now - self._start
+        self.items += n
+        pl_module.log("perf/pairs_per_s", n / max(now - self._last_end, 1e-9), on_step=True, on_epoch=False)
+        pl_module.log("perf/data_wait_s", self._wait, on_step=True, on_epoch=False)
+        self._last_end = now
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = self.wait + self.busy
+        if total > 0:
+            pl_module.log("perf/epoch_pairs_per_s", self.items / total)
+            pl_module.log("perf/data_wait_share", self.wait / total)
+
+    @property
+    def pairs_per_s(self) -> float:
+        """Throughput of the last (or current) epoch."""
+        total = self.wait + self.busy
+        return self.items / total if total else math.nan
+
+    @property
+    def wait_share(self) -> float:
+        """Share of step time spent waiting for data in the last (or current) epoch."""
+        total = self.wait + self.busy
+        return self.wait / total if total else math.nan
+
+
+class ExportModel(Callback):
+    """Writes the model in our format (atomically) after every validation, i.e. at every checkpoint, and at
+    the end of training. `meta` (store path, dataset) is added to the module's own training facts."""
+
+    def __init__(self, path: str | Path, meta: dict[str, Any]) -> None:
+        self.path, self.meta = Path(path), meta
+
+    def _export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            save_model(pl_module.export(self.meta), self.path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._export(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._export(trainer, pl_module)
+
+
+class History(Callback):
+    """Per-epoch metrics (train loss, valid loss, probe metric, throughput) as a list of dicts."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key, value in trainer.callback_metrics.items():
+            if key.endswith("_step"):
+                continue
+            row[key.removesuffix("_epoch")] = _scalar(value)
+        self.epochs.append(row)
+
+
+class PlainProgress(Callback):
+    """Progress as plain lines (for CI and SLURM logs, where a live bar would be noise): every
+    `every` steps and at the end of each epoch, on rank 0 only."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, every)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero or trainer.global_step % self.every:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch}", f"step {trainer.global_step}"]
+        if "train/loss_step" in m:
+            parts.append(f"loss {_scalar(m['train/loss_step']):.4f}")
+        if "perf/pairs_per_s" in m:
+            parts.append(f"{_scalar(m['perf/pairs_per_s']):.1f} pairs/s")
+        parts.append(f"{time.perf_counter() - self._t0:.0f} s")
+        print("  ".join(parts), flush=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        shown = [
+            f"{k} {_scalar(v):.4f}" for k, v in sorted(m.items()) if k.endswith("_epoch") or "valid/" in k
+        ]
+        print(f"epoch {trainer.current_epoch} done  " + "  ".join(shown), flush=True)

@@ -1,0 +1,182 @@
+"""A training run end to end: resolve the config, check the store, build the Lightning Trainer
+(devices, DDP, precision, checkpoints, logs, progress), fit, and export the model.
+
+Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` every epoch, `epochNNNN.ckpt` every
+`trainer.checkpoint_every` epochs, `best.ckpt` by valid loss), `model.safetensors`, `logs/`
+(TensorBoard under `logs/tensorboard`, CSV under `logs/csv`).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from clmr.config import Config, load_config, save_config
+from clmr.errors import ClmrError
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.safetensors"
+
+
+class RunDirError(ClmrError):
+    """The run directory cannot be used as asked (already holds a run, or nothing to resume)."""
+
+
+def _is_global_zero() -> bool:
+    """Rank 0 of the whole job, known from the environment before any process group exists."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> Path | None:
+    """The checkpoint to resume from: `resume` itself if it is a path, `RUN_DIR/checkpoints/last.ckpt` if
+    it is True, None if it is falsy."""
+    if not resume:
+        return None
+    path = Path(run_dir) / CHECKPOINTS / "last.ckpt" if resume is True else Path(resume)
+    if not path.is_file():
+        raise RunDirError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+def resolve_config(
+    run_dir: str | Path,
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool | str | Path | None = None,
+) -> Config:
+    """The config of a run. A resumed run starts from its own `config.yaml` (unless `config_file` is given);
+    overrides such as a larger `--max-epochs` still apply."""
+    saved = Path(run_dir) / CONFIG_FILE
+    if resume and config_file is None and saved.is_file():
+        config_file = saved
+    return load_config(preset=preset, path=config_file, overrides=overrides)
+
+
+def _progress_callbacks(config: Config, progress: bool | None) -> tuple[list, bool]:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from clmr.train.callbacks import PlainProgress
+
+    live = sys.stdout.isatty() if progress is None else progress
+    if live:
+        return [RichProgressBar()], True
+    return [PlainProgress(config.trainer.log_every_n_steps)], False
+
+
+def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: bool | None = None):
+    """A Lightning Trainer with our checkpoint layout, loggers, progress display and device settings."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = config.trainer
+    ckpt_dir = run_dir / CHECKPOINTS
+    checkpoints = [
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="epoch{epoch:04d}",
+            auto_insert_metric_name=False,
+            every_n_epochs=t.checkpoint_every,
+            save_top_k=-1,
+        ),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="valid/loss",
+            mode="min",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+    ]
+    extra = [LearningRateMonitor(logging_interval="step")]
+    if config.supervised:
+        extra.append(EarlyStopping(monitor="valid/loss", mode="min", patience=t.early_stopping_patience))
+    shown, live = _progress_callbacks(config, progress)
+    logs = run_dir / "logs"
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        sync_batchnorm=t.sync_batchnorm,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=[
+            TensorBoardLogger(logs, name="", version="tensorboard"),
+            CSVLogger(logs, name="", version="csv"),
+        ],
+        callbacks=[*callbacks, *extra, *shown, *checkpoints],
+        enable_progress_bar=live,
+        enable_model_summary=live,
+        use_distributed_sampler=False,  # our EpochSampler shards by rank itself, keyed by (seed, epoch)
+        default_root_dir=run_dir,
+    )
+
+
+def _quiet_lightning() -> None:
+    """Hide Lightning's advice that does not apply to these runs."""
+    for pattern in (
+        r".*does not have many workers.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def pretrain(
+    data: str | Path,
+    out: str | Path,
+    config: Config,
+    *,
+    resume: bool | str | Path | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Pre-train (contrastive, or supervised if `config.supervised`) on the store `data` into run
+    directory `out`. Returns paths, the step count and the per-epoch history."""
+    import lightning as L
+
+    from clmr.train.callbacks import ExportModel, History, Throughput
+    from clmr.train.data import TrainData, check_batch, open_store
+    from clmr.train.modules import ContrastiveModule, SupervisedModule
+
+    _quiet_lightning()
+    run_dir = Path(out)
+    ckpt_path = resume_checkpoint(run_dir, resume)
+    if ckpt_path is None and _is_global_zero() and any((run_dir / CHECKPOINTS).glob("*.ckpt")):
+        raise RunDirError(
+            f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    store = open_store(data, config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    n_classes = len(store.vocab) if store.task else None
+    module_cls = SupervisedModule if config.supervised else ContrastiveModule
+    module = module_cls(config, n_classes, store.task, store.vocab or None)
+    history, throughput = History(), Throughput()
+    meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
+    callbacks = [throughput, ExportModel(run_dir / MODEL_FILE, meta), history]
+    trainer = build_trainer(config, run_dir, callbacks, progress=progress)
+    check_batch(store, config, trainer.world_size, data)
+    if trainer.is_global_zero:
+        save_config(config, run_dir / CONFIG_FILE)
+    trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
+    return {
+        "run_dir": run_dir,
+        "model": run_dir / MODEL_FILE,
+        "config": run_dir / CONFIG_FILE,
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "history": history.epochs,
+        "pairs_per_s": throughput.pairs_per_s,
+        "data_wait_share": throughput.wait_share,
+    }
