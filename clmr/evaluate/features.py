@@ -1,0 +1,197 @@
+"""Frozen-encoder features of every consecutive crop of every track, batched across tracks, and
+their on-disk cache keyed by (encoder identity, store identity, crop length, precision)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clmr.models import CLMR
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class SplitFeatures:
+    """Crop features of a set of tracks: rows `offsets[k]:offsets[k+1]` of `features` are track k."""
+
+    features: np.ndarray  # (n_crops, D) float32
+    offsets: np.ndarray  # (n_tracks + 1,) int64
+    tracks: np.ndarray  # (n_tracks,) store indices
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Crops per track."""
+        return np.diff(self.offsets)
+
+    @property
+    def track_of_crop(self) -> np.ndarray:
+        """Position (0..n_tracks-1) of the track each crop row belongs to."""
+        return np.repeat(np.arange(len(self.tracks)), self.counts)
+
+    def song_means(self) -> np.ndarray:
+        """(n_tracks, D) mean crop feature of each track (the song-level embedding)."""
+        return segment_mean(self.features, self.offsets)
+
+    def subset(self, positions: np.ndarray) -> SplitFeatures:
+        """The features of tracks `positions` (indices into `tracks`), in that order."""
+        positions = np.asarray(positions, dtype=np.int64)
+        counts = self.counts[positions]
+        rows = (
+            np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in positions])
+            if len(positions)
+            else np.zeros(0, np.int64)
+        )
+        return SplitFeatures(
+            self.features[rows],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            self.tracks[positions],
+        )
+
+
+def segment_mean(rows: np.ndarray | torch.Tensor, offsets: np.ndarray) -> np.ndarray:
+    """Mean of consecutive row segments `offsets[k]:offsets[k+1]` (per-track mean over its crops)."""
+    rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.float64)
+    counts = torch.as_tensor(np.diff(offsets))
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    sums = torch.zeros(len(counts), rows_t.shape[1], dtype=torch.float64).index_add_(0, owner, rows_t)
+    return (sums / counts.clamp(min=1)[:, None]).numpy()
+
+
+def crop_batches(
+    store, indices: Sequence[int], crop_length: int, batch_size: int, counts: list[int]
+) -> Iterator[np.ndarray]:
+    """Full batches of `batch_size` crops taken across track boundaries (the last may be short).
+
+    Appends each track's crop count to `counts` as it is read, so the caller can rebuild offsets.
+    """
+    from clmr.data import track_crops
+
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for i in indices:
+        crops = track_crops(store, int(i), crop_length)
+        counts.append(len(crops))
+        pending.append(crops)
+        n_pending += len(crops)
+        if n_pending >= batch_size:
+            block = np.concatenate(pending)
+            n_full = len(block) // batch_size * batch_size
+            yield from (block[s : s + batch_size] for s in range(0, n_full, batch_size))
+            pending, n_pending = [block[n_full:]], len(block) - n_full
+    if n_pending:
+        yield np.concatenate(pending)
+
+
+@torch.inference_mode()
+def encode(model: CLMR, crops: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """h of a batch of crops on `device` (bf16 autocast on CUDA), returned as float32 on the CPU."""
+    x = torch.as_tensor(crops).to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        h = model.embed(x)
+    return h.float().cpu()
+
+
+def extract(
+    model: CLMR,
+    store,
+    indices: Sequence[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress=None,
+) -> SplitFeatures:
+    """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode).
+
+    `progress` is an optional callable taking the number of tracks just finished.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    counts: list[int] = []
+    chunks = []
+    done = 0
+    for batch in crop_batches(store, indices, model.crop_length, batch_size, counts):
+        chunks.append(encode(model, batch, device).numpy())
+        if progress is not None:
+            progress(len(counts) - done)
+            done = len(counts)
+    if progress is not None and len(counts) > done:
+        progress(len(counts) - done)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, model.embedding_dim), np.float32)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SplitFeatures(features.astype(np.float32), offsets, np.asarray(indices, dtype=np.int64))
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes (a checkpoint's identity; a changed file means new features)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: CLMR) -> str:
+    """sha256 of a model's encoder weights and architecture (for models not read from a file)."""
+    digest = hashlib.sha256(json.dumps(model.encoder.architecture(), sort_keys=True).encode())
+    for key, value in sorted(model.encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def store_fingerprint(store) -> str:
+    """sha256 of a store's meta and index table: the same store content gives the same key."""
+    import pyarrow as pa
+
+    digest = hashlib.sha256(json.dumps(store.meta, sort_keys=True, default=str).encode())
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, store.index.schema) as writer:
+        writer.write_table(store.index)
+    digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
+def cache_key(encoder_id: str, store_id: str, crop_length: int, device: str | torch.device) -> str:
+    """The cache file's key: encoder, store, crop length, precision (bf16 on CUDA) and format version."""
+    precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
+    text = f"v{CACHE_VERSION}|{encoder_id}|{store_id}|{crop_length}|{precision}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def save_features(path: Path, splits: dict[str, SplitFeatures]) -> None:
+    """Write split features to one .npz atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, split in splits.items():
+        arrays |= {
+            f"{name}.features": split.features,
+            f"{name}.offsets": split.offsets,
+            f"{name}.tracks": split.tracks,
+        }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_features(path: Path) -> dict[str, SplitFeatures]:
+    """Split features written by `save_features`."""
+    with np.load(path) as data:
+        names = sorted({k.rsplit(".", 1)[0] for k in data.files})
+        return {
+            n: SplitFeatures(data[f"{n}.features"], data[f"{n}.offsets"], data[f"{n}.tracks"]) for n in names
+        }

@@ -1,0 +1,232 @@
+"""`finetune`: train encoder and head end to end on a store's labels (encoder at a lower learning
+rate), early stopping on validation loss, then the same song-level test and report as `evaluate`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from clmr.evaluate.features import extract
+from clmr.evaluate.inputs import (
+    EvaluationError,
+    check_compatible,
+    load_checkpoint,
+    open_store,
+    split_plan,
+    store_identity,
+)
+from clmr.evaluate.metrics import metrics_for
+from clmr.evaluate.probe import crop_targets, loss_fn, predict
+from clmr.evaluate.progress import task_bar
+from clmr.evaluate.report import HEADLINE, write_report
+from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
+from clmr.evaluate.selection import select_fraction
+from clmr.models import CLMR, HEAD_KINDS, Head, save_model
+
+
+def _valid_loss(
+    model: CLMR, store, valid_idx: np.ndarray, y_valid: np.ndarray, task: str, batch_size: int, device
+) -> float:
+    """Mean per-crop loss over every crop of the valid tracks (eval mode)."""
+    feats = extract(model, store, valid_idx, batch_size=batch_size, device=device)
+    with torch.no_grad():
+        logits = model.head(torch.as_tensor(feats.features, device=device)).cpu()
+    return float(loss_fn(task)(logits, crop_targets(y_valid, feats, task)))
+
+
+def train_end_to_end(
+    model: CLMR,
+    store,
+    train_pos: np.ndarray,
+    valid_idx: np.ndarray,
+    *,
+    lr: float,
+    encoder_lr_factor: float,
+    max_epochs: int,
+    patience: int,
+    lr_patience: int,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    device: str,
+    num_workers: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Fine-tune `model` (encoder + head) in place on one random crop per training track per epoch;
+    keeps the weights of the epoch with the lowest validation loss. Returns the training history."""
+    from clmr.data import LabelledCrops
+
+    task = store.task
+    dev = torch.device(device)
+    crops = LabelledCrops(store, "train", model.crop_length, seed=seed)
+    loader = DataLoader(
+        Subset(crops, train_pos.tolist()),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(train_pos) > batch_size,
+    )
+    opt = torch.optim.Adam(
+        [
+            {"params": model.encoder.parameters(), "lr": lr * encoder_lr_factor},
+            {"params": model.head.parameters(), "lr": lr},
+        ],
+        weight_decay=1e-6,
+    )
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=lr_patience)
+    criterion = loss_fn(task)
+    y_valid = store.targets(valid_idx)
+    best, best_epoch, best_state, stale, history = float("inf"), 0, None, 0, []
+    model.to(dev)
+    with task_bar("fine-tuning (epochs)", max_epochs, progress) as advance:
+        for epoch in range(1, max_epochs + 1):
+            crops.set_epoch(epoch)
+            model.train()
+            total, seen = 0.0, 0
+            for x, y in loader:
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                    logits = model.classify(x)
+                loss = criterion(logits.float(), y.float() if task == "multilabel" else y.long())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, seen = total + float(loss) * len(x), seen + len(x)
+            valid_loss = _valid_loss(model, store, valid_idx, y_valid, task, eval_batch_size, dev)
+            sched.step(valid_loss)
+            history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
+            advance(1)
+            if valid_loss < best:
+                best, best_epoch, stale = valid_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"epochs": len(history), "best_epoch": best_epoch, "best_valid_loss": best, "history": history}
+
+
+def _finetune_one(model: CLMR, store, splits, train_pos, head: str, names, settings: dict, progress: bool):
+    """Attach a fresh head, fine-tune, and test: (metrics, training summary, test features)."""
+    task = store.task
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings["seed"])
+        model.head = Head(head, model.embedding_dim, len(names))
+    summary = train_end_to_end(model, store, train_pos, splits.valid, progress=progress, **settings)
+    model.eval()
+    test = extract(
+        model, store, splits.test, batch_size=settings["eval_batch_size"], device=settings["device"]
+    )
+    metrics = metrics_for(task, store.targets(splits.test), predict(model.head.cpu(), test, task), names)
+    return metrics, summary, test
+
+
+def _headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        ("per_tag", "excluded_tags")
+        if task == "multilabel"
+        else ("confusion_matrix", "classes", "excluded_classes")
+    )
+    return {k: metrics[k] for k in (*HEADLINE[task], *keys)}
+
+
+def finetune(
+    checkpoint,
+    store,
+    out_dir: str | Path,
+    *,
+    head: str = "linear",
+    label_fraction: float = 1.0,
+    baseline: str | None = None,
+    lr: float = 1e-3,
+    encoder_lr_factor: float = 0.1,
+    max_epochs: int = 200,
+    patience: int = 10,
+    lr_patience: int = 5,
+    batch_size: int = 48,
+    eval_batch_size: int = 64,
+    seed: int = 42,
+    device: str = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
+    (encoder + head + tag names), report.json, report.md and plots; returns the report dict.
+    `baseline="random"` also trains the same architecture from a random initialisation (supervised)."""
+    if head not in HEAD_KINDS:
+        raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
+    if baseline not in (None, "random"):
+        raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_store(store)
+    model, ckpt_info = load_checkpoint(checkpoint)
+    check_compatible(model, store, ckpt_info["path"])
+    splits = split_plan(store)
+    task, names = store.task, list(store.vocab)
+    # positions of the (kept) train tracks within the store's train split, then the label fraction
+    train_split = store.split_indices("train")
+    positions = np.searchsorted(train_split, splits.train)
+    train_pos = positions[select_fraction(store.targets(splits.train), label_fraction, seed)]
+    settings = dict(
+        lr=lr,
+        encoder_lr_factor=encoder_lr_factor,
+        max_epochs=max_epochs,
+        patience=patience,
+        lr_patience=lr_patience,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+    )
+    tuned = CLMR(model.encoder, head=None, sample_rate=model.sample_rate)
+    metrics, summary, test = _finetune_one(tuned, store, splits, train_pos, head, names, settings, progress)
+    report: dict[str, Any] = {
+        "mode": "finetune",
+        "task": task,
+        **_headline(task, metrics),
+        "training": {k: summary[k] for k in ("epochs", "best_epoch", "best_valid_loss")},
+        "history": summary["history"],
+        "checkpoint": ckpt_info,
+        "store": store_identity(store, splits),
+        "config": {
+            "head": head,
+            "label_fraction": label_fraction,
+            "n_train_tracks": len(train_pos),
+            "seeds": [seed],
+            "baseline": baseline,
+            "protocol": PROTOCOL,
+            **settings,
+        },
+    }
+    if baseline == "random":
+        rand = random_init_like(model, seed)
+        base_metrics, base_summary, _ = _finetune_one(
+            rand, store, splits, train_pos, head, names, settings, progress
+        )
+        report["baseline"] = {
+            "kind": "random",
+            **_headline(task, base_metrics),
+            "training": {k: base_summary[k] for k in ("epochs", "best_epoch", "best_valid_loss")},
+        }
+    tuned.tags, tuned.task = names, task
+    tuned.meta = {
+        "finetuned_from": ckpt_info["path"],
+        "checkpoint_sha256": ckpt_info["sha256"],
+        "labels_from": report["store"]["path"],
+        **{k: report[k] for k in HEADLINE[task]},
+    }
+    save_model(tuned.cpu(), out / "model.safetensors")
+    report["model_path"] = "model.safetensors"
+    report["plots"] = write_plots(report, test, store.targets(splits.test), names, out)
+    write_report(report, out)
+    return report

@@ -1,0 +1,109 @@
+"""What an evaluation reads: a labelled store with its splits and a checkpoint, checked against
+each other (sample rate, labels), and the identities a report records for both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clmr.errors import ClmrError
+from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
+from clmr.models import CLMR, load_model
+
+
+class EvaluationError(ClmrError):
+    """An evaluation that cannot run as asked; the message names the store or checkpoint."""
+
+
+@dataclass
+class Splits:
+    """Store indices of the train / valid / test tracks, and whether valid was carved out of train."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    valid_from_train: bool = False
+
+
+def open_store(store):
+    """A `clmr.data.Store` from a path (or the store itself), checked to hold labels."""
+    from clmr.data import Store
+
+    store = store if hasattr(store, "split_indices") else Store(store)
+    if store.task not in ("multilabel", "multiclass") or not store.vocab:
+        raise EvaluationError(f"{_store_path(store)}: the store has no labels (task is {store.task!r})")
+    return store
+
+
+def _store_path(store) -> str:
+    return str(getattr(store, "path", getattr(store, "root", "store")))
+
+
+def load_checkpoint(checkpoint: str | Path | CLMR) -> tuple[CLMR, dict[str, Any]]:
+    """The model (eval mode) and its identity: path, sha256 of the file (or of the weights), encoder
+    architecture, sample rate, and the store it was pre-trained on when its metadata names one."""
+    if isinstance(checkpoint, CLMR):
+        model, path, digest = checkpoint, "<in-memory model>", model_fingerprint(checkpoint)
+    else:
+        model = load_model(checkpoint)
+        path = str(checkpoint)
+        resolved = Path(checkpoint) / "model.safetensors" if Path(checkpoint).is_dir() else Path(checkpoint)
+        digest = file_fingerprint(resolved)
+    meta = dict(model.meta)
+    pretrained_on = next((meta[k] for k in ("store", "train_store", "data", "dataset") if meta.get(k)), None)
+    return model.eval(), {
+        "path": path,
+        "sha256": digest,
+        "encoder": model.encoder.architecture(),
+        "sample_rate": model.sample_rate,
+        "crop_length": model.crop_length,
+        "pretrained_on": str(pretrained_on) if pretrained_on is not None else None,
+        "meta": meta,
+    }
+
+
+def check_compatible(model: CLMR, store, checkpoint_name: str) -> None:
+    """Sample rates of model and store must match (crops would mean different durations otherwise)."""
+    if int(store.sample_rate) != int(model.sample_rate):
+        raise EvaluationError(
+            f"{_store_path(store)}: store sample rate {store.sample_rate} Hz does not match the model's "
+            f"{model.sample_rate} Hz ({checkpoint_name}); preprocess the data at {model.sample_rate} Hz"
+        )
+
+
+def split_plan(store, seed: int = 0) -> Splits:
+    """The store's train/valid/test tracks. Without a valid split, a seeded 10% of train (at least one
+    track) is held out for early stopping; without a train or test split there is nothing to do."""
+    train, valid, test = (
+        np.asarray(store.split_indices(s), dtype=np.int64) for s in ("train", "valid", "test")
+    )
+    for name, idx in (("train", train), ("test", test)):
+        if len(idx) == 0:
+            raise EvaluationError(f"{_store_path(store)}: no tracks in the {name} split")
+    if len(valid):
+        return Splits(train, valid, test)
+    if len(train) < 2:
+        raise EvaluationError(
+            f"{_store_path(store)}: no valid split and too few train tracks to hold some out"
+        )
+    perm = np.random.default_rng(seed).permutation(len(train))
+    n_valid = max(1, round(0.1 * len(train)))
+    return Splits(np.sort(train[perm[n_valid:]]), np.sort(train[perm[:n_valid]]), test, valid_from_train=True)
+
+
+def store_identity(store, splits: Splits) -> dict[str, Any]:
+    """What a report says about the store it evaluated on."""
+    return {
+        "path": _store_path(store),
+        "fingerprint": store_fingerprint(store),
+        "dataset": store.meta.get("dataset") or store.meta.get("name"),
+        "sample_rate": int(store.sample_rate),
+        "task": store.task,
+        "n_labels": len(store.vocab),
+        "labels": list(store.vocab),
+        "splits": {"train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)},
+        "valid_from_train": splits.valid_from_train,
+    }

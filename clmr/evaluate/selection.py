@@ -1,0 +1,69 @@
+"""Label fractions: the subset of labelled training tracks a head may learn from.
+
+Single-label sets: a stratified subset. Each class gets `fraction * n_class` tracks, rounded by
+largest remainder so that the total is `round(fraction * N)` (at least 1), and every class present
+keeps at least one track while the budget allows. Tag sets (multi-label): first, rarest tag first,
+one random track carrying each tag not yet covered (while the budget allows), then uniformly random
+tracks up to `round(fraction * N)`. Both are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def subset_size(n: int, fraction: float) -> int:
+    """How many of `n` tracks a label fraction keeps: round(fraction * n), at least 1."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    return min(n, max(1, int(round(fraction * n))))
+
+
+def select_fraction(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions (sorted, into `targets`) of the training subset for `fraction`.
+
+    `targets` is int (N,) class indices for single-label sets or a (N, C) multi-hot matrix for tags.
+    """
+    targets = np.asarray(targets)
+    n = len(targets)
+    if fraction >= 1.0:
+        return np.arange(n)
+    size = subset_size(n, fraction)
+    rng = np.random.default_rng(seed)
+    chosen = _stratified(targets, size, rng) if targets.ndim == 1 else _cover_tags(targets, size, rng)
+    return np.sort(chosen)
+
+
+def _stratified(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * (size / len(labels))
+    take = np.floor(quota).astype(np.int64)
+    if size >= len(classes):
+        take = np.maximum(take, 1)  # every class keeps a track while the budget allows
+    # Settle the total by largest remainder (add) or smallest quota above one (remove).
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
+    i = 0
+    while take.sum() < size:
+        c = order[i % len(order)]
+        if take[c] < counts[c]:
+            take[c] += 1
+        i += 1
+    while take.sum() > size:
+        c = int(np.argmax(np.where(take > 1, take - quota, -np.inf)))
+        take[c] -= 1
+    picks = [rng.permutation(np.flatnonzero(labels == cls))[:k] for cls, k in zip(classes, take, strict=True)]
+    return np.concatenate(picks)
+
+
+def _cover_tags(multi_hot: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    positive = multi_hot > 0
+    chosen = np.zeros(len(multi_hot), bool)
+    for tag in np.argsort(positive.sum(axis=0), kind="stable"):  # rarest first
+        if chosen.sum() >= size:
+            break
+        carriers = np.flatnonzero(positive[:, tag])
+        if len(carriers) and not chosen[carriers].any():
+            chosen[rng.choice(carriers)] = True
+    rest = rng.permutation(np.flatnonzero(~chosen))[: size - int(chosen.sum())]
+    chosen[rest] = True
+    return np.flatnonzero(chosen)
