@@ -1,0 +1,173 @@
+"""Using a trained model on audio: song embeddings and tags of arrays and files.
+
+A song's embedding is the mean of h over its consecutive non-overlapping crops (the evaluation
+protocol); its tag probabilities are the mean over crops of the sigmoid (multi-label) or softmax
+(multi-class) of the head's logits. Files are read block by block, so memory does not grow with
+track length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+
+import numpy as np
+import soxr
+import torch
+
+from clmr.audio import EmptyAudioError
+from clmr.errors import ClmrError
+from clmr.inference.engine import CropSource, TrackOutput, crop_fn, evaluating, resolve_device, run_tracks
+from clmr.inference.stream import CropStream, read_blocks, waveform_crops
+from clmr.models import CLMR
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
+    """float32 (T,) from (T,) or channels-first (C, T)."""
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=0, dtype=np.float32)
+    if x.ndim != 1:
+        raise ClmrError(f"expected a mono (T,) or channels-first (C, T) waveform, got shape {x.shape}")
+    if len(x) == 0:
+        raise EmptyAudioError("<waveform>", "the waveform holds no samples")
+    return x
+
+
+def file_tracks(
+    paths: Iterable[str | os.PathLike], sample_rate: int, crop_length: int, batch_size: int
+) -> Iterator[tuple[str, Callable[[], CropSource]]]:
+    """(key, stream factory) pairs that stream each file's crops at the model's rate."""
+    for path in paths:
+        yield str(path), partial(_file_stream, path, sample_rate, crop_length, batch_size)
+
+
+def _file_stream(path: str | os.PathLike, sample_rate: int, crop_length: int, max_crops: int) -> CropStream:
+    return CropStream(read_blocks(path, sample_rate), crop_length, max_crops)
+
+
+def _run(
+    model: CLMR,
+    tracks: Iterable[tuple[str, Callable[[], CropSource]]],
+    output: str,
+    batch_size: int,
+    device: str | torch.device | None,
+    per_crop: bool,
+) -> Iterator[TrackOutput]:
+    dev = resolve_device(device, model)
+    model.to(dev)
+    with evaluating(model):
+        yield from run_tracks(
+            crop_fn(model, dev, output),
+            tracks,
+            sample_rate=model.sample_rate,
+            batch_size=batch_size,
+            keep_crops=per_crop,
+        )
+
+
+def embed_files(
+    model: CLMR,
+    paths: Iterable[str | os.PathLike],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    per_crop: bool = False,
+) -> Iterator[TrackOutput]:
+    """Embed files in batches of crops taken across tracks; one `TrackOutput` per file, in order.
+
+    Unreadable, empty or silent files come back with `.error` set (an `AudioError`) instead of raising.
+    `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
+    """
+    tracks = file_tracks(paths, model.sample_rate, model.crop_length, batch_size)
+    return _run(model, tracks, "embedding", batch_size, device, per_crop)
+
+
+def tag_files(
+    model: CLMR,
+    paths: Iterable[str | os.PathLike],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    per_crop: bool = False,
+) -> Iterator[TrackOutput]:
+    """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
+    if model.head is None:
+        raise ClmrError("this model has no classification head; load one with head=...")
+    tracks = file_tracks(paths, model.sample_rate, model.crop_length, batch_size)
+    return _run(model, tracks, "probabilities", batch_size, device, per_crop)
+
+
+def _one(outputs: Iterator[TrackOutput]) -> TrackOutput:
+    (out,) = list(outputs)
+    if out.error is not None:
+        raise out.error
+    return out
+
+
+def embed_file(
+    model: CLMR,
+    path: str | os.PathLike,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Song embedding (embedding_dim,) float32 of one audio file; raises `AudioError` if unusable."""
+    return _one(embed_files(model, [path], batch_size=batch_size, device=device)).mean
+
+
+def embed_audio(
+    model: CLMR,
+    waveform: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    per_crop: bool = False,
+) -> np.ndarray:
+    """Song embedding (embedding_dim,) of a waveform at any `sample_rate` (resampled to the model's).
+
+    `per_crop=True` returns the (n_crops, embedding_dim) crop embeddings instead of their mean.
+    """
+    x = _as_mono(waveform)
+    if sample_rate != model.sample_rate:
+        x = soxr.resample(x, sample_rate, model.sample_rate, quality="HQ")
+    crops = waveform_crops(x, model.crop_length)
+    tracks = [("<waveform>", partial(_ArrayStream, crops, len(x)))]
+    out = _one(_run(model, tracks, "embedding", batch_size, device, per_crop))
+    return out.crops if per_crop else out.mean
+
+
+class _ArrayStream:
+    """An in-memory (n_crops, crop_length) array as a one-chunk crop source."""
+
+    def __init__(self, crops: np.ndarray, samples: int) -> None:
+        self.crops, self.samples = crops, samples
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        yield self.crops
+
+
+def tag_file(
+    model: CLMR,
+    path: str | os.PathLike,
+    top: int = 10,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+) -> list[tuple[str, float]]:
+    """The `top` (tag, probability) pairs of a song, highest first (mean over its crops)."""
+    probs = _one(tag_files(model, [path], batch_size=batch_size, device=device)).mean
+    return top_tags(model, probs, top)
+
+
+def top_tags(model: CLMR, probs: np.ndarray, top: int = 10) -> list[tuple[str, float]]:
+    """The `top` (name, probability) pairs of a probability vector; unnamed outputs are `class_<i>`."""
+    names = model.tags or [f"class_{i}" for i in range(len(probs))]
+    order = np.argsort(-probs, kind="stable")[:top]
+    return [(names[i], float(probs[i])) for i in order]
