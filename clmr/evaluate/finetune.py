@@ -97,10 +97,12 @@ def train_end_to_end(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, seen = total + float(loss) * len(x), seen + len(x)
+                total, seen = total + loss.detach() * len(x), seen + len(x)
             valid_loss = _valid_loss(model, store, valid_idx, y_valid, task, eval_batch_size, dev)
             sched.step(valid_loss)
-            history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
+            history.append(
+                {"epoch": epoch, "train_loss": float(total) / max(seen, 1), "valid_loss": valid_loss}
+            )
             advance(1)
             if valid_loss < best:
                 best, best_epoch, stale = valid_loss, epoch, 0

@@ -102,12 +102,12 @@ def train_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(pick)
+            total += loss.detach() * len(pick)
         head.eval()
         with torch.no_grad():
             valid_loss = float(criterion(head(x_valid), y_valid_crops))
         sched.step(valid_loss)
-        history.append({"epoch": epoch, "train_loss": total / len(order), "valid_loss": valid_loss})
+        history.append({"epoch": epoch, "train_loss": float(total) / len(order), "valid_loss": valid_loss})
         if valid_loss < best:
             best, best_epoch, stale = valid_loss, epoch, 0
             best_state = {key: v.detach().clone() for key, v in head.state_dict().items()}

@@ -1,0 +1,185 @@
+"""`clmr.evaluate.evaluate` and `clmr evaluate` on generated music: song-level crops, the feature
+cache, reports and plots, the saved head, sample-rate checks, and a briefly pre-trained tiny encoder
+whose probe beats a random-initialised one."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from clmr import load_model
+from clmr.cli import main
+from clmr.data import ContrastivePairs, Store, preprocess
+from clmr.data.synthetic import generate
+from clmr.evaluate import Recipe, evaluate
+from clmr.evaluate import run as run_module
+from clmr.evaluate.features import extract
+from clmr.evaluate.inputs import EvaluationError
+from clmr.losses import nt_xent
+from clmr.models import CLMR, Projector, SampleCNN, save_model
+
+SR = 8000
+QUICK = Recipe(max_epochs=5)
+
+
+def tiny_model(seed: int) -> CLMR:
+    torch.manual_seed(seed)
+    return CLMR(SampleCNN(width=1 / 16, n_blocks=6), Projector(32, 32, 16), sample_rate=SR)
+
+
+def pretrain(model: CLMR, store: Store, steps: int, seed: int = 0) -> CLMR:
+    """A few hundred NT-Xent steps on pairs of random crops (no augmentation): enough to beat random init."""
+    pairs = ContrastivePairs(store, "train", model.crop_length, seed=seed)
+    loader = torch.utils.data.DataLoader(
+        pairs, batch_size=32, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
+    )
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    step, epoch = 0, 0
+    while step < steps:
+        pairs.set_epoch(epoch)
+        epoch += 1
+        for a, b in loader:
+            loss = nt_xent(model.project(model.embed(a)), model.project(model.embed(b)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == steps:
+                break
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """200 generated 3 s pieces at 8 kHz as a tag store and a genre store, a random-init checkpoint
+    and the same encoder after 800 contrastive steps."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: threads only add contention on shared cores
+    root = tmp_path_factory.mktemp("eval")
+    gen = generate(root / "gen", 200, seconds=3.0, seed=0, sample_rate=SR)
+    kw = dict(sample_rate=SR, workers=0, min_length=729, progress=False)
+    tags = preprocess(gen.root, root / "tags", labels=gen.tags_csv, **kw)
+    genre = preprocess(gen.root, root / "genre", labels=gen.genre_csv, **kw)
+    init = save_model(tiny_model(0), root / "init.safetensors")
+    trained = save_model(pretrain(tiny_model(0), tags, steps=800), root / "trained.safetensors")
+    yield {"root": root, "tags": tags, "genre": genre, "init": init, "trained": trained}
+    torch.set_num_threads(threads)
+
+
+def test_pretrained_probe_beats_random_init(world, tmp_path):
+    report = evaluate(world["trained"], world["tags"], tmp_path, baseline="random", knn=5, progress=False)
+    base = report["baseline"]
+    assert report["roc_auc_macro"] > base["roc_auc_macro"] + 0.04
+    assert report["pr_auc_macro"] > base["pr_auc_macro"] + 0.04
+    assert 0.0 <= report["knn"]["roc_auc_macro"] <= 1.0  # k-NN is reported, not compared: too noisy here
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["baseline"]["roc_auc_macro"] == pytest.approx(base["roc_auc_macro"])
+    assert saved["store"]["path"] == str(world["tags"].path) and saved["checkpoint"]["sha256"]
+    assert "random init" in (tmp_path / "report.md").read_text()
+    for png in ("per_tag_pr_auc.png", "embeddings_pca.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    tagger = load_model(world["trained"], head=tmp_path / "head.safetensors")
+    assert tagger.tags == world["tags"].vocab and tagger.task == "multilabel"
+    crops = torch.zeros(2, tagger.crop_length)
+    assert tagger.classify(crops).shape == (2, len(world["tags"].vocab))
+
+
+def test_track_of_five_and_a_half_crops_gives_five(tmp_path):
+    model = tiny_model(1).eval()
+    L = model.crop_length
+    rng = np.random.default_rng(0)
+    lengths = {"a.wav": int(5.5 * L), "b.wav": L, "c.wav": 2 * L + 5}
+    for name, n in lengths.items():
+        sf.write(tmp_path / name, 0.3 * rng.standard_normal(n), SR, subtype="PCM_16")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,split\n" + "".join(f"{n},x,test\n" for n in lengths))
+    store = preprocess(
+        tmp_path, tmp_path / "store", labels=csv, sample_rate=SR, workers=0, min_length=L, progress=False
+    )
+    order = [store.source_path(i) for i in range(len(store))]
+    feats = extract(model, store, np.arange(len(store)), batch_size=4)  # batches cross track boundaries
+    counts = dict(zip(order, feats.counts.tolist(), strict=True))
+    assert counts == {"a.wav": 5, "b.wav": 1, "c.wav": 2}
+    a = order.index("a.wav")
+    pcm = store.track(a)
+    with torch.no_grad():
+        expected = model.embed(torch.as_tensor(pcm[: 5 * L].reshape(5, L)))
+    got = feats.features[feats.offsets[a] : feats.offsets[a + 1]]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(feats.song_means()[a], expected.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_feature_cache_reused_and_keyed_by_checkpoint(world, tmp_path, monkeypatch):
+    calls = []
+    real = run_module.extract
+    monkeypatch.setattr(run_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
+    assert not first["features"]["reused"] and len(calls) == 3  # train, valid, test
+    second = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
+    assert second["features"]["reused"] and len(calls) == 3
+    assert second["accuracy"] == first["accuracy"]
+    other = evaluate(world["trained"], world["genre"], tmp_path, progress=False, recipe=QUICK)
+    assert not other["features"]["reused"] and len(calls) == 6
+    assert len(list((tmp_path / "features").glob("features-*.npz"))) == 2
+    assert not list((tmp_path / "features").glob("*.tmp"))
+
+
+def test_single_label_report_fractions_and_seeds(world, tmp_path):
+    report = evaluate(
+        world["trained"],
+        world["genre"],
+        tmp_path,
+        head="marble",
+        label_fractions=(0.1, 1.0),
+        seeds=(1, 2),
+        knn=3,
+        progress=False,
+        recipe=QUICK,
+        train_crops=2,
+    )
+    assert report["task"] == "multiclass" and 0.0 <= report["accuracy"] <= 1.0
+    assert set(report["by_fraction"]) == {"1.0", "0.1"}
+    assert report["by_fraction"]["0.1"]["n_train_tracks"] == round(0.1 * report["store"]["splits"]["train"])
+    assert len(report["runs"]) == 4 and "accuracy_std" in report["by_fraction"]["1.0"]
+    assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
+    assert (tmp_path / "confusion_matrix.png").exists()
+    assert "| 0.1 |" in (tmp_path / "report.md").read_text()
+
+
+def test_sample_rate_mismatch_is_a_clear_error(world, tmp_path):
+    model = tiny_model(2)
+    model.sample_rate = 16000
+    path = save_model(model, tmp_path / "sr16k.safetensors")
+    with pytest.raises(EvaluationError, match="8000 Hz.*16000 Hz"):
+        evaluate(path, world["tags"], tmp_path / "out", progress=False)
+
+
+def test_cli_evaluate(world, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(world["init"]),
+        "--data",
+        str(world["genre"].path),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--max-epochs", "3", "--no-progress", "--head", "mlp"]) == 0
+    assert "accuracy" in json.loads((out / "report.json").read_text())
+    assert "report.md" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "missing.safetensors"),
+                "--data",
+                str(world["genre"].path),
+            ]
+        )
+        == 2
+    )
