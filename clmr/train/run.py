@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from clmr.config import Config, load_config, save_config
+from clmr.config import Config, ConfigError, load_config, save_config
 from clmr.errors import ClmrError
 
 CONFIG_FILE = "config.yaml"
@@ -79,7 +79,7 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
     t = config.trainer
     ckpt_dir = run_dir / CHECKPOINTS
     checkpoints = [
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False),
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename="epoch{epoch:04d}",
@@ -130,6 +130,9 @@ def _quiet_lightning() -> None:
         r".*does not have many workers.*",
         r".*The number of training batches .* is smaller than the logging interval.*",
         r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+        # logged values are already global (NT-Xent gathers; the probe metric is computed on gathered data)
+        r".*when logging on epoch level in distributed setting.*",
+        r".*all_gather is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -141,9 +144,11 @@ def pretrain(
     *,
     resume: bool | str | Path | None = None,
     progress: bool | None = None,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Pre-train (contrastive, or supervised if `config.supervised`) on the store `data` into run
-    directory `out`. Returns paths, the step count and the per-epoch history."""
+    directory `out`. `callbacks` are extra Lightning callbacks. Returns paths, the step count, the
+    per-epoch history, throughput and the trained LightningModule."""
     import lightning as L
 
     from clmr.train.callbacks import ExportModel, History, Throughput
@@ -164,9 +169,13 @@ def pretrain(
     module = module_cls(config, n_classes, store.task, store.vocab or None)
     history, throughput = History(), Throughput()
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    callbacks = [throughput, ExportModel(run_dir / MODEL_FILE, meta), history]
-    trainer = build_trainer(config, run_dir, callbacks, progress=progress)
+    own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), history]
+    trainer = build_trainer(config, run_dir, [*own, *(callbacks or [])], progress=progress)
     check_batch(store, config, trainer.world_size, data)
+    if config.trainer.sync_batchnorm and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
+        raise ConfigError(
+            "config key 'trainer.sync_batchnorm': torch's SyncBatchNorm needs GPUs; drop it on CPU"
+        )
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
@@ -174,9 +183,11 @@ def pretrain(
         "run_dir": run_dir,
         "model": run_dir / MODEL_FILE,
         "config": run_dir / CONFIG_FILE,
+        "global_zero": trainer.is_global_zero,
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "history": history.epochs,
         "pairs_per_s": throughput.pairs_per_s,
         "data_wait_share": throughput.wait_share,
+        "module": module,
     }
