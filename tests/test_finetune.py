@@ -1,0 +1,82 @@
+"""`clmr.evaluate.finetune` / `clmr finetune`: end-to-end training with a lower encoder learning rate,
+the same song-level test and report, and a saved model that tags with its store's vocabulary."""
+
+import json
+
+import pytest
+import torch
+
+from clmr import load_model
+from clmr.cli import main
+from clmr.data import preprocess
+from clmr.data.synthetic import generate
+from clmr.evaluate import finetune
+from clmr.models import CLMR, Projector, SampleCNN, save_model
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ft")
+    gen = generate(root / "gen", 40, seconds=1.0, seed=3, sample_rate=SR)
+    store = preprocess(
+        gen.root,
+        root / "tags",
+        labels=gen.tags_csv,
+        sample_rate=SR,
+        workers=0,
+        min_length=729,
+        progress=False,
+    )
+    torch.manual_seed(0)
+    ckpt = save_model(
+        CLMR(SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR),
+        root / "c.safetensors",
+    )
+    yield {"store": store, "ckpt": ckpt}
+    torch.set_num_threads(threads)
+
+
+def _conv_weights(model: CLMR) -> list[torch.Tensor]:
+    return [m.weight.detach().clone() for m in model.encoder.modules() if isinstance(m, torch.nn.Conv1d)]
+
+
+def test_finetune_trains_encoder_and_writes_report(world, tmp_path):
+    report = finetune(
+        world["ckpt"], world["store"], tmp_path, max_epochs=3, baseline="random", progress=False
+    )
+    assert report["mode"] == "finetune" and 0.0 <= report["roc_auc_macro"] <= 1.0
+    assert "pr_auc_macro" in report["baseline"] and report["training"]["epochs"] == 3
+    assert json.loads((tmp_path / "report.json").read_text())["pr_auc_macro"] == pytest.approx(
+        report["pr_auc_macro"]
+    )
+    tuned = load_model(tmp_path / "model.safetensors")
+    assert tuned.tags == world["store"].vocab and tuned.head is not None
+    before = _conv_weights(load_model(world["ckpt"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, _conv_weights(tuned), strict=True))
+
+
+def test_zero_encoder_lr_keeps_encoder_weights(world, tmp_path):
+    finetune(world["ckpt"], world["store"], tmp_path, max_epochs=2, encoder_lr_factor=0.0, progress=False)
+    before = _conv_weights(load_model(world["ckpt"]))
+    after = _conv_weights(load_model(tmp_path / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_cli_finetune(world, tmp_path):
+    out = tmp_path / "cli"
+    args = [
+        "finetune",
+        "--checkpoint",
+        str(world["ckpt"]),
+        "--data",
+        str(world["store"].path),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--max-epochs", "1", "--no-progress", "--label-fraction", "0.5"]) == 0
+    config = json.loads((out / "report.json").read_text())["config"]
+    assert config["n_train_tracks"] == round(0.5 * len(world["store"].split_indices("train")))
