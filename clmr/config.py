@@ -303,14 +303,14 @@ def save_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-# Keys that also get a short flag without their section (`--max-epochs` for `trainer.max_epochs`).
-_SHORT_SECTIONS = ("trainer",)
+# Sections whose keys also get a flag without the section (`--max-epochs` for `trainer.max_epochs`).
+_SHORT_SECTIONS = ("trainer", "optim")
 _OVERRIDE_PREFIX = "override:"
 
 
 def add_override_arguments(parser: Any) -> None:
     """One `--key VALUE` option per config key (`--batch-size`, `--augment.pitch`, `--model.width`, and
-    `--max-epochs`, `--devices`... for the trainer keys); boolean keys also work as bare flags."""
+    `--max-epochs`, `--lr`... for the trainer and optim keys); boolean keys also work as bare flags."""
     group = parser.add_argument_group("config overrides (applied after --preset and --config)")
     defaults = Config()
     for key in all_keys(defaults):

@@ -1,0 +1,104 @@
+"""Config: paper defaults, presets, YAML files, command-line overrides and clear errors for bad keys."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from clmr.cli import build_parser
+from clmr.config import PRESETS, Config, ConfigError, load_config, save_config
+from clmr.errors import ClmrError
+
+
+def test_defaults_are_the_papers():
+    c = load_config()
+    assert (c.preset, c.seed, c.sample_rate, c.batch_size, c.temperature) == ("paper", 42, 22050, 48, 0.5)
+    assert c.crop_length == 59049 and c.model.width == 1.0 and c.model.projection_dim == 64
+    assert (c.optim.lr, c.optim.weight_decay) == (3e-4, 0.0)
+    probabilities = {
+        k: getattr(c.augment, k) for k in ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
+    }
+    assert probabilities == {
+        "polarity": 0.8,
+        "noise": 0.01,
+        "gain": 0.3,
+        "filter": 0.8,
+        "delay": 0.3,
+        "pitch": 0.6,
+        "reverb": 0.6,
+    }
+
+
+def test_tiny_preset_is_small_and_low_rate():
+    c = load_config("tiny")
+    assert c.preset == "tiny" and c.sample_rate == 8000 and c.model.width <= 0.25 and c.model.n_blocks < 9
+    assert c.temperature == 0.5  # untouched keys keep the paper's value
+    assert set(PRESETS) >= {"paper", "tiny"}
+
+
+def test_file_then_overrides_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"preset": "tiny", "batch_size": 16, "augment": {"pitch": 0.0}}))
+    c = load_config(path=f, overrides={"batch-size": "96", "augment.reverb": "0", "trainer.devices": "2"})
+    assert c.preset == "tiny" and c.sample_rate == 8000  # the file's preset applies
+    assert c.batch_size == 96 and c.augment.pitch == 0.0 and c.augment.reverb == 0.0
+    assert c.trainer.devices == 2
+    assert load_config("paper", path=f).sample_rate == 22050  # an explicit preset wins over the file's
+
+
+def test_saved_config_loads_back_equal(tmp_path):
+    c = load_config("tiny", overrides={"augment.filter": {"p": 0.5}, "model.projection_hidden": 32})
+    path = save_config(c, tmp_path / "run" / "config.yaml")
+    assert load_config(path=path) == c
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"augment.pich": 0}, "augment.pich"),
+        ({"batchsize": 4}, "batchsize"),
+        ({"model.width.x": 1}, "model.width.x"),
+        ({"batch_size": "many"}, "batch_size"),
+        ({"augment.gain": 1.5}, "augment.gain"),
+        ({"trainer.sync_batchnorm": "maybe"}, "trainer.sync_batchnorm"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        load_config(overrides=overrides)
+    assert isinstance(err.value, ClmrError)
+
+
+def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("augment:\n  pich: 0\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*'augment\.pich'.*augment\.pitch"):
+        load_config(path=f)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        load_config("huge")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path=tmp_path / "list.yaml")
+
+
+def test_command_line_overrides_reach_the_config():
+    from clmr.config import overrides_from_args
+
+    args = build_parser().parse_args(
+        ["pretrain", "--data", "s", "--out", "r", "--batch-size", "96", "--augment.pitch", "0"]
+        + ["--max-epochs", "3", "--accelerator", "cpu", "--sync-batchnorm", "--model.n-blocks", "5"]
+    )
+    c = load_config(args.preset, args.config, overrides_from_args(args))
+    assert c.batch_size == 96 and c.augment.pitch == 0.0 and c.trainer.max_epochs == 3
+    assert c.trainer.accelerator == "cpu" and c.trainer.sync_batchnorm is True and c.model.n_blocks == 5
+    assert Config().trainer.max_epochs == 10000  # dataclass defaults are not shared between instances
+
+
+def test_print_config_and_unknown_flag_from_the_shell():
+    cmd = [sys.executable, "-m", "clmr", "pretrain", "--data", "s", "--out", "r", "--preset", "tiny"]
+    out = subprocess.run([*cmd, "--print-config", "--lr", "0.01"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["optim"]["lr"] == 0.01
+    bad = subprocess.run([*cmd, "--augment.pich", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--augment.pich" in bad.stderr
