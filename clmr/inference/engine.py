@@ -43,6 +43,7 @@ class TrackOutput:
     key: str
     sample_rate: int
     samples: int = 0
+    n_crops: int = 0
     mean: np.ndarray | None = None
     crops: np.ndarray | None = None
     error: AudioError | None = None
@@ -83,7 +84,7 @@ class _Accumulator:
             return TrackOutput(self.key, sample_rate, self.samples, error=self.error)
         mean = (self.total / self.count).astype(np.float32)
         crops = np.concatenate(self.parts) if self.keep_crops else None
-        return TrackOutput(self.key, sample_rate, self.samples, mean, crops)
+        return TrackOutput(self.key, sample_rate, self.samples, self.count, mean, crops)
 
 
 def resolve_device(device: str | torch.device | None, model: torch.nn.Module | None = None) -> torch.device:

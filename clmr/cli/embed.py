@@ -1,0 +1,48 @@
+"""Embed audio files, folders (searched recursively) or glob patterns into a parquet table: one row per
+track (path, duration, n_crops, embedding = mean of h over consecutive non-overlapping crops).
+
+Rerunning on the same --out skips tracks already embedded; unreadable files are listed in
+OUT.errors.csv (next to the table) and skipped."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
+    parser.add_argument("paths", nargs="+", help="audio files, folders or glob patterns (quote globs)")
+    parser.add_argument("--out", default="embeddings.parquet", help="parquet table to write or extend")
+    parser.add_argument("--per-crop", action="store_true", help="also store every crop's embedding")
+    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
+    parser.add_argument(
+        "--sample-rate", type=int, help="sample rate of a reference checkpoint (ours record it)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from clmr.inference.catalogue import embed_catalogue
+    from clmr.models import load_model
+
+    model = load_model(args.checkpoint, sample_rate=args.sample_rate)
+    summary = embed_catalogue(
+        model,
+        args.checkpoint,
+        args.paths,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        per_crop=args.per_crop,
+        progress=not args.quiet,
+    )
+    console = Console(stderr=True)
+    console.print(
+        f"{summary.out}: embedded {summary.embedded} tracks ({summary.audio_seconds:,.0f} s of audio, "
+        f"{summary.realtime:,.1f}x real-time), skipped {summary.skipped} already embedded, "
+        f"{len(summary.failed)} unreadable" + (f" (listed in {summary.errors_csv})" if summary.failed else "")
+    )
+    return 0

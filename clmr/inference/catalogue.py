@@ -1,0 +1,162 @@
+"""Embed a catalogue of audio files into a resumable parquet table, with a side file of the failures."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clmr import __version__
+from clmr.errors import ClmrError
+from clmr.inference.api import DEFAULT_BATCH_SIZE, embed_files
+from clmr.inference.paths import find_audio
+from clmr.inference.table import EmbeddingWriter
+from clmr.models import CLMR
+from clmr.models.checkpoint import RUN_DIR_MODEL
+
+EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
+
+
+@dataclass
+class CatalogueSummary:
+    """What one `embed_catalogue` run did."""
+
+    out: Path
+    embedded: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, detail)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def errors_csv(self) -> Path:
+        """The side file listing unreadable inputs."""
+        return errors_path(self.out)
+
+    @property
+    def realtime(self) -> float:
+        """Seconds of audio embedded per second of wall time."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def errors_path(out: Path) -> Path:
+    """`embeddings.parquet` -> `embeddings.errors.csv`."""
+    return out.with_name(out.stem + ".errors.csv")
+
+
+def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What a table records about the model: checkpoint path and sha256, its config, clmr version."""
+    from clmr.evaluate.features import file_fingerprint
+
+    path = Path(checkpoint).resolve()
+    weights = path / RUN_DIR_MODEL if path.is_dir() else path
+    return {
+        "checkpoint": str(path),
+        "checkpoint_sha256": file_fingerprint(weights),
+        "config": model.config(),
+        "embedding": EMBEDDING_DEFINITION,
+        "clmr_version": __version__,
+    }
+
+
+class _ErrorLog:
+    """Failures written to CSV as they happen (the file is only created on the first failure)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[tuple[str, str, str]] = []
+        self._file = None
+        if path.exists():
+            path.unlink()
+
+    def add(self, path: str, reason: str, detail: str) -> None:
+        if self._file is None:
+            self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["path", "reason", "detail"])
+        self._writer.writerow([path, reason, detail])
+        self._file.flush()
+        self.rows.append((path, reason, detail))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[float], None]]:
+    """Yield `advance(audio_seconds)`: a rich bar over tracks showing x real-time."""
+    if not enabled:
+        yield lambda seconds: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    start, audio = time.monotonic(), 0.0
+    with Progress(
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[speed]}"),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("embed", total=total, speed="")
+
+        def advance(seconds: float) -> None:
+            nonlocal audio
+            audio += seconds
+            speed = audio / max(time.monotonic() - start, 1e-9)
+            bar.update(task, advance=1, speed=f"{speed:,.1f}x real-time")
+
+        yield advance
+
+
+def embed_catalogue(
+    model: CLMR,
+    checkpoint: str | os.PathLike,
+    inputs: Iterable[str],
+    out: str | os.PathLike,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = "auto",
+    per_crop: bool = False,
+    progress: bool = True,
+) -> CatalogueSummary:
+    """Embed every audio file named by `inputs` (files, folders, globs) into the table `out`.
+
+    Paths already in the table are skipped; unreadable ones are listed in `OUT.errors.csv` and skipped.
+    """
+    out = Path(out)
+    files, missing = find_audio(inputs)
+    if not files and not missing:
+        raise ClmrError(f"no audio files found in {', '.join(map(str, inputs))}")
+    writer = EmbeddingWriter(out, checkpoint_metadata(model, checkpoint), model.embedding_dim, per_crop)
+    errors = _ErrorLog(errors_path(out))
+    summary = CatalogueSummary(out)
+    for item in missing:
+        errors.add(item, "missing", "no file, folder or glob match")
+    todo = [str(f) for f in files if str(f) not in writer.done]
+    summary.skipped = len(files) - len(todo)
+    start = time.monotonic()
+    try:
+        with _progress(len(todo), progress) as advance:
+            for result in embed_files(model, todo, batch_size=batch_size, device=device, per_crop=per_crop):
+                if result.ok:
+                    writer.add(result)
+                    summary.embedded += 1
+                    summary.audio_seconds += result.duration
+                else:
+                    errors.add(result.key, result.error.reason, result.error.detail)
+                advance(result.duration)
+    finally:
+        writer.close()
+        errors.close()
+    summary.wall_seconds = time.monotonic() - start
+    summary.failed = errors.rows
+    return summary
