@@ -1,0 +1,33 @@
+"""Export a model's encoder (and head, with --head) to ONNX or TorchScript with a dynamic batch size,
+then verify the exported file against PyTorch on random input and report the largest difference.
+
+Input `audio` (batch, crop_length) float32 at the model's sample rate; outputs `embedding` and, with a
+head, `logits`. The model's config (sample rate, crop length, tags) is stored in the file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    parser.add_argument("--out", required=True, help="file to write (.onnx or .pt)")
+    parser.add_argument("--head", help="also export this head (a fine-tuned or probe head file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from clmr.inference.export import TOLERANCE, export_model
+    from clmr.models import load_model
+
+    model = load_model(args.checkpoint, head=args.head)
+    report = export_model(model, args.out, args.format, with_head=args.head is not None or None)
+    ok = report.max_abs_diff <= TOLERANCE
+    Console().print(
+        f"{report.path}: {report.format}, outputs {', '.join(report.outputs)}, dynamic batch "
+        f"(verified on batches {', '.join(map(str, report.batch_sizes))}); max |difference| vs PyTorch "
+        f"{report.max_abs_diff:.2e} " + ("[green]OK[/green]" if ok else f"[red]above {TOLERANCE:g}[/red]")
+    )
+    return 0 if ok else 1

@@ -1,0 +1,40 @@
+"""Nearest neighbours (exact cosine similarity) of a song in an embedding table made by `clmr embed`.
+
+QUERY is a track already in the table, or any audio file, which is embedded on the fly with the
+table's checkpoint (recorded in its metadata; --checkpoint if it has moved)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query", help="a path in the index, or an audio file to embed")
+    parser.add_argument("--index", required=True, help="parquet table written by `clmr embed`")
+    parser.add_argument("--k", type=int, default=10, help="number of neighbours")
+    parser.add_argument("--checkpoint", help="the index's checkpoint, if it has moved")
+    parser.add_argument("--device", default="cpu", help="device for embedding a query file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from clmr.inference.similar import Index
+
+    index = Index.load(args.index)
+    hits = index.query(args.query, args.k, checkpoint=args.checkpoint, device=args.device)
+    if args.json:
+        print(json.dumps([{"path": p, "similarity": s} for p, s in hits], indent=2))
+        return 0
+    table = Table(title=f"nearest to {args.query}")
+    table.add_column("#", justify="right")
+    table.add_column("path")
+    table.add_column("cosine", justify="right")
+    for rank, (path, score) in enumerate(hits, 1):
+        table.add_row(str(rank), path, f"{score:.4f}")
+    Console().print(table)
+    return 0

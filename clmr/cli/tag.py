@@ -1,0 +1,58 @@
+"""Print the top tags of songs with a trained head: song-level probabilities are the mean over the
+song's consecutive crops of the sigmoid (multi-label tagging) or softmax (multi-class) of the logits."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
+    parser.add_argument("songs", nargs="+", help="audio files")
+    parser.add_argument(
+        "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
+    )
+    parser.add_argument("--tags", help="text file with one tag name per line, for heads without names")
+    parser.add_argument("--top", type=int, default=10, help="tags to show per song")
+    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda...")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from clmr.errors import ClmrError
+    from clmr.inference import tag_files, top_tags
+    from clmr.models import load_model
+
+    tags = Path(args.tags).read_text().split("\n") if args.tags else None
+    model = load_model(args.checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
+    if model.head is None:
+        raise ClmrError(f"{args.checkpoint}: the model has no classification head; pass --head HEAD")
+    results, failed = {}, 0
+    console = Console()
+    for out in tag_files(model, args.songs, batch_size=args.batch_size, device=args.device):
+        if not out.ok:
+            failed += 1
+            Console(stderr=True).print(f"[red]skipped[/red] {out.error}")
+            continue
+        results[out.key] = top_tags(model, out.mean, args.top)
+        if not args.json:
+            table = Table(title=f"{out.key} ({out.duration:.1f} s, {out.n_crops} crops)")
+            table.add_column("tag")
+            table.add_column("probability", justify="right")
+            for name, prob in results[out.key]:
+                table.add_row(name, f"{prob:.3f}")
+            console.print(table)
+    if args.json:
+        print(
+            json.dumps(
+                {k: [{"tag": t, "probability": p} for t, p in v] for k, v in results.items()}, indent=2
+            )
+        )
+    return 1 if failed else 0

@@ -1,0 +1,82 @@
+"""Exact cosine nearest neighbours in an embedding table (collections that fit in memory)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clmr.errors import ClmrError
+from clmr.inference.table import read_index
+from clmr.models import CLMR, load_model
+
+
+@dataclass
+class Index:
+    """Song embeddings of a table, L2-normalised, with their paths and the table's metadata."""
+
+    paths: list[str]
+    vectors: np.ndarray  # (N, D) float32, unit rows
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, table: str | os.PathLike) -> Index:
+        """Read a table written by `clmr embed`."""
+        paths, vectors, meta = read_index(table)
+        return cls(paths, normalise(vectors), meta)
+
+    def position(self, query: str | os.PathLike) -> int | None:
+        """Row of `query` (as given or resolved to an absolute path), or None when not in the index."""
+        lookup = {p: i for i, p in enumerate(self.paths)}
+        for key in (str(query), str(Path(query).expanduser().resolve())):
+            if key in lookup:
+                return lookup[key]
+        return None
+
+    def neighbours(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
+        """The `k` (path, cosine similarity) pairs closest to `vector`, most similar first."""
+        if not len(self.paths):
+            return []
+        scores = torch.from_numpy(self.vectors) @ torch.from_numpy(normalise(vector[None])[0])
+        top = torch.topk(scores, min(k, len(self.paths)))
+        return [
+            (self.paths[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
+
+    def model(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> CLMR:
+        """The model that made this index (from its recorded checkpoint unless `checkpoint` is given)."""
+        from clmr.inference.catalogue import checkpoint_metadata
+
+        path = checkpoint or self.meta.get("checkpoint")
+        if not path or not Path(path).exists():
+            raise ClmrError(f"the index's checkpoint {path} is gone; pass --checkpoint with the same weights")
+        model = load_model(path, map_location=device)
+        if checkpoint_metadata(model, path)["checkpoint_sha256"] != self.meta.get("checkpoint_sha256"):
+            raise ClmrError(f"{path}: not the checkpoint this index was made with (different sha256)")
+        return model
+
+    def query(
+        self,
+        query: str | os.PathLike,
+        k: int = 10,
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "cpu",
+    ) -> list[tuple[str, float]]:
+        """Neighbours of a track in the index, or of an audio file embedded now with the index's model."""
+        row = self.position(query)
+        if row is not None:
+            return self.neighbours(self.vectors[row], k)
+        from clmr.inference.api import embed_file
+
+        return self.neighbours(embed_file(self.model(checkpoint, device), query, device=device), k)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
