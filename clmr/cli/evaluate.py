@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-epochs", type=int, default=200, help="head training epochs at most")
     parser.add_argument("--head-batch-size", type=int, default=48, help="head training mini-batch (crops)")
-    parser.add_argument("--batch-size", type=int, default=64, help="crops per encoder pass when extracting")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="crops per encoder pass when extracting (default: 256 GPU, 16 CPU)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", default="evaluation", help="output folder (features cache, report, plots)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -173,7 +173,7 @@ def evaluate(
     knn: int | None = None,
     train_crops: int = 1,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     recipe: Recipe | None = None,
 ) -> dict[str, Any]:
@@ -181,8 +181,10 @@ def evaluate(
     head.safetensors (encoder + trained head + tag names) into `out_dir`; returns the report dict.
 
     `recipe` overrides the reference head-training recipe (its `train_crops` is set from `train_crops`);
-    `batch_size` is the number of crops per encoder forward pass during feature extraction.
+    `batch_size` is the number of crops per encoder forward pass during feature extraction (default
+    256 on CUDA; 16 on CPU, where large batches are memory-bound and no faster).
     """
+    batch_size = batch_size or (256 if torch.device(device).type == "cuda" else 16)
     if head not in HEAD_KINDS:
         raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
     if baseline not in (None, "random"):
