@@ -1,0 +1,141 @@
+"""`clmr embed` and `clmr similar`: one row per readable file in any format, a report of the others,
+resume after a finished or killed run, metadata in the table, nearest neighbours."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from clmr.cli import main
+from clmr.data.synthetic import draw_piece, render
+from clmr.inference.catalogue import embed_catalogue
+from clmr.inference.similar import Index
+from clmr.inference.table import EmbeddingWriter, TableError, parts_dir, read_index
+from clmr.models import CLMR, Projector, SampleCNN, save_model
+
+SR = 8000
+
+
+def write_piece(path, seed: int, seconds: float = 1.0, sample_rate: int = 16000) -> None:
+    rng = np.random.default_rng([seed, 3])
+    sf.write(path, render(draw_piece(rng), seconds, sample_rate, rng), sample_rate)
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = CLMR(
+        SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR, meta={"note": "x"}
+    )
+    return save_model(model, tmp_path / "model.safetensors")
+
+
+@pytest.fixture()
+def music(tmp_path):
+    root = tmp_path / "music"
+    (root / "sub").mkdir(parents=True)
+    for i, fmt in enumerate(["wav", "flac", "mp3", "ogg"]):
+        write_piece(root / ("sub" if i % 2 else ".") / f"song{i}.{fmt}", i)
+    (root / "broken.mp3").write_bytes(b"ID3 this is not audio")
+    sf.write(root / "silent.flac", np.zeros(4000, np.float32), SR)
+    sf.write(root / "empty.wav", np.zeros(0, np.float32), SR)
+    (root / "notes.txt").write_text("not audio, ignored in folders")
+    return root
+
+
+def rows(table_path):
+    table = pq.read_table(table_path)
+    return {p: i for i, p in enumerate(table.column("path").to_pylist())}, table
+
+
+def test_embed_folder_of_formats_reports_unreadable_and_records_metadata(tmp_path, ckpt, music):
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(ckpt), str(music), "--out", str(out), "--per-crop", "--quiet"]) == 0
+    index, table = rows(out)
+    assert sorted(p.rsplit("/", 1)[1] for p in index) == ["song0.wav", "song1.flac", "song2.mp3", "song3.ogg"]
+    assert table.schema.field("embedding").type.list_size == 32
+    assert all(
+        n == len(c) > 0
+        for n, c in zip(table["n_crops"].to_pylist(), table["crop_embeddings"].to_pylist(), strict=True)
+    )
+    assert all(0.9 < d < 1.2 for d in table["duration"].to_pylist())  # mp3 may carry encoder padding
+    with open(tmp_path / "emb.errors.csv") as f:
+        errors = {r["path"].rsplit("/", 1)[1]: r["reason"] for r in csv.DictReader(f)}
+    assert errors == {"broken.mp3": "unreadable", "silent.flac": "silent", "empty.wav": "empty"}
+    meta = json.loads(table.schema.metadata[b"clmr"])
+    assert meta["checkpoint"] == str(ckpt) and meta["config"]["sample_rate"] == SR
+    assert meta["config"]["meta"] == {"note": "x"} and len(meta["checkpoint_sha256"]) == 64
+    assert not parts_dir(out).exists()
+
+
+def test_rerun_skips_finished_tracks_and_embeds_new_ones(tmp_path, ckpt, music):
+    out = tmp_path / "emb.parquet"
+    from clmr.models import load_model
+
+    model = load_model(ckpt)
+    first = embed_catalogue(model, ckpt, [str(music)], out, progress=False)
+    assert (first.embedded, first.skipped, len(first.failed)) == (4, 0, 3)
+    before = read_index(out)
+    write_piece(music / "sub" / "new.wav", 9)
+    second = embed_catalogue(model, ckpt, [str(music / "**" / "*.wav"), str(music)], out, progress=False)
+    assert (second.embedded, second.skipped) == (1, 4)
+    paths, vectors, _ = read_index(out)
+    assert len(paths) == len(set(paths)) == 5
+    np.testing.assert_array_equal(vectors[:4], before[1])
+
+
+def test_killed_run_keeps_finished_parts(tmp_path, ckpt, music):
+    from clmr.inference.api import embed_files
+    from clmr.inference.catalogue import checkpoint_metadata
+    from clmr.models import load_model
+
+    model = load_model(ckpt)
+    out = tmp_path / "emb.parquet"
+    done = [music / "song0.wav", music / "sub" / "song1.flac"]
+    writer = EmbeddingWriter(out, checkpoint_metadata(model, ckpt), model.embedding_dim, flush_rows=1)
+    for result in embed_files(model, [str(p.resolve()) for p in done]):
+        writer.add(result)  # each row is flushed to its own part; then the "kill": no close()
+    (parts_dir(out) / ".part-000009.parquet.tmp").write_bytes(b"half-written")
+    assert not out.exists() and len(list(parts_dir(out).glob("part-*.parquet"))) == 2
+    summary = embed_catalogue(model, ckpt, [str(music)], out, progress=False)
+    assert (summary.embedded, summary.skipped) == (2, 2)
+    assert len(read_index(out)[0]) == 4 and not parts_dir(out).exists()
+
+
+def test_a_table_is_not_extended_with_another_model(tmp_path, ckpt, music):
+    out = tmp_path / "emb.parquet"
+    main(["embed", str(ckpt), str(music / "song0.wav"), "--out", str(out), "--quiet"])
+    torch.manual_seed(1)
+    other = save_model(
+        CLMR(SampleCNN(width=1 / 16, n_blocks=5), sample_rate=SR), tmp_path / "other.safetensors"
+    )
+    from clmr.models import load_model
+
+    with pytest.raises(TableError, match="checkpoint_sha256"):
+        embed_catalogue(load_model(other), other, [str(music)], out, progress=False)
+    assert (
+        main(["embed", str(other), str(music), "--out", str(out), "--quiet"]) == 2
+    )  # CLI: message, no traceback
+
+
+def test_similar_returns_the_query_first(tmp_path, ckpt, music, capsys):
+    out = tmp_path / "emb.parquet"
+    main(["embed", str(ckpt), str(music), "--out", str(out), "--quiet"])
+    index = Index.load(out)
+    for path in index.paths:
+        hits = index.query(path, k=3)
+        assert hits[0][0] == path and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert len(hits) == 3 and hits[0][1] >= hits[1][1] >= hits[2][1]
+    # A file outside the index is embedded on the fly with the index's checkpoint.
+    copy = tmp_path / "copy.flac"
+    shutil.copy(music / "sub" / "song1.flac", copy)
+    capsys.readouterr()
+    assert main(["similar", "--index", str(out), str(copy), "--k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == str((music / "sub" / "song1.flac").resolve())
+    assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)

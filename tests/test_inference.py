@@ -1,0 +1,142 @@
+"""clmr.inference: protocol crops, streamed files equal in-memory audio, batching across tracks, a
+trained tiny model separates pieces, tagging, and the Python API on CLMR."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import clmr.audio
+from clmr.data.synthetic import draw_piece, render
+from clmr.inference import embed_audio, embed_file, embed_files, tag_file
+from clmr.inference.stream import CropStream, read_blocks, waveform_crops
+from clmr.losses import nt_xent
+from clmr.models import CLMR, Head, Projector, SampleCNN
+
+SR = 8000
+
+
+def piece(seed: int, seconds: float, sample_rate: int = SR) -> np.ndarray:
+    rng = np.random.default_rng([seed, 7])
+    return render(draw_piece(rng), seconds, sample_rate, rng)
+
+
+def tiny(head: Head | None = None, **kwargs) -> CLMR:
+    torch.manual_seed(0)
+    return CLMR(
+        SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), head, sample_rate=SR, **kwargs
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> CLMR:
+    """The tiny model after 40 NT-Xent steps on two random crops of each of 16 generated pieces."""
+    model = tiny().train()
+    songs = torch.from_numpy(np.stack([piece(100 + i, 3.0) for i in range(16)]))
+    length, rng = model.crop_length, np.random.default_rng(0)
+    offsets = torch.arange(length)
+    rows = torch.arange(len(songs))[:, None]
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(40):
+        starts = [torch.from_numpy(rng.integers(0, songs.shape[1] - length, len(songs))) for _ in range(2)]
+        x_i, x_j = (songs[rows, s[:, None] + offsets] for s in starts)
+        loss = nt_xent(model.project(model.embed(x_i)), model.project(model.embed(x_j)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_crops_follow_the_evaluation_protocol():
+    length = 729
+    x = np.arange(3 * length + 100, dtype=np.float32)
+    crops = waveform_crops(x, length)
+    assert crops.shape == (3, length) and np.array_equal(crops.ravel(), x[: 3 * length])  # remainder dropped
+    short = waveform_crops(x[:100], length)
+    assert short.shape == (1, length) and np.array_equal(short[0, :100], x[:100]) and not short[0, 100:].any()
+    # A stream of odd-sized blocks gives the same crops, in chunks of at most max_crops.
+    stream = CropStream(iter(np.array_split(x, 7)), length, max_crops=2)
+    chunks = list(stream)
+    assert max(len(c) for c in chunks) <= 2 * 2  # a chunk is cut once 2 crops' worth is buffered
+    assert np.array_equal(np.concatenate(chunks), crops) and stream.samples == len(x)
+    assert np.array_equal(np.concatenate(list(CropStream(iter([x[:100]]), length))), short)
+
+
+def test_streamed_file_equals_loading_it_whole(tmp_path):
+    # 10 s at 16 kHz: several decode blocks, resampled to the model's 8 kHz on the way.
+    path = tmp_path / "long.flac"
+    sf.write(path, piece(1, 10.0, 16000), 16000)
+    blocks = list(read_blocks(path, SR, block_frames=20000))
+    assert len(blocks) > 3
+    whole = clmr.audio.load(path, SR)
+    assert abs(sum(map(len, blocks)) - len(whole)) <= 1
+    n = min(sum(map(len, blocks)), len(whole))
+    np.testing.assert_allclose(np.concatenate(blocks)[:n], whole[:n], atol=1e-5)
+    model = tiny()
+    np.testing.assert_allclose(embed_file(model, path), embed_audio(model, whole, SR), atol=1e-4)
+
+
+def test_embed_audio_resamples_to_the_model_rate():
+    model = tiny()
+    x16 = piece(2, 2.0, 16000)
+    x8 = soxr.resample(x16, 16000, SR, quality="HQ")
+    np.testing.assert_allclose(embed_audio(model, x16, 16000), embed_audio(model, x8, SR), atol=1e-5)
+    per_crop = embed_audio(model, x8, SR, per_crop=True)
+    assert per_crop.shape == (len(x8) // model.crop_length, model.embedding_dim)
+    np.testing.assert_allclose(per_crop.mean(axis=0), model.embed_audio(x8, SR), atol=1e-5)
+
+
+def test_batching_across_tracks_equals_one_track_at_a_time(tmp_path):
+    model = tiny()
+    paths = []
+    for i, seconds in enumerate([0.05, 1.3, 0.6, 2.1]):  # the first is shorter than one crop
+        paths.append(tmp_path / f"t{i}.wav")
+        sf.write(paths[-1], piece(10 + i, seconds), SR)
+    outs = list(embed_files(model, paths, batch_size=7, per_crop=True))
+    assert [o.key for o in outs] == [str(p) for p in paths]
+    for out, path in zip(outs, paths, strict=True):
+        alone = embed_file(model, path, batch_size=1)
+        np.testing.assert_allclose(out.mean, alone, atol=1e-5)
+        assert out.n_crops == max(1, out.samples // model.crop_length) == len(out.crops)
+    assert outs[0].n_crops == 1
+
+
+def test_trained_model_puts_crops_of_one_piece_closer_than_crops_of_others(trained):
+    crops = [embed_audio(trained, piece(500 + i, 2.0), SR, per_crop=True) for i in range(5)]
+    owner = np.repeat(np.arange(5), [len(c) for c in crops])
+    e = np.concatenate(crops)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ e.T
+    same = (owner[:, None] == owner[None]) & ~np.eye(len(e), dtype=bool)
+    other = owner[:, None] != owner[None]
+    assert sim[same].mean() > sim[other].mean() + 0.05
+
+
+def test_tag_file_means_crop_probabilities(tmp_path):
+    path = tmp_path / "song.wav"
+    x = piece(3, 1.5)
+    sf.write(path, x, SR, subtype="FLOAT")
+    crops = torch.from_numpy(waveform_crops(x, 729))
+    tags = [f"tag{i}" for i in range(6)]
+    for task in ("multilabel", "multiclass"):
+        model = tiny(Head("mlp", 32, 6, hidden=16), tags=tags, task=task)
+        with torch.no_grad():
+            logits = model.classify(crops)
+        expected = (logits.softmax(-1) if task == "multiclass" else logits.sigmoid()).mean(0).numpy()
+        top = tag_file(model, path, top=4)
+        assert [name for name, _ in top] == [tags[i] for i in np.argsort(-expected)[:4]]
+        np.testing.assert_allclose([p for _, p in top], np.sort(expected)[::-1][:4], atol=1e-5)
+        assert model.tag_file(path, top=2) == top[:2]
+    with pytest.raises(ValueError, match="no classification head"):
+        tag_file(tiny(), path)
+
+
+def test_unusable_files_raise_typed_errors(tmp_path):
+    model = tiny()
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(2000, np.float32), SR)
+    with pytest.raises(clmr.audio.SilentAudioError, match="silent.wav"):
+        model.embed_file(silent)
+    with pytest.raises(clmr.audio.UnreadableAudioError, match="no such file"):
+        model.embed_file(tmp_path / "missing.wav")
