@@ -67,7 +67,7 @@ def test_streamed_file_equals_loading_it_whole(tmp_path):
     # 10 s at 16 kHz: several decode blocks, resampled to the model's 8 kHz on the way.
     path = tmp_path / "long.flac"
     sf.write(path, piece(1, 10.0, 16000), 16000)
-    blocks = list(read_blocks(path, SR, block_frames=20000))
+    blocks = list(read_blocks(path, SR, block_samples=10000))
     assert len(blocks) > 3
     whole = clmr.audio.load(path, SR)
     assert abs(sum(map(len, blocks)) - len(whole)) <= 1

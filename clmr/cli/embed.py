@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    import sys
 
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
@@ -39,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
         per_crop=args.per_crop,
         progress=not args.quiet,
     )
-    console = Console(stderr=True)
-    console.print(
+    print(
         f"{summary.out}: embedded {summary.embedded} tracks ({summary.audio_seconds:,.0f} s of audio, "
         f"{summary.realtime:,.1f}x real-time), skipped {summary.skipped} already embedded, "
-        f"{len(summary.failed)} unreadable" + (f" (listed in {summary.errors_csv})" if summary.failed else "")
+        f"{len(summary.failed)} unreadable"
+        + (f" (listed in {summary.errors_csv})" if summary.failed else ""),
+        file=sys.stderr,
     )
     return 0

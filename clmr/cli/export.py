@@ -17,17 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from clmr.inference.export import TOLERANCE, export_model
     from clmr.models import load_model
 
     model = load_model(args.checkpoint, head=args.head)
     report = export_model(model, args.out, args.format, with_head=args.head is not None or None)
     ok = report.max_abs_diff <= TOLERANCE
-    Console().print(
+    print(
         f"{report.path}: {report.format}, outputs {', '.join(report.outputs)}, dynamic batch "
         f"(verified on batches {', '.join(map(str, report.batch_sizes))}); max |difference| vs PyTorch "
-        f"{report.max_abs_diff:.2e} " + ("[green]OK[/green]" if ok else f"[red]above {TOLERANCE:g}[/red]")
+        f"{report.max_abs_diff:.2e} " + ("OK" if ok else f"FAILED (above {TOLERANCE:g})")
     )
     return 0 if ok else 1

@@ -48,7 +48,7 @@ def file_tracks(
 
 
 def _file_stream(path: str | os.PathLike, sample_rate: int, crop_length: int, max_crops: int) -> CropStream:
-    return CropStream(read_blocks(path, sample_rate), crop_length, max_crops)
+    return CropStream(read_blocks(path, sample_rate, crop_length * max_crops), crop_length, max_crops)
 
 
 def _run(

@@ -17,14 +17,15 @@ import soxr
 
 from clmr.audio import SILENCE_PEAK, EmptyAudioError, SilentAudioError, UnreadableAudioError
 
-BLOCK_FRAMES = 1 << 16
-"""Source frames decoded per read (~1.5 s at 44.1 kHz)."""
+BLOCK_SAMPLES = 1 << 16
+"""Samples (at the output rate) decoded per read by default (~3 s at 22,050 Hz)."""
 
 
 def read_blocks(
-    path: str | os.PathLike, sample_rate: int, block_frames: int = BLOCK_FRAMES
+    path: str | os.PathLike, sample_rate: int, block_samples: int = BLOCK_SAMPLES
 ) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks of `path` at `sample_rate` Hz (soxr HQ, streamed).
+    """Yield float32 mono blocks of about `block_samples` samples of `path` at `sample_rate` Hz
+    (decoded and resampled with soxr HQ incrementally).
 
     Raises the same typed errors as `clmr.audio.load`; emptiness and silence are only known at the
     end of the file, so they are raised after the last block.
@@ -35,6 +36,7 @@ def read_blocks(
         detail = "no such file" if not Path(path).exists() else f"cannot decode the file as audio ({err})"
         raise UnreadableAudioError(path, detail) from err
     with handle:
+        block_frames = max(1024, int(block_samples * handle.samplerate / sample_rate))
         resampler = (
             soxr.ResampleStream(handle.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
             if handle.samplerate != sample_rate
