@@ -1,0 +1,56 @@
+"""Decode a dataset or any audio folder once into a store: int16 PCM shards that training memory-maps,
+index.parquet (track, split, labels, shard, offset, length), meta.json and skipped.csv (every file not
+stored, with the reason). Parallel over processes; rerun the same command to resume an interrupted
+run. See docs/data.md for the layouts and the store format."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from clmr.data.datasets import DATASETS
+
+    parser.add_argument("source", help="dataset root or any folder of audio (searched recursively)")
+    parser.add_argument("--out", required=True, help="store folder to write (or resume)")
+    parser.add_argument("--dataset", choices=DATASETS, default="folder", help="layout of SOURCE")
+    parser.add_argument("--labels", help="labels CSV: path,label or path,tags ('a;b'), optional split column")
+    parser.add_argument(
+        "--split",
+        help="named split: mtat won|pons (default won), gtzan filtered|random (default filtered), "
+        "folder hash|none (default: the CSV's split column, else hash)",
+    )
+    parser.add_argument("--task", choices=["multilabel", "multiclass"], help="force the labels CSV's task")
+    parser.add_argument("--sample-rate", type=int, default=22050, help="store sample rate (Hz)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: all cores; 0: in-process)")
+    parser.add_argument(
+        "--min-length",
+        type=int,
+        default=59049,
+        help="skip tracks shorter than this many samples (as too_short)",
+    )
+    parser.add_argument("--shard-mb", type=float, default=1024, help="shard size budget in MiB")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard an existing or unfinished store at --out"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clmr.data import preprocess
+
+    preprocess(
+        args.source,
+        args.out,
+        dataset=args.dataset,
+        labels=args.labels,
+        split=args.split,
+        task=args.task,
+        sample_rate=args.sample_rate,
+        workers=args.workers,
+        min_length=args.min_length,
+        shard_bytes=int(args.shard_mb * (1 << 20)),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    return 0

@@ -1,0 +1,105 @@
+"""Any folder of audio (recursive), optionally with a labels CSV.
+
+labels CSV: a `path` column (relative to the folder) and one label column: `label` (single label per
+file) or `tags`/`labels` (several, separated by ';'), plus an optional `split` column
+(train/valid/test). The task is multilabel when the column is `tags`/`labels` or any cell holds ';',
+else multiclass; `task=` forces it. Files without a split get `hash_split` (80/10/10 by path hash).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from clmr.data.datasets.base import (
+    TASKS,
+    DatasetError,
+    DatasetSpec,
+    Entry,
+    Skip,
+    find_audio,
+    hash_split,
+    normalise_split,
+    require_dir,
+)
+
+LABEL_COLUMNS = ("label", "tags", "labels", "tag")
+
+
+def scan_folder(
+    root: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    split: str | None = None,
+    task: str | None = None,
+    name: str = "folder",
+) -> DatasetSpec:
+    """Entries for every audio file under `root`; with `labels`, unlabelled files are skipped.
+
+    split: None (the CSV's split column, else the path hash), "hash" (always the path hash) or
+    "none" (no split: every track in split None).
+    """
+    root = require_dir(root)
+    if split not in (None, "hash", "none"):
+        raise DatasetError(f"split {split!r}: a folder takes 'hash' or 'none' (or a split column)")
+    if task is not None and task not in TASKS:
+        raise DatasetError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+    files = find_audio(root)
+    if labels is None:
+        entries = [Entry(p, p, _split(p, None, split)) for p in files]
+        return DatasetSpec(name, root, None, [], entries, split_name=split or "hash")
+    rows, task, has_split = read_labels_csv(Path(labels), task)
+    present = set(files)
+    entries, skipped = [], []
+    for path, (tags, row_split) in rows.items():
+        if path not in present:
+            skipped.append(Skip(path, "missing", f"listed in {labels} but not found under {root}"))
+        elif task == "multiclass" and not tags:
+            skipped.append(Skip(path, "unlabelled", f"empty label in {labels}"))
+        else:
+            entries.append(Entry(path, path, _split(path, row_split, split), tags))
+    skipped += [Skip(p, "unlabelled", f"not listed in {labels}") for p in files if p not in rows]
+    vocab = sorted({t for tags, _ in rows.values() for t in tags})
+    split_name = split or ("csv" if has_split else "hash")
+    return DatasetSpec(name, root, task, vocab, entries, skipped, split_name=split_name)
+
+
+def read_labels_csv(
+    path: Path, task: str | None
+) -> tuple[dict[str, tuple[tuple[str, ...], str | None]], str, bool]:
+    """{relative path: (labels, split or None)}, the task, and whether a split column exists."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: labels file not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        column = next((c for c in LABEL_COLUMNS if c in header), None)
+        if "path" not in header or column is None:
+            raise DatasetError(
+                f"{path}: expected a 'path' column and one of {', '.join(LABEL_COLUMNS)}; got {header}"
+            )
+        raw = [(r["path"].strip(), (r[column] or "").strip(), (r.get("split") or "").strip()) for r in reader]
+    if task is None:
+        multi = column in ("tags", "labels") or any(";" in cell for _, cell, _ in raw)
+        task = "multilabel" if multi else "multiclass"
+    rows: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    for line, (rel, cell, split) in enumerate(raw, start=2):
+        tags = tuple(dict.fromkeys(t.strip() for t in cell.split(";") if t.strip()))
+        if task == "multiclass" and len(tags) > 1:
+            raise DatasetError(
+                f"{path}, line {line}: {len(tags)} labels for a single-label (multiclass) task"
+            )
+        rel = Path(rel).as_posix()
+        if rel in rows:
+            raise DatasetError(f"{path}, line {line}: {rel} is listed twice")
+        rows[rel] = (tags, normalise_split(split, f"{path}, line {line}") if split else None)
+    return rows, task, "split" in header
+
+
+def _split(path: str, row_split: str | None, mode: str | None) -> str | None:
+    if mode == "none":
+        return None
+    if mode is None and row_split is not None:
+        return row_split
+    return hash_split(path)

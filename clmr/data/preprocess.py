@@ -1,0 +1,364 @@
+"""Preprocessing: decode and resample every source file once, in parallel, into a store.
+
+Tracks are stored in sorted source-path order and cut into shards by a fixed byte budget, so the
+store depends only on the sources and the parameters. Each finished shard is written atomically
+(temp file + rename) together with a journal of the tracks and skips it covers; a rerun after an
+interruption (kill -9 included) keeps the journalled shards and continues after them, ending with
+the same bytes as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clmr.data.datasets import scan
+from clmr.data.datasets.base import DatasetSpec, Entry, Skip
+from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
+
+DEFAULT_SHARD_BYTES = 1 << 30
+DEFAULT_MIN_LENGTH = 59049  # one reference crop
+
+
+def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
+    """Worker job: ("ok", int16 PCM, "") or (reason, None, detail). Module level, so spawn can pickle it."""
+    from clmr.audio import AudioError, load
+
+    try:
+        audio = load(path, sample_rate)
+    except AudioError as err:
+        return err.reason, None, err.detail
+    if len(audio) < min_length:
+        return "too_short", None, f"{len(audio)} samples at {sample_rate} Hz < min_length {min_length}"
+    pcm = np.clip(np.rint(audio * SCALE), -32768, 32767).astype(np.int16)
+    return "ok", pcm, ""
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initialiser: exit when the parent dies (e.g. kill -9), instead of lingering forever."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def preprocess(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    dataset: str = "folder",
+    labels: str | os.PathLike | None = None,
+    split: str | None = None,
+    task: str | None = None,
+    sample_rate: int = 22050,
+    workers: int | None = None,
+    min_length: int = DEFAULT_MIN_LENGTH,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> Store:
+    """Build (or resume, or reuse) the store at `out` from the dataset at `source`; returns it.
+
+    dataset: "folder" (any audio folder, optional `labels` CSV), "mtat", "msd", "gtzan".
+    split: the dataset's named split (mtat: won|pons; gtzan: filtered|random; folder: hash|none).
+    workers: decoding processes (None: all cores; 0: decode in this process).
+    min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short.
+    on_shard: called with each shard number once that shard is durably written.
+    """
+    out = Path(out)
+    spec = scan(dataset, source, labels=labels, split=split, task=task)
+    params = {
+        "source": str(Path(source).resolve()),
+        "dataset": spec.name,
+        "labels": str(Path(labels).resolve()) if labels else None,
+        "split": spec.split_name,
+        "task": spec.task,
+        "sample_rate": int(sample_rate),
+        "min_length": int(min_length),
+        "shard_bytes": int(shard_bytes),
+        "entries": len(spec.entries),
+    }
+    if overwrite and out.exists():
+        _clear(out)
+    if (out / "meta.json").is_file():
+        store = Store(out)
+        if store.meta.get("params") != params:
+            raise StoreError(
+                f"{out}: a store made with other parameters exists; pass overwrite=True (--overwrite)"
+            )
+        _say(progress, f"{out}: store already complete ({len(store)} tracks)")
+        return store
+    partial = out / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    (out / "shards").mkdir(exist_ok=True)
+    params_file = partial / "params.json"
+    if params_file.is_file() and json.loads(params_file.read_text()) != params:
+        raise StoreError(
+            f"{out}: an unfinished store made with other parameters; pass overwrite=True (--overwrite)"
+        )
+    _atomic_write(params_file, json.dumps(params, indent=1).encode())
+    for tmp in out.rglob("*.tmp"):
+        tmp.unlink()  # left by an interrupted write
+
+    journals = _read_journals(out)
+    done = journals[-1]["end"] if journals else 0
+    rows = [r for j in journals for r in j["rows"]]
+    skipped = [Skip(**s) for j in journals for s in j["skipped"]]
+    writer = _ShardWriter(out, len(journals), shard_bytes, on_shard)
+    meter = _Meter(len(spec.entries), done, sample_rate, progress)
+    for i, entry, (status, pcm, detail) in _decoded(spec, done, sample_rate, min_length, workers):
+        if status == "ok":
+            writer.add(i, entry, pcm)
+        else:
+            writer.skip(Skip(entry.path, status, detail))
+        meter.update(0 if pcm is None else len(pcm))
+    writer.close(len(spec.entries))
+    meter.finish()
+    rows += writer.rows
+    skipped += writer.skipped
+    return _finish(out, spec, params, rows, skipped + spec.skipped, progress)
+
+
+def _decoded(
+    spec: DatasetSpec, start: int, sample_rate: int, min_length: int, workers: int | None
+) -> Iterator[tuple[int, Entry, tuple[str, np.ndarray | None, str]]]:
+    """Decode entries[start:] in order; a bounded window of jobs runs in worker processes."""
+    todo = list(enumerate(spec.entries))[start:]
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 0 or len(todo) <= 1:
+        for i, entry in todo:
+            yield i, entry, decode(str(spec.root / entry.path), sample_rate, min_length)
+        return
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        window: deque[tuple[int, Entry, Future]] = deque()
+        jobs = iter(todo)
+        for i, entry in jobs:
+            window.append(
+                (i, entry, pool.submit(decode, str(spec.root / entry.path), sample_rate, min_length))
+            )
+            if len(window) >= 4 * workers:
+                i0, e0, future = window.popleft()
+                yield i0, e0, future.result()
+        while window:
+            i0, e0, future = window.popleft()
+            yield i0, e0, future.result()
+
+
+class _ShardWriter:
+    """Accumulates tracks into the current shard; closes it (atomically, with its journal) when the
+    next track would exceed the byte budget."""
+
+    def __init__(
+        self, root: Path, shard: int, shard_bytes: int, on_shard: Callable[[int], None] | None
+    ) -> None:
+        self.root, self.shard, self.shard_bytes, self.on_shard = root, shard, shard_bytes, on_shard
+        self.rows: list[dict] = []
+        self.skipped: list[Skip] = []
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._rows: list[dict] = []
+        self._skipped: list[Skip] = []
+
+    def add(self, i: int, entry: Entry, pcm: np.ndarray) -> None:
+        if self._chunks and 2 * (self._samples + len(pcm)) > self.shard_bytes:
+            self.close(i)
+        self._rows.append(
+            {
+                "track_id": entry.track_id,
+                "path": entry.path,
+                "split": entry.split,
+                "shard": self.shard,
+                "offset": self._samples,
+                "length": len(pcm),
+                "labels": list(entry.labels),
+            }
+        )
+        self._chunks.append(pcm)
+        self._samples += len(pcm)
+
+    def skip(self, skip: Skip) -> None:
+        self._skipped.append(skip)
+
+    def close(self, end: int) -> None:
+        """Write the current shard and its journal; `end` is the first entry not covered."""
+        if self._chunks:
+            target = shard_path(self.root, self.shard)
+            tmp = target.with_suffix(".npy.tmp")
+            with open(tmp, "wb") as f:
+                header = {"descr": "<i2", "fortran_order": False, "shape": (self._samples,)}
+                np.lib.format.write_array_header_1_0(f, header)
+                for chunk in self._chunks:
+                    f.write(chunk.astype("<i2", copy=False).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            journal = {"end": end, "rows": self._rows, "skipped": [asdict(s) for s in self._skipped]}
+            _atomic_write(self.root / ".partial" / f"{self.shard:05d}.json", json.dumps(journal).encode())
+            if self.on_shard is not None:
+                self.on_shard(self.shard)
+            self.shard += 1
+        self.rows += self._rows
+        self.skipped += self._skipped
+        self._chunks, self._rows, self._skipped, self._samples = [], [], [], 0
+
+
+def _read_journals(out: Path) -> list[dict]:
+    """Consecutive journals 00000.json, 00001.json, ... whose shard file exists."""
+    journals = []
+    while True:
+        n = len(journals)
+        path = out / ".partial" / f"{n:05d}.json"
+        if not path.is_file() or not shard_path(out, n).is_file():
+            return journals
+        journals.append(json.loads(path.read_text()))
+
+
+def _finish(
+    out: Path, spec: DatasetSpec, params: dict, rows: list[dict], skipped: list[Skip], progress: bool
+) -> Store:
+    if not rows:
+        reasons = _count(s.reason for s in skipped)
+        raise StoreError(
+            f"{spec.root}: no track could be stored ({_describe(reasons) or 'no audio files found'})"
+        )
+    shards = 1 + max(r["shard"] for r in rows)
+    for stale in (out / "shards").glob("*.npy"):  # shards beyond the final count (from another budget)
+        if int(stale.stem) >= shards:
+            stale.unlink()
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    _atomic_write(out / "index.parquet", buffer.getvalue().to_pybytes())
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["path", "reason", "detail"])
+    w.writerows([s.path, s.reason, s.detail] for s in sorted(skipped, key=lambda s: (s.path, s.reason)))
+    _atomic_write(out / "skipped.csv", text.getvalue().encode())
+    samples = int(sum(r["length"] for r in rows))
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dataset": spec.name,
+        "sample_rate": params["sample_rate"],
+        "dtype": "int16",
+        "task": spec.task,
+        "vocab": spec.vocab,
+        "split": spec.split_name,
+        "tracks": len(rows),
+        "samples": samples,
+        "hours": round(samples / params["sample_rate"] / 3600, 4),
+        "shards": shards,
+        "splits": _count(r["split"] or "none" for r in rows),
+        "skipped": _count(s.reason for s in skipped),
+        "params": params,
+    }
+    _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+    shutil.rmtree(out / ".partial", ignore_errors=True)
+    store = Store(out)
+    _say(
+        progress,
+        f"{out}: {len(rows)} tracks, {meta['hours']:.2f} h in {shards} shard(s); skipped {_describe(meta['skipped']) or 'none'}",
+    )
+    return store
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _clear(out: Path) -> None:
+    for name in ("meta.json", "index.parquet", "skipped.csv"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("shards", ".partial"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        print(line, file=sys.stderr)
+
+
+class _Meter:
+    """Files done, hours of audio and x real-time: a rich bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, done: int, sample_rate: int, enabled: bool) -> None:
+        self.total, self.done, self.sample_rate, self.enabled = total, done, sample_rate, enabled
+        self.start = time.perf_counter()
+        self.samples = 0
+        self.last_line = self.start
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("preprocess"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.task = self.bar.add_task("files", total=total, completed=done, stats="")
+            self.bar.start()
+        elif enabled and done:
+            print(f"resuming after {done} of {total} files", file=sys.stderr)
+
+    def stats(self) -> str:
+        hours = self.samples / self.sample_rate / 3600
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return f"{hours:.2f} h of audio, {hours * 3600 / elapsed:.0f}x real-time"
+
+    def update(self, samples: int) -> None:
+        self.done += 1
+        self.samples += samples
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, stats=self.stats())
+        elif self.enabled and (time.perf_counter() - self.last_line > 10 or self.done == self.total):
+            self.last_line = time.perf_counter()
+            print(f"preprocess: {self.done}/{self.total} files, {self.stats()}", file=sys.stderr)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
