@@ -1,0 +1,227 @@
+"""Download what can be downloaded of MagnaTagATune, GTZAN and the MSD split files: HTTP range resume
+(a `.part` file continues where it stopped), retries with back-off, SHA-256 verification, and
+extraction that refuses any archive entry landing outside the target folder.
+
+Checksums: a file with a published SHA-256 in the manifest is checked against it; the others are
+checked against ROOT/checksums.json, which records the SHA-256 of every file on its first complete
+download (so a later, different download of the same file is caught).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from clmr.errors import ClmrError
+
+CHUNK = 1 << 20
+
+
+class DownloadError(ClmrError):
+    """A download that failed for good, a checksum mismatch or an unsafe archive."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file: fetched from `url` (or MIRROR/`target` with a mirror) into ROOT/`target`."""
+
+    url: str
+    target: str
+    sha256: str | None = None
+    optional: bool = False  # a 404 is reported and skipped, not an error
+
+
+_WON = "https://raw.githubusercontent.com/minzwon/sota-music-tagging-models/master/split"
+_MTAT = "https://mirg.city.ac.uk/datasets/magnatagatune"
+_GTZAN_SPLIT = "https://raw.githubusercontent.com/jongpillee/music_dataset_split/master/GTZAN_split"
+MANIFESTS: dict[str, list[Remote]] = {
+    "mtat": [
+        *(Remote(f"{_MTAT}/mp3.zip.00{n}", f"mp3.zip.00{n}") for n in (1, 2, 3)),
+        Remote(f"{_MTAT}/annotations_final.csv", "annotations_final.csv"),
+        *(
+            Remote(f"{_WON}/mtat/{f}.npy", f"split/mtat/{f}.npy")
+            for f in ("train", "valid", "test", "binary", "tags")
+        ),
+    ],
+    "gtzan": [
+        Remote("http://opihi.cs.uvic.ca/sound/genres.tar.gz", "genres.tar.gz"),
+        *(
+            Remote(f"{_GTZAN_SPLIT}/{s}_filtered.txt", f"{s}_filtered.txt")
+            for s in ("train", "valid", "test")
+        ),
+    ],
+    "msd": [
+        *(
+            Remote(f"{_WON}/msd/{f}", f"split/msd/{f}")
+            for f in (
+                "50tagList.txt",
+                "filtered_list_train.cP",
+                "filtered_list_test.cP",
+                "msd_id_to_tag_vector.cP",
+            )
+        ),
+        Remote(f"{_WON}/msd/msd_id_to_7d.cP", "split/msd/msd_id_to_7d.cP", optional=True),
+    ],
+}
+"""What `clmr download DATASET` fetches. MSD audio is not distributable: bring your own."""
+
+
+def download(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    mirror: str | None = None,
+    extract: bool = True,
+    retries: int = 4,
+    progress: bool = True,
+    manifest: list[Remote] | None = None,
+) -> Path:
+    """Fetch `dataset`'s files into `root` (resuming partial files), verify them, then extract
+    MagnaTagATune's split zip or GTZAN's tarball. `manifest` overrides the built-in file list."""
+    if manifest is None and dataset not in MANIFESTS:
+        raise DownloadError(f"unknown dataset {dataset!r}; choose one of {', '.join(MANIFESTS)}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    known = _read_checksums(root)
+    for remote in manifest if manifest is not None else MANIFESTS[dataset]:
+        url = f"{mirror.rstrip('/')}/{remote.target}" if mirror else remote.url
+        target = root / remote.target
+        if not target.is_file():
+            try:
+                fetch(url, target, retries=retries, progress=progress)
+            except DownloadError as err:
+                if remote.optional and "HTTP 404" in str(err):
+                    _say(progress, f"skipped optional {remote.target}: not on the server")
+                    continue
+                raise
+        digest = sha256_file(target)
+        expected = remote.sha256 or known.get(remote.target)
+        if expected and digest != expected:
+            target.unlink()
+            raise DownloadError(
+                f"{target}: SHA-256 {digest} does not match the expected {expected}; removed it"
+            )
+        known[remote.target] = digest
+        _write_checksums(root, known)
+    if extract and dataset == "mtat":
+        extract_mtat(root)
+    if (
+        extract
+        and dataset == "gtzan"
+        and (root / "genres.tar.gz").is_file()
+        and not (root / "genres").is_dir()
+    ):
+        extract_tar(root / "genres.tar.gz", root)
+    return root
+
+
+def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) -> Path:
+    """Download `url` to `target` through `target.part`, resuming with an HTTP Range request."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                resumed = response.status == 206
+                length = response.headers.get("Content-Length")
+                total = (have if resumed else 0) + int(length) if length else None
+                with open(part, "ab" if resumed else "wb") as f:
+                    done = have if resumed else 0
+                    _say(progress, f"{'resuming' if resumed else 'downloading'} {url} -> {target}")
+                    while chunk := response.read(CHUNK):
+                        f.write(chunk)
+                        done += len(chunk)
+                if total is not None and done < total:
+                    raise urllib.error.URLError(f"connection closed at {done} of {total} bytes")
+            os.replace(part, target)
+            return target
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and have:  # the part is already complete
+                os.replace(part, target)
+                return target
+            if err.code < 500 or attempt == retries:
+                raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError) as err:
+            if attempt == retries:
+                raise DownloadError(f"{url}: {err} (after {retries + 1} attempts; rerun to resume)") from err
+        time.sleep(min(2**attempt, 30) * 0.5)
+    raise DownloadError(f"{url}: download failed")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extract_mtat(root: Path) -> None:
+    """Join mp3.zip.001-003 into mp3.zip and extract it into ROOT (folders 0-9, a-f), once."""
+    marker = root / ".mp3-extracted"
+    parts = sorted(root.glob("mp3.zip.0*"))
+    if marker.exists() or not parts:
+        return
+    merged = root / "mp3.zip"
+    with open(merged.with_suffix(".zip.tmp"), "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, CHUNK)
+    os.replace(merged.with_suffix(".zip.tmp"), merged)
+    extract_zip(merged, root)
+    marker.touch()
+
+
+def extract_zip(archive: Path, target: Path) -> None:
+    """Extract every entry of a zip under `target`; an entry whose path would escape it is refused."""
+    base = target.resolve()
+    with zipfile.ZipFile(archive) as z:
+        for member in z.infolist():
+            _inside(base, member.filename, archive)
+        z.extractall(target)
+
+
+def extract_tar(archive: Path, target: Path) -> None:
+    """Extract a tar archive under `target`, refusing entries (or links) that would escape it."""
+    base = target.resolve()
+    with tarfile.open(archive) as t:
+        members = t.getmembers()
+        for member in members:
+            _inside(base, member.name, archive)
+            if member.issym() or member.islnk():
+                _inside(base, str(Path(member.name).parent / member.linkname), archive)
+        t.extractall(target, members=members, filter="data")
+
+
+def _inside(base: Path, name: str, archive: Path) -> None:
+    dest = (base / name).resolve()
+    if Path(name).is_absolute() or not dest.is_relative_to(base):
+        raise DownloadError(f"{archive}: entry {name!r} would be written outside {base}; refusing to extract")
+
+
+def _read_checksums(root: Path) -> dict[str, str]:
+    path = root / "checksums.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_checksums(root: Path, known: dict[str, str]) -> None:
+    tmp = root / "checksums.json.tmp"
+    tmp.write_text(json.dumps(dict(sorted(known.items())), indent=1))
+    os.replace(tmp, root / "checksums.json")
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        print(line, file=sys.stderr)

@@ -1,0 +1,140 @@
+"""The downloader against a local HTTP server with Range support: resume of a partial file, checksum
+mismatch rejected, retries, mirror URLs, MTAT part merging and zip-slip / tar escapes refused."""
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+
+import pytest
+
+from clmr.data.download import DownloadError, Remote, download, extract_tar, extract_zip, fetch
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+    log: list = []
+    fail_first: set = set()
+
+    def do_GET(self):  # noqa: N802
+        self.log.append((self.path, self.headers.get("Range")))
+        if self.path in self.fail_first:
+            self.fail_first.discard(self.path)
+            self.send_error(503)
+            return
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        if rng := self.headers.get("Range"):
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _Handler.files, _Handler.log, _Handler.fail_first = {}, [], set()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", _Handler
+    httpd.shutdown()
+
+
+def test_resume_partial_download(tmp_path, server):
+    base, handler = server
+    data = bytes(range(256)) * 1000
+    handler.files["/big.bin"] = data
+    target = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(data[:100_000])
+    fetch(f"{base}/big.bin", target, progress=False)
+    assert target.read_bytes() == data and not (tmp_path / "big.bin.part").exists()
+    assert handler.log == [("/big.bin", "bytes=100000-")]  # only the rest was requested
+
+
+def test_checksum_verified_and_mismatch_rejected(tmp_path, server):
+    base, handler = server
+    handler.files["/a.txt"] = b"hello"
+    good = hashlib.sha256(b"hello").hexdigest()
+    download("x", tmp_path, manifest=[Remote(f"{base}/a.txt", "a.txt", sha256=good)], progress=False)
+    assert (tmp_path / "a.txt").read_bytes() == b"hello"
+    handler.files["/b.txt"] = b"tampered"
+    with pytest.raises(DownloadError, match="SHA-256"):
+        download("x", tmp_path, manifest=[Remote(f"{base}/b.txt", "b.txt", sha256=good)], progress=False)
+    assert not (tmp_path / "b.txt").exists()
+    # no published checksum: the first download is recorded and later copies are checked against it
+    handler.files["/c.txt"] = b"first"
+    download("x", tmp_path, manifest=[Remote(f"{base}/c.txt", "c.txt")], progress=False)
+    (tmp_path / "c.txt").write_bytes(b"changed")
+    with pytest.raises(DownloadError, match="SHA-256"):
+        download("x", tmp_path, manifest=[Remote(f"{base}/c.txt", "c.txt")], progress=False)
+
+
+def test_retry_mirror_and_optional(tmp_path, server):
+    base, handler = server
+    handler.files["/split/x.npy"] = b"payload"
+    handler.fail_first.add("/split/x.npy")
+    manifest = [
+        Remote("http://unreachable.invalid/x.npy", "split/x.npy"),
+        Remote("http://unreachable.invalid/y.npy", "split/y.npy", optional=True),
+    ]
+    download("x", tmp_path, manifest=manifest, mirror=base + "/", progress=False)
+    assert (tmp_path / "split" / "x.npy").read_bytes() == b"payload"
+    assert [p for p, _ in handler.log].count("/split/x.npy") == 2  # 503, then retried
+    with pytest.raises(DownloadError, match="404"):
+        fetch(f"{base}/nothing", tmp_path / "n", progress=False)
+
+
+def test_mtat_parts_merged_and_extracted(tmp_path, server):
+    base, handler = server
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("f/clip-0-29.mp3", b"mp3 bytes")
+        z.writestr("0/clip-1-29.mp3", b"more")
+    blob = buffer.getvalue()
+    thirds = [blob[: len(blob) // 3], blob[len(blob) // 3 : 2 * len(blob) // 3], blob[2 * len(blob) // 3 :]]
+    for n, part in enumerate(thirds, start=1):
+        handler.files[f"/mp3.zip.00{n}"] = part
+    handler.files["/annotations_final.csv"] = b"clip_id\tguitar\tmp3_path\n"
+    for f in ("train", "valid", "test", "binary", "tags"):
+        handler.files[f"/split/mtat/{f}.npy"] = b"npy"
+    download("mtat", tmp_path, mirror=base, progress=False)
+    assert (tmp_path / "f" / "clip-0-29.mp3").read_bytes() == b"mp3 bytes"
+    assert (tmp_path / "0" / "clip-1-29.mp3").is_file()
+    assert (tmp_path / "checksums.json").is_file()
+
+
+def test_zip_slip_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ok.txt", b"fine")
+        z.writestr("../../escaped.txt", b"bad")
+    target = tmp_path / "out"
+    with pytest.raises(DownloadError, match="outside"):
+        extract_zip(archive, target)
+    assert not (tmp_path / "escaped.txt").exists() and not (target / "ok.txt").exists()
+
+
+def test_tar_escape_refused(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        info = tarfile.TarInfo("link")
+        info.type, info.linkname = tarfile.SYMTYPE, "../../etc"
+        t.addfile(info)
+    with pytest.raises(DownloadError, match="outside"):
+        extract_tar(archive, tmp_path / "out")
