@@ -1,0 +1,103 @@
+"""The contract every augmentation step follows: draw per-example parameters, fire with probability p."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clmr.errors import ClmrError
+
+Params = dict[str, torch.Tensor]
+
+
+class AugmentError(ClmrError):
+    """A bad augmentation setting (unknown step or argument, probability outside [0, 1])."""
+
+
+def uniform(
+    n: int, low: float, high: float, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """n float32 draws from U[low, high) on `device`."""
+    return low + (high - low) * torch.rand(n, device=device, generator=generator)
+
+
+def check_probability(p: float, name: str) -> float:
+    """p as a float, or an AugmentError naming the step."""
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise AugmentError(f"augmentation '{name}': probability p={p} is not in [0, 1]")
+    return p
+
+
+class Step(nn.Module):
+    """One augmentation step: `forward` = draw parameters + coin flips + `apply` on the examples that fire.
+
+    `apply(x, params)` applies the step to every row of x with the given per-example parameters (tests use
+    it to force parameters). On CPU only the rows that fire are computed (the mask is already on the host);
+    on an accelerator every row is computed and the result selected with the mask (no host sync).
+    """
+
+    name = "step"
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = check_probability(p, self.name)
+
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
+        """Per-example parameters for n examples (always the same number of random draws)."""
+        raise NotImplementedError
+
+    def apply(
+        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The step applied to every row of x (B, T) with per-row params; returns (B, T)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"{type(self).__name__} expects a batch of shape (B, T), got {tuple(x.shape)}")
+        if self.p == 0.0 or x.shape[0] == 0:
+            return x
+        fire = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
+        params = self.draw(x.shape[0], x.device, generator)
+        return self.select(x, fire, params, generator)
+
+    def compute_all(self, x: torch.Tensor) -> bool:
+        """Whether to compute every row and mask (accelerators: no host sync) rather than only firing rows."""
+        return x.device.type != "cpu"
+
+    def select(
+        self, x: torch.Tensor, fire: torch.Tensor, params: Params, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """x with the rows where `fire` is True replaced by the step's output."""
+        if self.compute_all(x):
+            return torch.where(fire[:, None], self.apply(x, params, generator), x)
+        rows = fire.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return x
+        if rows.numel() == x.shape[0]:
+            return self.apply(x, params, generator)
+        subset = self.apply(x[rows], {k: v[rows] for k, v in params.items()}, generator)
+        return x.index_copy(0, rows, subset.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ScaleStep(Step):
+    """A step that multiplies each example by a scalar: one fused multiply, identical on every device."""
+
+    def factor(self, params: Params) -> torch.Tensor:
+        """The per-example multiplier (B,)."""
+        raise NotImplementedError
+
+    def apply(
+        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return x * self.factor(params).to(x.dtype)[:, None]
+
+    def select(
+        self, x: torch.Tensor, fire: torch.Tensor, params: Params, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        one = torch.ones((), device=x.device)
+        return x * torch.where(fire, self.factor(params), one).to(x.dtype)[:, None]

@@ -1,0 +1,89 @@
+"""The reference augmentation chain with every step switchable or re-weightable from a config mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from clmr.augment.base import AugmentError, Step
+from clmr.augment.delay import Delay
+from clmr.augment.filter import HighLowPass
+from clmr.augment.gain import Gain
+from clmr.augment.noise import Noise
+from clmr.augment.pitch import PitchShift
+from clmr.augment.polarity import PolarityInversion
+from clmr.augment.reverb import Reverb
+
+# step name -> (class, needs sample_rate), in reference order
+STEPS: dict[str, tuple[type[Step], bool]] = {
+    "polarity": (PolarityInversion, False),
+    "noise": (Noise, False),
+    "gain": (Gain, False),
+    "filter": (HighLowPass, True),
+    "delay": (Delay, True),
+    "pitch": (PitchShift, True),
+    "reverb": (Reverb, True),
+}
+
+
+def build_step(name: str, override: float | Mapping[str, Any] | None, sample_rate: int) -> Step:
+    """One step from its override: None (reference), a probability, or a dict of keyword arguments."""
+    cls, needs_rate = STEPS[name]
+    if override is None:
+        kwargs: dict[str, Any] = {}
+    elif isinstance(override, Mapping):
+        kwargs = dict(override)
+    elif isinstance(override, (int, float)) and not isinstance(override, bool):
+        kwargs = {"p": float(override)}
+    else:
+        raise AugmentError(f"augmentation '{name}': expected a probability or a mapping, got {override!r}")
+    if needs_rate:
+        kwargs["sample_rate"] = sample_rate
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise AugmentError(f"augmentation '{name}': {err}") from None
+
+
+class Chain(nn.Module):
+    """polarity -> noise -> gain -> filter -> delay -> pitch -> reverb on a batch (B, T), each step per example.
+
+    `Chain(sample_rate, pitch=0.0, reverb={"p": 0.3, "damping": (0, 50)})`: an override is a probability
+    or a dict of the step's keyword arguments (a dict without "p" keeps the reference probability).
+    Pure torch: runs on the batch's device; `generator` (or the device's default generator) seeds every draw.
+    """
+
+    def __init__(self, sample_rate: int = 22050, **overrides: float | Mapping[str, Any] | None) -> None:
+        super().__init__()
+        unknown = sorted(set(overrides) - set(STEPS))
+        if unknown:
+            raise AugmentError(f"unknown augmentation step '{unknown[0]}' (steps: {', '.join(STEPS)})")
+        self.sample_rate = int(sample_rate)
+        self.steps = nn.ModuleDict(
+            {name: build_step(name, overrides.get(name), self.sample_rate) for name in STEPS}
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], sample_rate: int = 22050) -> Chain:
+        """A chain from a mapping step name -> probability or kwargs dict; `enabled: false` switches all off.
+
+        Keys: polarity, noise, gain, filter, delay, pitch, reverb, and optionally enabled and sample_rate.
+        """
+        config = dict(config)
+        enabled = bool(config.pop("enabled", True))
+        sample_rate = int(config.pop("sample_rate", sample_rate))
+        if not enabled:
+            config = {name: 0.0 for name in STEPS} | {k: v for k, v in config.items() if k not in STEPS}
+        return cls(sample_rate=sample_rate, **config)
+
+    def probabilities(self) -> dict[str, float]:
+        """Each step's probability, in chain order."""
+        return {name: step.p for name, step in self.steps.items()}
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for step in self.steps.values():
+            x = step(x, generator)
+        return x

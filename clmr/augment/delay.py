@@ -1,0 +1,49 @@
+"""Delay: mix in one echo of the signal at a lag drawn from a grid of milliseconds."""
+
+from __future__ import annotations
+
+import torch
+
+from clmr.augment.base import AugmentError, Params, Step
+
+
+class Delay(Step):
+    """y = (x + volume * x delayed by d) / 2, d ~ {min_ms, min_ms + step_ms, ...} below max_ms (reference p = 0.3)."""
+
+    name = "delay"
+
+    def __init__(
+        self,
+        sample_rate: int,
+        p: float = 0.3,
+        min_ms: float = 200.0,
+        max_ms: float = 500.0,
+        step_ms: float = 50.0,
+        volume: float = 0.5,
+    ) -> None:
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.min_ms, self.max_ms, self.step_ms = float(min_ms), float(max_ms), float(step_ms)
+        self.volume = float(volume)
+        self.choices = int(round((self.max_ms - self.min_ms) / self.step_ms))
+        if self.choices < 1:
+            raise AugmentError(f"augmentation 'delay': no delay between min_ms={min_ms} and max_ms={max_ms}")
+
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
+        k = torch.randint(0, self.choices, (n,), device=device, generator=generator)
+        return {"delay_ms": self.min_ms + self.step_ms * k.float()}
+
+    def apply(
+        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        lag = torch.round(params["delay_ms"] * (self.sample_rate / 1000.0)).long()
+        index = torch.arange(x.shape[1], device=x.device) - lag[:, None]
+        echo = torch.gather(x, 1, index.clamp(min=0))
+        echo.masked_fill_(index < 0, 0.0)
+        return torch.add(x, echo, alpha=self.volume).mul_(0.5)
+
+    def extra_repr(self) -> str:
+        return (
+            f"sample_rate={self.sample_rate}, p={self.p}, min_ms={self.min_ms}, max_ms={self.max_ms}, "
+            f"step_ms={self.step_ms}, volume={self.volume}"
+        )

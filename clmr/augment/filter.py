@@ -1,0 +1,83 @@
+"""High- or low-pass filtering with a per-example coin flip and cutoff, as one batched FFT multiply."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from clmr.augment.base import Params, Step, uniform
+
+_TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
+_TAIL_S = 0.1  # zero padding (seconds) that keeps the filter's two-sided tails from wrapping around
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= n (fast for pocketfft and cuFFT)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 << max(math.ceil(math.log2(n / p35)), 0)
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def lowpass_response(freqs: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
+    """Zero-phase low-pass magnitude (B, F): 1 below, 0 above, raised-cosine transition centred on the cutoff.
+
+    This is the response of a windowed-sinc FIR (an ideal brick wall smoothed by the window's main lobe),
+    sampled directly on the FFT grid, with a transition width proportional to the cutoff.
+    """
+    width = _TRANSITION * cutoff[:, None]
+    t = ((freqs[None, :] - cutoff[:, None]) / width + 0.5).clamp_(0.0, 1.0)
+    return 0.5 + 0.5 * torch.cos(math.pi * t)
+
+
+class HighLowPass(Step):
+    """Per example a coin flip between a high-pass (cutoff ~ U[highpass_hz]) and a low-pass (cutoff ~ U[lowpass_hz]).
+
+    Reference p = 0.8. Applied as one rfft -> multiply -> irfft over the batch, zero-padded so the filter
+    is linear (not circular) convolution.
+    """
+
+    name = "filter"
+
+    def __init__(
+        self,
+        sample_rate: int,
+        p: float = 0.8,
+        lowpass_hz: tuple[float, float] = (2200.0, 4000.0),
+        highpass_hz: tuple[float, float] = (200.0, 1200.0),
+    ) -> None:
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.lowpass_hz = (float(lowpass_hz[0]), float(lowpass_hz[1]))
+        self.highpass_hz = (float(highpass_hz[0]), float(highpass_hz[1]))
+
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
+        highpass = torch.rand(n, device=device, generator=generator) < 0.5
+        low = uniform(n, *self.lowpass_hz, device, generator)
+        high = uniform(n, *self.highpass_hz, device, generator)
+        return {"highpass": highpass, "cutoff": torch.where(highpass, high, low)}
+
+    def apply(
+        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        length = x.shape[1]
+        n_fft = fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
+        freqs = torch.fft.rfftfreq(n_fft, 1.0 / self.sample_rate, device=x.device)
+        response = lowpass_response(freqs, params["cutoff"].float())
+        response = torch.where(params["highpass"][:, None], 1.0 - response, response)
+        spectrum = torch.fft.rfft(x.float(), n=n_fft)
+        spectrum.mul_(response)
+        return torch.fft.irfft(spectrum, n=n_fft)[:, :length].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"sample_rate={self.sample_rate}, p={self.p}, lowpass_hz={self.lowpass_hz}, "
+            f"highpass_hz={self.highpass_hz}"
+        )

@@ -1,0 +1,33 @@
+"""White Gaussian noise whose level is relative to each example's own standard deviation."""
+
+from __future__ import annotations
+
+import torch
+
+from clmr.augment.base import Params, Step, uniform
+
+
+class Noise(Step):
+    """Adds Gaussian noise of std s * std(x), s ~ U[min_snr, max_snr] per example (reference p = 0.01).
+
+    Silence stays silent (its std is 0), so the output is finite for any finite input.
+    """
+
+    name = "noise"
+
+    def __init__(self, p: float = 0.01, min_snr: float = 1e-4, max_snr: float = 1e-2) -> None:
+        super().__init__(p)
+        self.min_snr, self.max_snr = float(min_snr), float(max_snr)
+
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
+        return {"snr": uniform(n, self.min_snr, self.max_snr, device, generator)}
+
+    def apply(
+        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        scale = params["snr"].to(x.dtype)[:, None] * x.std(dim=1, correction=0, keepdim=True)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return torch.addcmul(x, noise, scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, min_snr={self.min_snr}, max_snr={self.max_snr}"

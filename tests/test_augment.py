@@ -1,0 +1,252 @@
+"""Property tests of the augmentation steps and chain on signals generated here (CPU, small sizes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from clmr.augment import (
+    STEPS,
+    AugmentError,
+    Chain,
+    Delay,
+    Gain,
+    HighLowPass,
+    Noise,
+    PitchShift,
+    PolarityInversion,
+    RandomCrop,
+    Reverb,
+)
+
+SR = 22050
+
+
+def tone(freq: float, seconds: float = 1.0, sr: int = SR) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+    return torch.sin(2 * math.pi * freq * t).float()[None]
+
+
+def peak_hz(y: torch.Tensor, sr: int = SR) -> float:
+    """Frequency of the spectral peak of the middle of y, with 8x zero padding and a Hann window."""
+    mid = y[0, y.shape[1] // 8 : -y.shape[1] // 8].double()
+    spec = torch.fft.rfft(mid * torch.hann_window(mid.numel(), dtype=torch.float64), n=8 * mid.numel()).abs()
+    return float(spec.argmax()) * sr / (8 * mid.numel())
+
+
+def rms_db(y: torch.Tensor) -> float:
+    mid = y[0, y.shape[1] // 8 : -y.shape[1] // 8]
+    return 20 * math.log10(float(mid.pow(2).mean().sqrt()))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- pitch shift
+
+
+@pytest.mark.parametrize("cents", [300, -700, 700])
+def test_pitch_shift_moves_a_tone_and_keeps_length(cents):
+    x = tone(440.0, 1.5)
+    y = PitchShift(SR).apply(x, {"cents": torch.tensor([float(cents)])})
+    assert y.shape == x.shape
+    expected = 440.0 * 2 ** (cents / 1200)
+    assert abs(peak_hz(y) - expected) / expected < 0.01
+
+
+@pytest.mark.parametrize("cents", [300, -700])
+def test_pitch_shift_keeps_click_onsets(cents):
+    x = torch.zeros(1, 2 * SR)
+    clicks = [int(s * SR) for s in (0.25, 0.6, 1.0, 1.4, 1.75)]
+    x[0, clicks] = 1.0
+    y = PitchShift(SR).apply(x, {"cents": torch.tensor([float(cents)])})[0]
+    near = torch.zeros_like(y, dtype=torch.bool)
+    tol = int(0.03 * SR)
+    for c in clicks:
+        near[c - tol : c + tol] = True
+        assert y[c - tol : c + tol].abs().max() > 0.2, "a click vanished"
+    energy = y.pow(2)
+    assert energy[~near].sum() < 0.01 * energy.sum(), "energy moved away from the onsets (tempo changed)"
+
+
+def test_zero_pitch_shift_is_identity():
+    x = torch.randn(2, 4000)
+    y = PitchShift(SR).apply(x, {"cents": torch.zeros(2)})
+    torch.testing.assert_close(y, x)
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_lowpass_and_highpass_responses():
+    f = HighLowPass(SR)
+    lp = {"highpass": torch.tensor([False]), "cutoff": torch.tensor([3000.0])}
+    hp = {"highpass": torch.tensor([True]), "cutoff": torch.tensor([1000.0])}
+    for params, stop, passed in ((lp, 6000.0, 500.0), (hp, 250.0, 4000.0)):
+        assert rms_db(f.apply(tone(stop), params)) - rms_db(tone(stop)) <= -20.0
+        assert abs(rms_db(f.apply(tone(passed), params)) - rms_db(tone(passed))) <= 1.0
+
+
+def test_filter_draws_both_kinds_in_their_ranges():
+    params = HighLowPass(SR).draw(2000, torch.device("cpu"), gen())
+    hp, cut = params["highpass"], params["cutoff"]
+    assert 0.45 < hp.float().mean() < 0.55
+    assert cut[hp].min() >= 200 and cut[hp].max() <= 1200
+    assert cut[~hp].min() >= 2200 and cut[~hp].max() <= 4000
+
+
+# ---------------------------------------------------------------- delay, gain, noise, polarity
+
+
+def test_delay_autocorrelation_peaks_at_the_drawn_lag():
+    step = Delay(SR, p=1.0)
+    params = step.draw(3, torch.device("cpu"), gen(3))
+    x = torch.randn(3, SR)
+    y = step.apply(x, params)
+    spec = torch.fft.rfft(y, n=2 * SR)
+    ac = torch.fft.irfft(spec.abs() ** 2, n=2 * SR)
+    lo, hi = int(0.1 * SR), int(0.6 * SR)
+    lags = ac[:, lo:hi].argmax(dim=1) + lo
+    expected = torch.round(params["delay_ms"] * SR / 1000).long()
+    assert torch.equal(lags, expected)
+    assert set(Delay(SR).draw(500, torch.device("cpu"), gen())["delay_ms"].tolist()) == {
+        200.0, 250.0, 300.0, 350.0, 400.0, 450.0
+    }  # fmt: skip
+
+
+def test_gain_changes_rms_by_the_drawn_db():
+    step = Gain(p=1.0)
+    x = torch.randn(8, 2000)
+    y = step(x, gen(1))
+    g = gen(1)
+    torch.rand(8, generator=g)  # the coin flips
+    drawn = step.draw(8, torch.device("cpu"), g)["gain_db"]
+    change = 20 * torch.log10(y.pow(2).mean(1).sqrt() / x.pow(2).mean(1).sqrt())
+    torch.testing.assert_close(change, drawn, atol=1e-3, rtol=0)
+    assert drawn.min() >= -20 and drawn.max() <= -1 and drawn.std() > 1
+
+
+def test_noise_has_the_drawn_snr():
+    step = Noise(p=1.0)
+    x = 0.3 * torch.randn(16, 20000)
+    params = step.draw(16, torch.device("cpu"), gen(2))
+    residual = step.apply(x, params, gen(5)) - x
+    ratio = residual.std(dim=1) / x.std(dim=1)
+    torch.testing.assert_close(ratio, params["snr"], rtol=0.05, atol=0)
+    assert ratio.min() >= 1e-4 * 0.95 and ratio.max() <= 1e-2 * 1.05
+
+
+def test_polarity_is_exact_negation():
+    x = torch.randn(4, 100)
+    assert torch.equal(PolarityInversion(p=1.0)(x, gen()), -x)
+    assert torch.equal(PolarityInversion(p=0.0)(x, gen()), x)
+
+
+# ---------------------------------------------------------------- reverb
+
+
+def decay_time(y: torch.Tensor) -> float:
+    """Seconds until the backward-integrated energy (Schroeder curve) of y falls by 20 dB."""
+    edc = y.double().pow(2).flip(0).cumsum(0).flip(0)
+    return float((edc > edc[0] * 0.01).sum()) / SR
+
+
+def reverb_tail(room: float, reverberance: float, damping: float = 0.0) -> torch.Tensor:
+    x = torch.zeros(1, 2 * SR)
+    x[0, 100] = 1.0
+    params = {
+        k: torch.tensor([v])
+        for k, v in zip(("room_size", "reverberance", "damping"), (room, reverberance, damping), strict=True)
+    }
+    y = Reverb(SR).apply(x, params, gen(4))
+    return (y * math.sqrt(2) - x)[0, 100:]  # the wet part after the impulse
+
+
+def test_reverb_decay_grows_with_reverberance_and_room_size():
+    by_reverberance = [decay_time(reverb_tail(50, r)) for r in (0, 50, 100)]
+    by_room = [decay_time(reverb_tail(s, 50)) for s in (0, 50, 100)]
+    for times in (by_reverberance, by_room):
+        assert times[0] < times[1] < times[2]
+        assert times[2] > 2 * times[0]
+
+
+def test_reverb_damping_shortens_high_frequencies():
+    def late_high_share(damping: float) -> float:
+        late = reverb_tail(100, 100, damping)[int(0.3 * SR) : int(0.8 * SR)]
+        spec = torch.fft.rfft(late).abs() ** 2
+        freqs = torch.fft.rfftfreq(late.numel(), 1 / SR)
+        return float(spec[freqs > 4000].sum() / spec.sum())
+
+    assert late_high_share(100) < 0.5 * late_high_share(0)
+
+
+# ---------------------------------------------------------------- probabilities, seeds, chain
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_each_step_fires_at_its_probability(name):
+    step = Chain(SR).steps[name]
+    n = 3000
+    x = torch.randn(n, 64) + 0.1
+    changed = (step(x, gen(7)) != x).any(dim=1).float().mean().item()
+    tolerance = 4 * math.sqrt(step.p * (1 - step.p) / n) + 1e-3
+    assert abs(changed - step.p) <= tolerance
+
+
+def test_masking_on_accelerators_matches_the_cpu_subset(monkeypatch):
+    step = HighLowPass(SR, p=0.5)
+    x = torch.randn(6, 3000)
+    subset = step(x, gen(9))
+    monkeypatch.setattr(HighLowPass, "compute_all", lambda self, x: True)
+    torch.testing.assert_close(step(x, gen(9)), subset)
+
+
+def test_same_seed_same_output_and_examples_differ():
+    chain = Chain(SR, polarity=1.0, gain=1.0, filter=1.0, delay=1.0, pitch=1.0, reverb=1.0)
+    x = torch.randn(1, SR).repeat(4, 1)
+    a, b, c = chain(x, gen(11)), chain(x, gen(11)), chain(x, gen(12))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    for i in range(1, 4):
+        assert not torch.allclose(a[0], a[i])
+
+
+@pytest.mark.parametrize("kind", ["silence", "clipped"])
+def test_chain_output_is_finite(kind):
+    x = torch.zeros(4, SR) if kind == "silence" else torch.sign(torch.randn(4, SR))
+    for chain in (Chain(SR), Chain(SR, **{name: 1.0 for name in STEPS})):
+        y = chain(x, gen(13))
+        assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_chain_overrides_and_config():
+    chain = Chain(SR, pitch=0.0, reverb={"damping": (0, 50)}, delay={"p": 0.1, "volume": 0.3})
+    assert chain.probabilities() == {
+        "polarity": 0.8, "noise": 0.01, "gain": 0.3, "filter": 0.8, "delay": 0.1, "pitch": 0.0, "reverb": 0.6
+    }  # fmt: skip
+    assert chain.steps["reverb"].damping == (0.0, 50.0) and chain.steps["delay"].volume == 0.3
+    off = Chain.from_config({"enabled": False, "pitch": 0.6})
+    assert set(off.probabilities().values()) == {0.0}
+    assert Chain.from_config({"pitch": 0.2, "sample_rate": 16000}).steps["pitch"].sample_rate == 16000
+    x = torch.randn(2, 500)
+    assert torch.equal(Chain(SR, **{name: 0.0 for name in STEPS})(x), x)
+    with pytest.raises(AugmentError, match="unknown augmentation step 'pitchshift'"):
+        Chain(SR, pitchshift=0.5)
+    with pytest.raises(AugmentError, match="'gain'.*not in"):
+        Chain(SR, gain=1.5)
+    with pytest.raises(AugmentError, match="'reverb'.*wetness"):
+        Chain(SR, reverb={"wetness": 1})
+
+
+def test_random_crop():
+    x = torch.arange(5000, dtype=torch.float32)[None].repeat(64, 1)
+    crop = RandomCrop(1000)
+    y = crop(x, gen(14))
+    assert y.shape == (64, 1000)
+    starts = y[:, 0].long()
+    assert torch.equal(y, starts[:, None].float() + torch.arange(1000))
+    assert starts.min() >= 0 and starts.max() <= 4000 and starts.unique().numel() > 30
+    assert torch.equal(RandomCrop(10)(torch.ones(2, 4), gen())[:, 4:], torch.zeros(2, 6))
