@@ -1,0 +1,21 @@
+"""`clmr demo` end to end at a toy size: every step runs and the result names what a next step needs."""
+
+import clmr
+from clmr.demo import format_summary, run_demo
+
+
+def test_run_demo_small(tmp_path, capsys):
+    overrides = {"model.width": 1 / 16, "model.n_blocks": 5, "batch_size": 4, "trainer.max_epochs": 2}
+    summary = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
+    assert summary["store"] == tmp_path / "demo" / "store" and summary["run_dir"] == tmp_path / "demo" / "run"
+    assert (summary["music"] / "tags.csv").is_file()
+    assert summary["epochs"] == 2 and summary["steps"] > 0 and summary["probe_metric"] == "roc_auc"
+    assert 0.0 <= summary["probe_last"] <= 1.0 and summary["train_loss_last"] > 0
+    model = clmr.load_model(summary["model"])
+    assert model.sample_rate == 8000 and model.meta["dataset"] == "folder"
+    text = format_summary(summary)
+    assert "online probe" in text and str(summary["model"]) in text
+    out = capsys.readouterr().out
+    assert "[1/3]" in out and "[3/3]" in out
+    again = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
+    assert again["steps"] == summary["steps"]  # a second demo replaces its previous run

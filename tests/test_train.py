@@ -1,0 +1,201 @@
+"""Pre-training end to end on a tiny generated store: the loss falls, checkpoints and the exported model
+appear, a kill -9 run resumes to the same weights, DDP on two CPU processes, clear errors up front."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clmr
+from clmr.config import ConfigError, load_config
+from clmr.errors import ClmrError
+from clmr.train import NonFiniteLossError, RunDirError, pretrain
+from clmr.train.data import EpochSampler, StoreMismatchError
+
+RATE = 8000
+TINY = {
+    "model.width": 1 / 16,
+    "model.n_blocks": 5,  # 729-sample crops
+    "batch_size": 4,
+    "trainer.accelerator": "cpu",
+    "trainer.devices": 1,
+    "trainer.num_workers": 0,
+}
+TINY_ARGS = ["--preset", "tiny", "--model.width", "0.0625", "--model.n-blocks", "5", "--batch-size", "4"]
+TINY_ARGS += ["--accelerator", "cpu", "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """24 generated pieces of 2 s at 8 kHz with tags, preprocessed (about 19 train / 2-3 valid tracks)."""
+    from clmr.data import preprocess
+    from clmr.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("train")
+    music = generate(root / "music", 24, seconds=2.0, seed=0, sample_rate=RATE)
+    preprocess(
+        music.root,
+        root / "store",
+        labels=music.tags_csv,
+        sample_rate=RATE,
+        min_length=729,
+        workers=0,
+        progress=False,
+    )
+    return root / "store"
+
+
+def config(**overrides):
+    return load_config("tiny", overrides={**TINY, **overrides})
+
+
+def test_tiny_run_learns_checkpoints_and_exports_the_same_encoder(store, tmp_path):
+    result = pretrain(store, tmp_path / "run", config(**{"trainer.max_epochs": 12}), progress=False)
+    losses = [row["train/loss"] for row in result["history"]]
+    assert len(losses) == 12 and result["steps"] == 12 * (
+        len(clmr.data.Store(store).split_indices("train")) // 4
+    )
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+    assert "valid/loss" in result["history"][-1] and "valid/probe_roc_auc" in result["history"][-1]
+    names = {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    assert {"last.ckpt", "best.ckpt", "epoch0009.ckpt"} <= names
+    assert (tmp_path / "run" / "config.yaml").is_file() and (
+        tmp_path / "run" / "logs" / "csv" / "metrics.csv"
+    ).is_file()
+
+    model = clmr.load_model(tmp_path / "run")
+    assert model.sample_rate == RATE and model.crop_length == 729 and model.projector is not None
+    assert model.meta["step"] == result["steps"] and model.meta["store"] == str(store.resolve())
+    assert model.meta["valid_loss"] is not None
+    trained = result["module"].eval()
+    x = torch.randn(5, 729)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), trained.encoder(x))
+        torch.testing.assert_close(model.project(model.embed(x)), trained.projector(trained.encoder(x)))
+
+
+def _cli(run_dir, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "clmr",
+        "pretrain",
+        "--data",
+        "STORE",
+        "--out",
+        str(run_dir),
+        *TINY_ARGS,
+        *extra,
+    ]
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(store, tmp_path):
+    extra = ["--max-epochs", "14", "--checkpoint-every", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = lambda run, *more: [a if a != "STORE" else str(store) for a in _cli(run, *extra, *more)]  # noqa: E731
+    whole = subprocess.Popen(
+        cmd(tmp_path / "whole"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    killed = subprocess.Popen(
+        cmd(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    marker = tmp_path / "killed" / "checkpoints" / "epoch0003.ckpt"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    partial = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert whole.wait() == 0, whole.stderr.read().decode()[-3000:]
+    final = clmr.load_model(tmp_path / "whole").meta["step"]
+    assert partial < final
+
+    resumed = subprocess.run(cmd(tmp_path / "killed", "--resume"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert clmr.load_model(tmp_path / "killed").meta["step"] == final
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_ddp_on_two_cpu_processes(store, tmp_path):
+    cmd = [
+        a if a != "STORE" else str(store)
+        for a in _cli(tmp_path / "ddp", "--devices", "2", "--strategy", "ddp")
+    ]
+    out = subprocess.run([*cmd, "--max-epochs", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    n_train = len(clmr.data.Store(store).split_indices("train"))
+    steps_per_epoch = -(-n_train // 2) // 4  # each rank gets ceil(n/2) tracks, full batches of 4
+    assert clmr.load_model(tmp_path / "ddp").meta["step"] == 2 * steps_per_epoch
+    assert out.stdout.count("steps,") == 1  # one summary line, from rank 0
+
+
+def test_epoch_sampler_is_keyed_by_seed_and_epoch_and_shards_evenly():
+    ranks = [EpochSampler(10, seed=3, shuffle=True, rank=r, world=3) for r in range(3)]
+    for s in ranks:
+        s.set_epoch(5)
+    keys = [list(s) for s in ranks]
+    assert {len(k) for k in keys} == {4} and all(e == 5 for k in keys for _, e in k)
+    assert set(i for k in keys for i, _ in k) == set(range(10))
+    again = EpochSampler(10, seed=3, shuffle=True, rank=1, world=3)
+    again.set_epoch(5)
+    assert list(again) == keys[1]
+    again.set_epoch(6)
+    assert list(again) != keys[1]
+
+
+def test_problems_are_reported_before_training(store, tmp_path):
+    with pytest.raises(StoreMismatchError, match="clmr preprocess .*--sample-rate 22050"):
+        pretrain(store, tmp_path / "a", config(sample_rate=22050))
+    with pytest.raises(StoreMismatchError, match="shorter than the crop of 19683"):
+        pretrain(store, tmp_path / "b", config(**{"model.n_blocks": 8}))
+    with pytest.raises(StoreMismatchError, match="larger than the .* training tracks"):
+        pretrain(store, tmp_path / "c", config(batch_size=64))
+    with pytest.raises(RunDirError, match="no checkpoint to resume"):
+        pretrain(store, tmp_path / "d", config(), resume=True)
+    with pytest.raises(ConfigError, match="sync_batchnorm"):
+        pretrain(store, tmp_path / "e", config(**{"trainer.sync_batchnorm": True}))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "checkpoints").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    class Poison(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                with torch.no_grad():
+                    pl_module.encoder.sequential[0][0].weight.fill_(float("nan"))
+
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch 2\)") as err:
+        pretrain(store, run, config(**{"trainer.max_epochs": 5}), callbacks=[Poison()], progress=False)
+    assert isinstance(err.value, ClmrError)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    with pytest.raises(RunDirError, match="--resume"):
+        pretrain(store, run, config())
+
+
+def test_supervised_baseline_exports_encoder_and_tagging_head(store, tmp_path):
+    result = pretrain(
+        store, tmp_path / "sup", config(supervised=True, **{"trainer.max_epochs": 3}), progress=False
+    )
+    model = clmr.load_model(tmp_path / "sup")
+    s = clmr.data.Store(store)
+    assert model.tags == s.vocab and model.task == "multilabel" and model.meta["objective"] == "supervised"
+    assert model.projector is None and model.head is not None
+    trained = result["module"].eval()
+    x = torch.randn(3, 729)
+    with torch.no_grad():
+        torch.testing.assert_close(model.classify(x), trained.encoder(x))
+    assert "valid/probe_roc_auc" in result["history"][-1]
