@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clmr.inference.engine import default_batch_size
 from clmr.models import CLMR, SampleCNN
 from clmr.models import load_model as _load_clmr
 
@@ -28,14 +29,14 @@ DEFAULT_HOP_MS = 50.0
 class HearModel(nn.Module):
     """A clmr model with the attributes the HEAR API requires."""
 
-    def __init__(self, model: CLMR, hop_ms: float = DEFAULT_HOP_MS, batch_size: int = 32) -> None:
+    def __init__(self, model: CLMR, hop_ms: float = DEFAULT_HOP_MS, batch_size: int | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         self.sample_rate = model.sample_rate
         self.scene_embedding_size = model.embedding_dim
         self.timestamp_embedding_size = model.embedding_dim
         self.hop_ms = float(hop_ms)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
 
     @property
     def crop_length(self) -> int:
@@ -45,15 +46,16 @@ class HearModel(nn.Module):
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(n, T, crop_length) frames (any view, e.g. from `unfold`) -> (n, T, D) float32, in batches
         of `batch_size` crops, so overlapping frames are never all copied at once."""
-        n, t, length = frames.shape
+        n, t, _ = frames.shape
         device = next(self.model.parameters()).device
+        batch = self.batch_size or default_batch_size(self.model, device)
         out = torch.empty(n * t, self.scene_embedding_size, device=device)
         with (
             torch.inference_mode(),
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
         ):
-            for start in range(0, n * t, self.batch_size):
-                rows = torch.arange(start, min(start + self.batch_size, n * t), device=frames.device)
+            for start in range(0, n * t, batch):
+                rows = torch.arange(start, min(start + batch, n * t), device=frames.device)
                 out[start : start + len(rows)] = self.model.embed(
                     frames[rows // t, rows % t].to(device)
                 ).float()
@@ -64,7 +66,9 @@ class HearModel(nn.Module):
         return get_scene_embeddings(audio, self)
 
 
-def load_model(model_file_path: str = "", hop_ms: float = DEFAULT_HOP_MS, batch_size: int = 32) -> HearModel:
+def load_model(
+    model_file_path: str = "", hop_ms: float = DEFAULT_HOP_MS, batch_size: int | None = None
+) -> HearModel:
     """Load a clmr checkpoint (ours, a run directory or a reference .pt/.ckpt) for the HEAR API.
 
     An empty path gives the reference architecture with random weights (a random-encoder baseline),

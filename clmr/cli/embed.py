@@ -14,7 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", help="audio files, folders or glob patterns (quote globs)")
     parser.add_argument("--out", default="embeddings.parquet", help="parquet table to write or extend")
     parser.add_argument("--per-crop", action="store_true", help="also store every crop's embedding")
-    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the reference model)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
     parser.add_argument(
         "--sample-rate", type=int, help="sample rate of a reference checkpoint (ours record it)"

@@ -14,7 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tags", help="text file with one tag name per line, for heads without names")
     parser.add_argument("--top", type=int, default=10, help="tags to show per song")
-    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the reference model)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda...")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 

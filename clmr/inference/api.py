@@ -18,11 +18,20 @@ import torch
 
 from clmr.audio import EmptyAudioError
 from clmr.errors import ClmrError
-from clmr.inference.engine import CropSource, TrackOutput, crop_fn, evaluating, resolve_device, run_tracks
+from clmr.inference.engine import (
+    CropSource,
+    TrackOutput,
+    crop_fn,
+    default_batch_size,
+    evaluating,
+    resolve_device,
+    run_tracks,
+)
 from clmr.inference.stream import CropStream, read_blocks, waveform_crops
 from clmr.models import CLMR
 
-DEFAULT_BATCH_SIZE = 32
+CHUNK_CROPS = 16
+"""Crops decoded per chunk at least (a chunk is split across batches as needed)."""
 
 
 def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -40,11 +49,11 @@ def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def file_tracks(
-    paths: Iterable[str | os.PathLike], sample_rate: int, crop_length: int, batch_size: int
+    paths: Iterable[str | os.PathLike], sample_rate: int, crop_length: int, chunk_crops: int = CHUNK_CROPS
 ) -> Iterator[tuple[str, Callable[[], CropSource]]]:
     """(key, stream factory) pairs that stream each file's crops at the model's rate."""
     for path in paths:
-        yield str(path), partial(_file_stream, path, sample_rate, crop_length, batch_size)
+        yield str(path), partial(_file_stream, path, sample_rate, crop_length, chunk_crops)
 
 
 def _file_stream(path: str | os.PathLike, sample_rate: int, crop_length: int, max_crops: int) -> CropStream:
@@ -55,11 +64,12 @@ def _run(
     model: CLMR,
     tracks: Iterable[tuple[str, Callable[[], CropSource]]],
     output: str,
-    batch_size: int,
+    batch_size: int | None,
     device: str | torch.device | None,
     per_crop: bool,
 ) -> Iterator[TrackOutput]:
     dev = resolve_device(device, model)
+    batch_size = batch_size or default_batch_size(model, dev)
     model.to(dev)
     with evaluating(model):
         yield from run_tracks(
@@ -68,6 +78,7 @@ def _run(
             sample_rate=model.sample_rate,
             batch_size=batch_size,
             keep_crops=per_crop,
+            threaded=dev.type != "cpu",  # on CPU a decode thread competes with the model for the cores
         )
 
 
@@ -75,7 +86,7 @@ def embed_files(
     model: CLMR,
     paths: Iterable[str | os.PathLike],
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     per_crop: bool = False,
 ) -> Iterator[TrackOutput]:
@@ -83,8 +94,9 @@ def embed_files(
 
     Unreadable, empty or silent files come back with `.error` set (an `AudioError`) instead of raising.
     `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
+    `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
     """
-    tracks = file_tracks(paths, model.sample_rate, model.crop_length, batch_size)
+    tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
     return _run(model, tracks, "embedding", batch_size, device, per_crop)
 
 
@@ -92,14 +104,14 @@ def tag_files(
     model: CLMR,
     paths: Iterable[str | os.PathLike],
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     per_crop: bool = False,
 ) -> Iterator[TrackOutput]:
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
     if model.head is None:
         raise ClmrError("this model has no classification head; load one with head=...")
-    tracks = file_tracks(paths, model.sample_rate, model.crop_length, batch_size)
+    tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
     return _run(model, tracks, "probabilities", batch_size, device, per_crop)
 
 
@@ -114,7 +126,7 @@ def embed_file(
     model: CLMR,
     path: str | os.PathLike,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Song embedding (embedding_dim,) float32 of one audio file; raises `AudioError` if unusable."""
@@ -126,7 +138,7 @@ def embed_audio(
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     per_crop: bool = False,
 ) -> np.ndarray:
@@ -158,7 +170,7 @@ def tag_file(
     path: str | os.PathLike,
     top: int = 10,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> list[tuple[str, float]]:
     """The `top` (tag, probability) pairs of a song, highest first (mean over its crops)."""

@@ -15,7 +15,7 @@ import torch
 
 from clmr import __version__
 from clmr.errors import ClmrError
-from clmr.inference.api import DEFAULT_BATCH_SIZE, embed_files
+from clmr.inference.api import embed_files
 from clmr.inference.paths import find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
@@ -123,7 +123,7 @@ def embed_catalogue(
     inputs: Iterable[str],
     out: str | os.PathLike,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     device: str | torch.device | None = "auto",
     per_crop: bool = False,
     progress: bool = True,
