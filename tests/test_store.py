@@ -123,7 +123,8 @@ def test_store_api_and_int16_roundtrip(tmp_path, synthetic):
         Store(tmp_path)
 
 
-def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic):
+def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic, monkeypatch):
+    monkeypatch.setattr("clmr.data.preprocessing.POOL_AFTER_S", 0.0)  # start the worker pool at once
     kw = dict(labels=synthetic.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False)
     preprocess(synthetic.root, tmp_path / "serial", workers=0, **kw)
     preprocess(synthetic.root, tmp_path / "parallel", workers=2, **kw)
@@ -168,7 +169,9 @@ def test_resume_after_sigkill_equals_clean_run(tmp_path, synthetic):
     preprocess(synthetic.root, tmp_path / "clean", workers=0, **kw)
     script = (
         "import os, signal, sys\n"
+        "import clmr.data.preprocessing\n"
         "from clmr.data import preprocess\n"
+        "clmr.data.preprocessing.POOL_AFTER_S = 0.0\n"
         "def kill(shard):\n"
         "    if shard == 1:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"

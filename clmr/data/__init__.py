@@ -5,7 +5,7 @@ generating or preprocessing data does not import torch.
 """
 
 from clmr.data.datasets import DATASETS, DatasetError
-from clmr.data.preprocess import preprocess
+from clmr.data.preprocessing import preprocess
 from clmr.data.store import Store, StoreError
 
 _VIEWS = ("ContrastivePairs", "LabelledCrops", "track_crops")

@@ -33,6 +33,7 @@ from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreEr
 
 DEFAULT_SHARD_BYTES = 1 << 30
 DEFAULT_MIN_LENGTH = 59049  # one reference crop
+POOL_AFTER_S = 5.0  # start worker processes only when more serial work than this remains
 
 
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
@@ -142,31 +143,49 @@ def preprocess(
 def _decoded(
     spec: DatasetSpec, start: int, sample_rate: int, min_length: int, workers: int | None
 ) -> Iterator[tuple[int, Entry, tuple[str, np.ndarray | None, str]]]:
-    """Decode entries[start:] in order; a bounded window of jobs runs in worker processes."""
-    todo = list(enumerate(spec.entries))[start:]
+    """Decode entries[start:] in order.
+
+    Worker processes take seconds to start (each imports clmr), so decoding begins in this process
+    and a pool starts only once the remaining work is estimated above POOL_AFTER_S seconds. Jobs
+    then run in a bounded window; while the oldest is not done (workers still starting), this
+    process decodes the next entries itself.
+    """
     workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers <= 0 or len(todo) <= 1:
-        for i, entry in todo:
-            yield i, entry, decode(str(spec.root / entry.path), sample_rate, min_length)
+    jobs = deque(
+        (i, entry, str(spec.root / entry.path), sample_rate, min_length)
+        for i, entry in enumerate(spec.entries)
+    )
+    for _ in range(start):
+        jobs.popleft()
+    began, done = time.perf_counter(), 0
+    while jobs:
+        elapsed = time.perf_counter() - began
+        if workers > 0 and done and elapsed / done * len(jobs) > POOL_AFTER_S and len(jobs) > 1:
+            break
+        i, entry, *args = jobs.popleft()
+        yield i, entry, decode(*args)
+        done += 1
+    if not jobs:
         return
+    ahead, cap = 4 * workers, 16 * workers
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
+        max_workers=min(workers, len(jobs)),
         mp_context=get_context("spawn"),
         initializer=_watch_parent,
         initargs=(os.getpid(),),
     ) as pool:
         window: deque[tuple[int, Entry, Future]] = deque()
-        jobs = iter(todo)
-        for i, entry in jobs:
-            window.append(
-                (i, entry, pool.submit(decode, str(spec.root / entry.path), sample_rate, min_length))
-            )
-            if len(window) >= 4 * workers:
-                i0, e0, future = window.popleft()
-                yield i0, e0, future.result()
-        while window:
-            i0, e0, future = window.popleft()
-            yield i0, e0, future.result()
+        while jobs or window:
+            while jobs and sum(not f.done() for _, _, f in window) < ahead:
+                i, entry, *args = jobs.popleft()
+                window.append((i, entry, pool.submit(decode, *args)))
+            while jobs and not window[0][2].done() and len(window) < cap:
+                i, entry, *args = jobs.popleft()
+                local: Future = Future()
+                local.set_result(decode(*args))
+                window.append((i, entry, local))
+            i, entry, future = window.popleft()
+            yield i, entry, future.result()
 
 
 class _ShardWriter:
