@@ -1,10 +1,22 @@
 """`clmr demo` end to end at a toy size: every step runs and the result names what a next step needs."""
 
+import pytest
+import torch
+
 import clmr
 from clmr.demo import format_summary, run_demo
 
 
-def test_run_demo_small(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run fastest on one thread, and the CPU may be shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_run_demo_small(tmp_path, capsys, one_thread):
     overrides = {"model.width": 1 / 16, "model.n_blocks": 5, "batch_size": 4, "trainer.max_epochs": 2}
     summary = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
     assert summary["store"] == tmp_path / "demo" / "store" and summary["run_dir"] == tmp_path / "demo" / "run"

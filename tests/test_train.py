@@ -51,6 +51,15 @@ def store(tmp_path_factory):
     return root / "store"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run fastest on one thread, and the CPU may be shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def config(**overrides):
     return load_config("tiny", overrides={**TINY, **overrides})
 
@@ -131,7 +140,8 @@ def test_ddp_on_two_cpu_processes(store, tmp_path):
         a if a != "STORE" else str(store)
         for a in _cli(tmp_path / "ddp", "--devices", "2", "--strategy", "ddp")
     ]
-    out = subprocess.run([*cmd, "--max-epochs", "2"], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([*cmd, "--max-epochs", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     n_train = len(clmr.data.Store(store).split_indices("train"))
     steps_per_epoch = -(-n_train // 2) // 4  # each rank gets ceil(n/2) tracks, full batches of 4

@@ -8,6 +8,7 @@ Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` every epoch, `epochNNN
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -150,6 +151,7 @@ def pretrain(
     directory `out`. `callbacks` are extra Lightning callbacks. Returns paths, the step count, the
     per-epoch history, throughput and the trained LightningModule."""
     import lightning as L
+    import torch
 
     from clmr.train.callbacks import ExportModel, History, Throughput
     from clmr.train.data import TrainData, check_batch, open_store
@@ -176,6 +178,9 @@ def pretrain(
         raise ConfigError(
             "config key 'trainer.sync_batchnorm': torch's SyncBatchNorm needs GPUs; drop it on CPU"
         )
+    if trainer.world_size > 1 and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
+        # one process per device on CPU: share the cores instead of each process taking all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
