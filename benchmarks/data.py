@@ -93,7 +93,7 @@ def main() -> None:
             )
             rows.append(
                 (
-                    f"preprocess: clmr, {args.workers} workers",
+                    f"preprocess: clmr (<= {args.workers} workers)",
                     f"{audio_s / ours:.0f}x real-time",
                     f"{ref / ours:.1f}",
                 )
@@ -101,7 +101,7 @@ def main() -> None:
         else:
             print("ffmpeg not found: skipping the reference preprocessing row (apt-get install ffmpeg)")
             rows.append(
-                (f"preprocess: clmr, {args.workers} workers", f"{audio_s / ours:.0f}x real-time", "-")
+                (f"preprocess: clmr (<= {args.workers} workers)", f"{audio_s / ours:.0f}x real-time", "-")
             )
 
         rng = np.random.default_rng(0)
