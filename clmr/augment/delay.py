@@ -11,6 +11,7 @@ class Delay(Step):
     """y = (x + volume * x delayed by d) / 2, d ~ {min_ms, min_ms + step_ms, ...} below max_ms (reference p = 0.3)."""
 
     name = "delay"
+    cpu_block_samples = 1 << 18
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ class PitchShift(Step):
     """
 
     name = "pitch"
+    cpu_block_samples = 1 << 18
 
     def __init__(
         self,
@@ -49,9 +50,11 @@ class PitchShift(Step):
         t = torch.arange(length, device=x.device, dtype=torch.float32)
         # phase of head 0 within its window; 0.5 at t = 0 so that a zero shift is the identity
         phase0 = torch.addcmul(torch.full_like(t, 0.5)[None], t[None], ((1.0 - ratio) / window)[:, None])
-        phase0.remainder_(1.0)
-        phases = torch.stack((phase0, (phase0 + 0.5).remainder_(1.0)), dim=1)  # (B, 2, T)
-        pos = torch.add(t + 0.5 * window, phases, alpha=-window).clamp_(0.0, length - 1)
+        phase0.sub_(phase0.floor())
+        pos = torch.empty(batch, 2, length, device=x.device)  # read positions of both heads
+        torch.add(t + 0.5 * window, phase0, alpha=-window, out=pos[:, 0])
+        torch.where(phase0 >= 0.5, pos[:, 0] + 0.5 * window, pos[:, 0] - 0.5 * window, out=pos[:, 1])
+        pos.clamp_(0.0, length - 1)
         left = pos.floor()
         frac = pos.sub_(left).view(batch, -1)
         left = left.long().view(batch, -1)

@@ -10,9 +10,11 @@ from clmr.augment.base import Params, Step, uniform
 from clmr.augment.filter import fft_size
 
 IR_SECONDS = 1.0  # impulse responses are cut (with a fade) after this long
-_BASIS_RATIO = 1.25  # successive decay times of the shared impulse-response basis
+_BASIS_RATIO = 1.6  # successive decay times of the shared impulse-response basis
 _DAMPING_HZ = 2000.0  # the damping weight f / (f + _DAMPING_HZ) reaches 1/2 here
 _LN1000 = math.log(1000.0)
+_BANDS = 64  # damping sets one decay time per band of the spectrum
+_NOISE_SEED = 20210517  # the noise under every impulse response is fixed, as Freeverb's structure is
 
 
 def decay_seconds(room_size: torch.Tensor, reverberance: torch.Tensor) -> torch.Tensor:
@@ -24,13 +26,15 @@ class Reverb(Step):
     """Dry + wet room reverb; room_size, reverberance, damping ~ U[range) each (reference p = 0.6).
 
     The wet path convolves with noise under an exponential envelope whose T60 is `decay_seconds` at low
-    frequencies and T60 / (1 + 4 * damping / 100 * f / (f + 2 kHz)) at frequency f, so highs die out faster
-    with damping. For speed the batch shares one noise draw: a basis of unit-energy impulse responses with
-    log-spaced decay times is transformed once, and each example's response is interpolated from it per
-    frequency bin; the convolution is one rfft/irfft per example. Output: (dry + wet) / sqrt(2).
+    frequencies and T60 / (1 + 4 * damping / 100 * f / (f + 2 kHz)) in the band around f (64 bands), so highs die out faster
+    with damping. The noise is one fixed draw (like sox's Freeverb, the response is a deterministic function
+    of the parameters): a basis of unit-energy impulse responses with log-spaced decay times is transformed
+    once per crop length and cached, and each example's response is interpolated from it per frequency
+    bin; the convolution is one rfft/irfft per example. Output: (dry + wet) / sqrt(2).
     """
 
     name = "reverb"
+    cpu_block_samples = 1 << 20
 
     def __init__(
         self,
@@ -50,6 +54,7 @@ class Reverb(Step):
         self.t60_min = float(decay_seconds(zero, zero)) / 5.0
         self.t60_max = float(decay_seconds(zero + 100.0, zero + 100.0))
         self.n_basis = math.ceil(math.log(self.t60_max / self.t60_min) / math.log(_BASIS_RATIO)) + 1
+        self._basis: dict[tuple[int, int, str], torch.Tensor] = {}
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         return {
@@ -58,17 +63,31 @@ class Reverb(Step):
             "damping": uniform(n, *self.damping, device, generator),
         }
 
-    def basis(self, ir_length: int, n_fft: int, device: torch.device, generator: torch.Generator | None):
-        """Spectra (J, F) of unit-energy decaying-noise impulse responses, T60 = t60_min * ratio^j."""
-        t = torch.arange(ir_length, device=device, dtype=torch.float32) / self.sample_rate
-        t60 = self.t60_min * _BASIS_RATIO ** torch.arange(self.n_basis, device=device, dtype=torch.float32)
-        fade = torch.linspace(1.0, 0.0, max(ir_length // 10, 1), device=device)
-        envelope = torch.exp(-_LN1000 * t[None, :] / t60[:, None])
-        envelope[:, ir_length - fade.numel() :] *= fade
-        noise = torch.randn(ir_length, device=device, generator=generator)
-        irs = envelope * noise
-        irs = irs / irs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.fft.rfft(irs, n=n_fft)
+    def basis(self, ir_length: int, n_fft: int, device: torch.device) -> torch.Tensor:
+        """Spectra of unit-energy decaying-noise impulse responses (T60 = t60_min * ratio^j) cut into bands.
+
+        Returns (J * _BANDS, width, 2): row j * _BANDS + k is band k of basis j. Cached per crop length.
+        """
+        key = (ir_length, n_fft, str(device))
+        if key not in self._basis:
+            noise = torch.randn(ir_length, generator=torch.Generator().manual_seed(_NOISE_SEED)).to(device)
+            t = torch.arange(ir_length, device=device, dtype=torch.float32) / self.sample_rate
+            t60 = self.t60_min * _BASIS_RATIO ** torch.arange(
+                self.n_basis, device=device, dtype=torch.float32
+            )
+            envelope = torch.exp(-_LN1000 * t[None, :] / t60[:, None])
+            fade = torch.linspace(1.0, 0.0, max(ir_length // 10, 1), device=device)
+            envelope[:, ir_length - fade.numel() :] *= fade
+            irs = envelope * noise
+            irs = irs / irs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            spectra = torch.fft.rfft(irs, n=n_fft)
+            width = -(-spectra.shape[1] // _BANDS)
+            spectra = torch.cat(
+                (spectra, spectra.new_zeros(self.n_basis, width * _BANDS - spectra.shape[1])), 1
+            )
+            # rows j * _BANDS + k hold band k of basis j, as (width, 2) real pairs
+            self._basis = {key: torch.view_as_real(spectra).reshape(self.n_basis * _BANDS, width, 2)}
+        return self._basis[key]
 
     def apply(
         self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
@@ -76,19 +95,21 @@ class Reverb(Step):
         length = x.shape[1]
         ir_length = min(length, max(1, round(IR_SECONDS * self.sample_rate)))
         n_fft = fft_size(length + ir_length)
-        spectra = self.basis(ir_length, n_fft, x.device, generator)  # (J, F)
-        freqs = torch.fft.rfftfreq(n_fft, 1.0 / self.sample_rate, device=x.device)
+        table = self.basis(ir_length, n_fft, x.device)
+        width, n_freqs = table.shape[1], n_fft // 2 + 1
+        centres = (torch.arange(_BANDS, device=x.device) + 0.5) * (width * self.sample_rate / n_fft)
         t60 = decay_seconds(params["room_size"].float(), params["reverberance"].float())
-        weight = freqs / (freqs + _DAMPING_HZ)
-        t60_f = t60[:, None] / (1.0 + 0.04 * params["damping"].float()[:, None] * weight[None, :])  # (B, F)
-        u = (torch.log(t60_f / self.t60_min) / math.log(_BASIS_RATIO)).clamp_(0.0, self.n_basis - 1.001)
+        slowdown = 0.04 * params["damping"].float()[:, None] * (centres / (centres + _DAMPING_HZ))[None, :]
+        # position of each example's per-band T60 on the basis' log-spaced decay axis
+        u = torch.log(t60 / self.t60_min)[:, None] - torch.log1p(slowdown)
+        u = u.mul_(1.0 / math.log(_BASIS_RATIO)).clamp_(0.0, self.n_basis - 1.001)
         j = u.floor()
-        frac = (u - j).to(spectra.dtype)
-        flat = j.long() * freqs.numel() + torch.arange(freqs.numel(), device=x.device)
-        spectra = spectra.reshape(-1)
-        response = torch.lerp(spectra[flat], spectra[flat + freqs.numel()], frac)
-        wet = torch.fft.irfft(torch.fft.rfft(x.float(), n=n_fft) * response, n=n_fft)[:, :length]
-        return ((x.float() + wet) * math.sqrt(0.5)).to(x.dtype)
+        frac = u.sub_(j).view(-1, 1, 1)
+        rows = (j.long() * _BANDS + torch.arange(_BANDS, device=x.device)).view(-1)
+        response = torch.lerp(table.index_select(0, rows), table.index_select(0, rows + _BANDS), frac)
+        response = torch.view_as_complex(response.view(x.shape[0], -1, 2))[:, :n_freqs]
+        wet = torch.fft.irfft(torch.fft.rfft(x.float(), n=n_fft).mul_(response), n=n_fft)[:, :length]
+        return wet.add_(x).mul_(math.sqrt(0.5)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
