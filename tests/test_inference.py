@@ -140,3 +140,31 @@ def test_unusable_files_raise_typed_errors(tmp_path):
         model.embed_file(silent)
     with pytest.raises(clmr.audio.UnreadableAudioError, match="no such file"):
         model.embed_file(tmp_path / "missing.wav")
+
+
+def test_threaded_decoding_gives_the_same_rows_and_reraises(tmp_path):
+    from clmr.inference.api import file_tracks
+    from clmr.inference.engine import crop_fn, prefetch, run_tracks
+
+    model = tiny()
+    paths = [tmp_path / f"t{i}.wav" for i in range(3)]
+    for i, path in enumerate(paths):
+        sf.write(path, piece(20 + i, 0.7 + 0.4 * i), SR)
+    paths.insert(1, tmp_path / "missing.wav")
+    fn = crop_fn(model, torch.device("cpu"))
+    runs = [
+        list(run_tracks(fn, file_tracks(paths, SR, 729, 4), sample_rate=SR, batch_size=5, threaded=threaded))
+        for threaded in (False, True)
+    ]
+    assert [o.ok for o in runs[1]] == [True, False, True, True]
+    for inline, threaded in zip(*runs, strict=True):
+        assert inline.key == threaded.key and inline.n_crops == threaded.n_crops
+        if inline.ok:
+            np.testing.assert_array_equal(inline.mean, threaded.mean)
+
+    def broken():
+        yield 1
+        raise RuntimeError("decoder bug")
+
+    with pytest.raises(RuntimeError, match="decoder bug"):
+        list(prefetch(broken()))
