@@ -207,7 +207,9 @@ def test_masking_on_accelerators_matches_the_cpu_subset(monkeypatch):
 def test_same_seed_same_output_and_examples_differ():
     chain = Chain(SR, polarity=1.0, gain=1.0, filter=1.0, delay=1.0, pitch=1.0, reverb=1.0)
     x = torch.randn(1, SR).repeat(4, 1)
+    original = x.clone()
     a, b, c = chain(x, gen(11)), chain(x, gen(11)), chain(x, gen(12))
+    assert torch.equal(x, original), "the chain wrote into its input"
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     for i in range(1, 4):

@@ -58,20 +58,31 @@ class Step(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.run(x, generator)
+
+    def run(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, inplace: bool = False
+    ) -> torch.Tensor:
+        """`forward`, optionally writing into x (the chain does so on the buffers it owns, on CPU)."""
         if x.dim() != 2:
             raise ValueError(f"{type(self).__name__} expects a batch of shape (B, T), got {tuple(x.shape)}")
         if self.p == 0.0 or x.shape[0] == 0:
             return x
         fire = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
         params = self.draw(x.shape[0], x.device, generator)
-        return self.select(x, fire, params, generator)
+        return self.select(x, fire, params, generator, inplace)
 
     def compute_all(self, x: torch.Tensor) -> bool:
         """Whether to compute every row and mask (accelerators: no host sync) rather than only firing rows."""
         return x.device.type != "cpu"
 
     def select(
-        self, x: torch.Tensor, fire: torch.Tensor, params: Params, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        fire: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None,
+        inplace: bool = False,
     ) -> torch.Tensor:
         """x with the rows where `fire` is True replaced by the step's output."""
         if self.compute_all(x):
@@ -79,7 +90,7 @@ class Step(nn.Module):
         rows = fire.nonzero().squeeze(1)
         if rows.numel() == 0:
             return x
-        out = x.clone()
+        out = x if inplace else x.clone()
         block = max(1, self.cpu_block_samples // x.shape[1]) if self.cpu_block_samples else rows.numel()
         for start in range(0, rows.numel(), block):
             r = rows[start : start + block]
@@ -103,7 +114,12 @@ class ScaleStep(Step):
         return x * self.factor(params).to(x.dtype)[:, None]
 
     def select(
-        self, x: torch.Tensor, fire: torch.Tensor, params: Params, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        fire: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None,
+        inplace: bool = False,
     ) -> torch.Tensor:
-        one = torch.ones((), device=x.device)
-        return x * torch.where(fire, self.factor(params), one).to(x.dtype)[:, None]
+        factor = torch.where(fire, self.factor(params), torch.ones((), device=x.device)).to(x.dtype)
+        return x.mul_(factor[:, None]) if inplace else x * factor[:, None]

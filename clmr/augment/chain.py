@@ -84,6 +84,8 @@ class Chain(nn.Module):
         return {name: step.p for name, step in self.steps.items()}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        y = x
         for step in self.steps.values():
-            x = step(x, generator)
-        return x
+            # once a step has produced a new tensor the chain owns it and later steps may write into it
+            y = step.run(y, generator, inplace=y is not x)
+        return y
