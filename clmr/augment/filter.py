@@ -45,6 +45,7 @@ class HighLowPass(Step):
     """
 
     name = "filter"
+    cpu_block_samples = 1 << 20
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class HighLowPass(Step):
         self.sample_rate = int(sample_rate)
         self.lowpass_hz = (float(lowpass_hz[0]), float(lowpass_hz[1]))
         self.highpass_hz = (float(highpass_hz[0]), float(highpass_hz[1]))
+        self.max_cutoff = max(self.lowpass_hz[1], self.highpass_hz[1])  # `apply` clamps cutoffs to this
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         highpass = torch.rand(n, device=device, generator=generator) < 0.5
@@ -69,12 +71,17 @@ class HighLowPass(Step):
     ) -> torch.Tensor:
         length = x.shape[1]
         n_fft = fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
-        freqs = torch.fft.rfftfreq(n_fft, 1.0 / self.sample_rate, device=x.device)
-        response = lowpass_response(freqs, params["cutoff"].float())
-        response = torch.where(params["highpass"][:, None], 1.0 - response, response)
-        spectrum = torch.fft.rfft(x.float(), n=n_fft)
-        spectrum.mul_(response)
-        return torch.fft.irfft(spectrum, n=n_fft)[:, :length].to(x.dtype)
+        cutoff = params["cutoff"].float().clamp(max=self.max_cutoff)
+        # a high-pass is x minus the complementary low-pass, so only bins below the highest cutoff's
+        # transition band are ever multiplied: the rest of the spectrum is zero for every example
+        top = min(
+            n_fft // 2 + 1, math.ceil(self.max_cutoff * (1 + _TRANSITION / 2) * n_fft / self.sample_rate) + 2
+        )
+        freqs = torch.arange(top, device=x.device) * (self.sample_rate / n_fft)
+        spectrum = torch.fft.rfft(x.float(), n=n_fft)[:, :top] * lowpass_response(freqs, cutoff)
+        lowpassed = torch.fft.irfft(spectrum, n=n_fft)[:, :length]
+        highpass = params["highpass"].to(lowpassed.dtype)[:, None]
+        return lowpassed.mul_(1.0 - 2.0 * highpass).addcmul_(x.float(), highpass).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -46,22 +46,24 @@ class PitchShift(Step):
     ) -> torch.Tensor:
         batch, length = x.shape
         window = float(self.window)
-        ratio = torch.pow(2.0, params["cents"].float() / 1200.0)
+        speed = (1.0 - torch.pow(2.0, params["cents"].float() / 1200.0)) / window
         t = torch.arange(length, device=x.device, dtype=torch.float32)
-        # phase of head 0 within its window; 0.5 at t = 0 so that a zero shift is the identity
-        phase0 = torch.addcmul(torch.full_like(t, 0.5)[None], t[None], ((1.0 - ratio) / window)[:, None])
-        phase0.sub_(phase0.floor())
-        pos = torch.empty(batch, 2, length, device=x.device)  # read positions of both heads
-        torch.add(t + 0.5 * window, phase0, alpha=-window, out=pos[:, 0])
-        torch.where(phase0 >= 0.5, pos[:, 0] + 0.5 * window, pos[:, 0] - 0.5 * window, out=pos[:, 1])
-        pos.clamp_(0.0, length - 1)
+        # phase of each head within its window (B, 2, T); head 0 starts at 0.5 so that no shift is identity
+        start = (0.5 - 0.5 * torch.arange(2, device=x.device, dtype=torch.float32))[:, None]  # no host copy
+        phase = torch.addcmul(start, t, speed[:, None, None])
+        phase.sub_(phase.floor())
+        weight0 = torch.sin(math.pi * phase[:, 0]).square_().to(x.dtype)  # head 1 gets 1 - weight0
+        pos = phase.mul_(-window).add_(t + 0.5 * window).clamp_(0.0, length - 1)
         left = pos.floor()
-        frac = pos.sub_(left).view(batch, -1)
-        left = left.long().view(batch, -1)
-        right = (left + 1).clamp_(max=length - 1)
-        heads = torch.lerp(torch.gather(x, 1, left), torch.gather(x, 1, right), frac.to(x.dtype))
-        heads = heads.view(batch, 2, length)
-        weight0 = torch.sin(math.pi * phase0).square_().to(x.dtype)
+        frac = pos.sub_(left).view(batch, -1).to(x.dtype)
+        # (x[i], x[i + 1]) pairs as one complex number each: one gather reads both interpolation taps
+        pairs = torch.empty(batch, length, 2, device=x.device, dtype=torch.float32)
+        pairs[..., 0] = x
+        pairs[:, :-1, 1] = x[:, 1:]
+        pairs[:, -1, 1] = x[:, -1]
+        taps = torch.gather(torch.view_as_complex(pairs), 1, left.view(batch, -1).long())
+        taps = torch.view_as_real(taps)
+        heads = torch.lerp(taps[..., 0], taps[..., 1], frac).view(batch, 2, length)
         return torch.lerp(heads[:, 1], heads[:, 0], weight0)
 
     def extra_repr(self) -> str:
