@@ -1,8 +1,10 @@
 """Batched inference across tracks: crops of consecutive tracks fill fixed-size batches, each track's
 per-crop outputs are averaged into one song-level row as soon as its last crop is through.
 
-Decoding runs in a background thread (bounded queue) while the model runs, so a GPU is not left
-waiting on the decoder; memory is bounded by the batch size and the queue, not by track length.
+With `threaded=True` (used on GPU) decoding runs in a background thread with a bounded queue while
+the model runs, so the device is not left waiting on the decoder; on CPU it runs inline, since a
+decode thread would compete with the model for the same cores. Memory is bounded by the batch size,
+the chunk size and the queue, not by track length.
 """
 
 from __future__ import annotations
