@@ -253,3 +253,9 @@ def test_random_crop():
     assert torch.equal(y, starts[:, None].float() + torch.arange(1000))
     assert starts.min() >= 0 and starts.max() <= 4000 and starts.unique().numel() > 30
     assert torch.equal(RandomCrop(10)(torch.ones(2, 4), gen())[:, 4:], torch.zeros(2, 6))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_chain_keeps_the_dtype(dtype):
+    y = Chain(SR, **{name: 1.0 for name in STEPS})(torch.randn(2, 4000, dtype=dtype), gen(15))
+    assert y.dtype == dtype and torch.isfinite(y).all()

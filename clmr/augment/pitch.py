@@ -52,19 +52,20 @@ class PitchShift(Step):
         start = (0.5 - 0.5 * torch.arange(2, device=x.device, dtype=torch.float32))[:, None]  # no host copy
         phase = torch.addcmul(start, t, speed[:, None, None])
         phase.sub_(phase.floor())
-        weight0 = torch.sin(math.pi * phase[:, 0]).square_().to(x.dtype)  # head 1 gets 1 - weight0
+        weight0 = torch.sin(math.pi * phase[:, 0]).square_()  # head 1 gets 1 - weight0
         pos = phase.mul_(-window).add_(t + 0.5 * window).clamp_(0.0, length - 1)
         left = pos.floor()
-        frac = pos.sub_(left).view(batch, -1).to(x.dtype)
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        frac = pos.sub_(left).view(batch, -1).to(work)
         # (x[i], x[i + 1]) pairs as one complex number each: one gather reads both interpolation taps
-        pairs = torch.empty(batch, length, 2, device=x.device, dtype=torch.float32)
+        pairs = torch.empty(batch, length, 2, device=x.device, dtype=work)
         pairs[..., 0] = x
         pairs[:, :-1, 1] = x[:, 1:]
         pairs[:, -1, 1] = x[:, -1]
         taps = torch.gather(torch.view_as_complex(pairs), 1, left.view(batch, -1).long())
         taps = torch.view_as_real(taps)
         heads = torch.lerp(taps[..., 0], taps[..., 1], frac).view(batch, 2, length)
-        return torch.lerp(heads[:, 1], heads[:, 0], weight0)
+        return torch.lerp(heads[:, 1], heads[:, 0], weight0.to(work)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
