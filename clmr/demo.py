@@ -14,9 +14,10 @@ from typing import Any
 
 from clmr.config import Config, load_config
 
-DEMO_TRACKS = 300
+DEMO_TRACKS = 400
 DEMO_SECONDS = 6.0
 DEMO_SEED = 0
+DEMO_MAX_TIME = "00:00:05:00"  # pre-training stops after 5 minutes even on a slow or busy CPU
 
 
 def _say(line: str) -> None:
@@ -55,7 +56,9 @@ def pretrain_tiny(store_dir: Path, run_dir: Path, config: Config, progress: bool
     _say(
         f"[3/3] pre-training preset '{config.preset}' (SampleCNN width {config.model.width}, "
         f"{config.model.n_blocks} pooled blocks, {config.crop_length}-sample crops) for "
-        f"{config.trainer.max_epochs} epochs into {run_dir}"
+        f"{config.trainer.max_epochs} epochs"
+        + (f" (at most {config.trainer.max_time} DD:HH:MM:SS)" if config.trainer.max_time else "")
+        + f" into {run_dir}"
     )
     return pretrain(store_dir, run_dir, config, progress=progress)
 
@@ -93,7 +96,8 @@ def run_demo(
     Returns the paths (`music`, `store`, `run_dir`, `model`) and the summary of `summarise`.
     """
     out = Path(out_dir)
-    config = load_config("tiny", overrides={"trainer.accelerator": "cpu", **(overrides or {})})
+    defaults = {"trainer.accelerator": "cpu", "trainer.max_time": DEMO_MAX_TIME}
+    config = load_config("tiny", overrides={**defaults, **(overrides or {})})
     music = generate_music(out / "music", config, tracks, seconds, seed)
     store_dir = out / "store"
     build_store(music, store_dir, config, progress=bool(progress))

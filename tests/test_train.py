@@ -26,6 +26,7 @@ TINY = {
     "trainer.accelerator": "cpu",
     "trainer.devices": 1,
     "trainer.num_workers": 0,
+    "trainer.checkpoint_every": 5,
 }
 TINY_ARGS = ["--preset", "tiny", "--model.width", "0.0625", "--model.n-blocks", "5", "--batch-size", "4"]
 TINY_ARGS += ["--accelerator", "cpu", "--num-workers", "0"]
@@ -65,15 +66,18 @@ def config(**overrides):
 
 
 def test_tiny_run_learns_checkpoints_and_exports_the_same_encoder(store, tmp_path):
-    result = pretrain(store, tmp_path / "run", config(**{"trainer.max_epochs": 12}), progress=False)
+    # without augmentation a 60-step run learns reliably (crops of one piece still differ); the
+    # augmented path is covered by the resume and DDP tests
+    c = config(**{"trainer.max_epochs": 12, "augment.enabled": False})
+    result = pretrain(store, tmp_path / "run", c, progress=False)
     losses = [row["train/loss"] for row in result["history"]]
     assert len(losses) == 12 and result["steps"] == 12 * (
         len(clmr.data.Store(store).split_indices("train")) // 4
     )
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
     assert "valid/loss" in result["history"][-1] and "valid/probe_roc_auc" in result["history"][-1]
     names = {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()}
-    assert {"last.ckpt", "best.ckpt", "epoch0009.ckpt"} <= names
+    assert {"last.ckpt", "best.ckpt", "epoch0004.ckpt", "epoch0009.ckpt"} <= names
     assert (tmp_path / "run" / "config.yaml").is_file() and (
         tmp_path / "run" / "logs" / "csv" / "metrics.csv"
     ).is_file()
@@ -105,7 +109,16 @@ def _cli(run_dir, *extra):
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(store, tmp_path):
-    extra = ["--max-epochs", "14", "--checkpoint-every", "4"]
+    extra = [
+        "--max-epochs",
+        "14",
+        "--checkpoint-every",
+        "4",
+        "--augment.pitch",
+        "0.6",
+        "--augment.reverb",
+        "0.6",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = lambda run, *more: [a if a != "STORE" else str(store) for a in _cli(run, *extra, *more)]  # noqa: E731
     whole = subprocess.Popen(

@@ -111,6 +111,7 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
         sync_batchnorm=t.sync_batchnorm,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
+        max_time=t.max_time,
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         logger=[
