@@ -123,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"width": 0.25, "n_blocks": 7, "projection_dim": 64},
         "augment": {"pitch": 0.0, "reverb": 0.0},
         "optim": {"lr": 1e-3},
-        "trainer": {"max_epochs": 80, "num_workers": 0, "checkpoint_every": 20, "log_every_n_steps": 20},
+        "trainer": {"max_epochs": 120, "num_workers": 0, "checkpoint_every": 20, "log_every_n_steps": 20},
     },
 }
 

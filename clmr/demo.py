@@ -14,7 +14,7 @@ from typing import Any
 
 from clmr.config import Config, load_config
 
-DEMO_TRACKS = 400
+DEMO_TRACKS = 600
 DEMO_SECONDS = 6.0
 DEMO_SEED = 0
 DEMO_MAX_TIME = "00:00:05:00"  # pre-training stops after 5 minutes even on a slow or busy CPU
