@@ -49,7 +49,8 @@ class StepTimer(Callback):
 
 
 def make_store(root: Path, sample_rate: int, tracks: int, crop: int) -> Path:
-    music = generate(root / f"music{sample_rate}", tracks, seconds=4.0, seed=0, sample_rate=sample_rate)
+    seconds = max(3.0, 1.1 * crop / sample_rate)
+    music = generate(root / f"music{sample_rate}", tracks, seconds=seconds, seed=0, sample_rate=sample_rate)
     out = root / f"store{sample_rate}"
     preprocess(
         music.root, out, labels=music.tags_csv, sample_rate=sample_rate, min_length=crop, progress=False
@@ -57,14 +58,16 @@ def make_store(root: Path, sample_rate: int, tracks: int, crop: int) -> Path:
     return out
 
 
-def measure(store: Path, preset: str, augment: bool, batch: int, args: argparse.Namespace, run: Path) -> dict:
+def measure(
+    store: Path, preset: str, augment: bool, batch: int, steps: int, args: argparse.Namespace, run: Path
+) -> dict:
     overrides = {
         "batch_size": batch,
         "augment.enabled": augment,
         "trainer.accelerator": "gpu" if args.device == "cuda" else "cpu",
         "trainer.devices": 1,
         "trainer.precision": args.precision,
-        "trainer.max_steps": args.warmup + args.steps,
+        "trainer.max_steps": args.warmup + steps,
         "trainer.num_workers": args.workers,
         "trainer.log_every_n_steps": 1000,
     }
@@ -74,7 +77,7 @@ def measure(store: Path, preset: str, augment: bool, batch: int, args: argparse.
     return {
         "pairs_per_s": timer.pairs / total,
         "wait_share": timer.wait / total,
-        "step_ms": 1e3 * total / args.steps,
+        "step_ms": 1e3 * total / steps,
     }
 
 
@@ -85,7 +88,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     parser.add_argument("--batch", type=int, nargs="+", default=[16], help="batch sizes to measure")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per row")
+    parser.add_argument("--steps", type=int, help="timed steps per row (default: 3 for paper, 30 otherwise)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--presets", nargs="+", default=["paper", "tiny"])
@@ -94,10 +97,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tracks = max(64, int(1.4 * max(args.batch)) + 8)  # a train split (80%) larger than any batch
+        # enough tracks for the timed steps to fit in one epoch (train split = 80%), within reason; past
+        # that, epochs roll over and the first step of each epoch is left out of the timing
+        steps = {p: args.steps or (3 if p == "paper" else 30) for p in args.presets}
         stores = {}
         for preset in args.presets:
             c = load_config(preset)
+            tracks = min(2048, int(1.25 * max(args.batch) * (args.warmup + steps[preset])) + 16)
             if c.sample_rate not in stores:
                 stores[c.sample_rate] = make_store(root, c.sample_rate, tracks, c.crop_length)
         for preset in args.presets:
@@ -105,11 +111,18 @@ def main() -> None:
             for batch in args.batch:
                 for augment in (False, True):
                     run = root / f"run-{preset}-{batch}-{int(augment)}"
-                    rows.append((preset, augment, batch, measure(store, preset, augment, batch, args, run)))
+                    rows.append(
+                        (
+                            preset,
+                            augment,
+                            batch,
+                            measure(store, preset, augment, batch, steps[preset], args, run),
+                        )
+                    )
 
     base = rows[0][3]["pairs_per_s"]
     print(
-        f"\ntraining throughput on {args.device} ({args.precision}, {args.workers} workers, {args.steps} timed steps)"
+        f"\ntraining throughput on {args.device} ({args.precision}, {args.workers} workers, timed steps {steps})"
     )
     print(
         f"{'preset':<8} {'augment':<8} {'batch':>5} {'pairs/s':>9} {'ratio':>7} {'step ms':>9} {'data wait':>10}"
