@@ -80,3 +80,20 @@ def test_clmr_module_embed_project_classify():
     assert rebuilt.config() == model.config()
     with pytest.raises(ValueError, match="tag names"):
         CLMR(encoder, head=Head("linear", 32, 3), tags=["only-one"])
+
+
+def test_light_modules_do_not_import_torch():
+    """Preprocessing workers and `clmr download` import clmr.audio / clmr.data without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, clmr, clmr.audio, clmr.data; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_top_level_names_load_on_demand():
+    import clmr
+
+    assert clmr.SampleCNN is SampleCNN and callable(clmr.load_model) and callable(clmr.losses.nt_xent)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        clmr.nope  # noqa: B018
