@@ -1,9 +1,9 @@
 """The main job on built-in data, in minutes on a CPU: generate tagged synthetic music, preprocess it
-into a store, pre-train the `tiny` preset on it with the online linear probe, and summarise.
+into a store, pre-train the `tiny` preset on it with the online linear probe, then probe the frozen
+encoder on held-out tracks against a random-initialised encoder (the paper's linear evaluation).
 
 `run_demo` runs the steps in order; each step is its own function and the result holds every path
-(music, store, run directory, model) so that later steps (e.g. a probe against a random encoder)
-can be appended.
+(music, store, run directory, model, evaluation report) and the headline numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def generate_music(out: Path, config: Config, tracks: int, seconds: float, seed:
     """Step 1: a seeded set of tagged synthetic pieces (audio + tags.csv with train/valid/test splits)."""
     from clmr.data.synthetic import generate
 
-    _say(f"[1/3] generating {tracks} pieces of {seconds:g} s at {config.sample_rate} Hz in {out}")
+    _say(f"[1/4] generating {tracks} pieces of {seconds:g} s at {config.sample_rate} Hz in {out}")
     return generate(out, tracks, seconds=seconds, seed=seed, sample_rate=config.sample_rate)
 
 
@@ -36,7 +36,7 @@ def build_store(music, out: Path, config: Config, progress: bool):
     """Step 2: decode once into a memory-mapped store at the config's sample rate, with the tags."""
     from clmr.data import preprocess
 
-    _say(f"[2/3] preprocessing into {out}")
+    _say(f"[2/4] preprocessing into {out}")
     return preprocess(
         music.root,
         out,
@@ -54,13 +54,21 @@ def pretrain_tiny(store_dir: Path, run_dir: Path, config: Config, progress: bool
     if run_dir.exists():
         shutil.rmtree(run_dir)
     _say(
-        f"[3/3] pre-training preset '{config.preset}' (SampleCNN width {config.model.width}, "
+        f"[3/4] pre-training preset '{config.preset}' (SampleCNN width {config.model.width}, "
         f"{config.model.n_blocks} pooled blocks, {config.crop_length}-sample crops) for "
         f"{config.trainer.max_epochs} epochs"
         + (f" (at most {config.trainer.max_time} DD:HH:MM:SS)" if config.trainer.max_time else "")
         + f" into {run_dir}"
     )
     return pretrain(store_dir, run_dir, config, progress=progress)
+
+
+def probe_against_random(model: Path, store_dir: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Step 4: linear probe of the frozen encoder, and of a random-initialised one, on the test split."""
+    from clmr.evaluate import evaluate
+
+    _say(f"[4/4] linear probe on held-out tracks, pre-trained vs random-initialised encoder, into {out}")
+    return evaluate(model, store_dir, out, head="linear", baseline="random", progress=progress)
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +99,9 @@ def run_demo(
     overrides: dict[str, Any] | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Generate -> preprocess -> pre-train (`tiny` preset, plus `overrides`) under `out_dir`.
-
-    Returns the paths (`music`, `store`, `run_dir`, `model`) and the summary of `summarise`.
+    """Generate -> preprocess -> pre-train (`tiny` preset, plus `overrides`) -> probe vs random, under
+    `out_dir`. Returns the paths (`music`, `store`, `run_dir`, `model`, `eval_dir`), the summary of
+    `summarise`, and the test-split ROC-AUC / PR-AUC of both probes.
     """
     out = Path(out_dir)
     defaults = {"trainer.accelerator": "cpu", "trainer.max_time": DEMO_MAX_TIME}
@@ -103,12 +111,19 @@ def run_demo(
     build_store(music, store_dir, config, progress=bool(progress))
     run_dir = out / "run"
     result = pretrain_tiny(store_dir, run_dir, config, progress)
+    eval_dir = out / "eval"
+    report = probe_against_random(result["model"], store_dir, eval_dir, progress=bool(progress))
     return {
         "music": Path(music.root),
         "store": store_dir,
         "run_dir": run_dir,
         "model": result["model"],
+        "eval_dir": eval_dir,
         **summarise(result),
+        "test_roc_auc": report["roc_auc_macro"],
+        "test_pr_auc": report["pr_auc_macro"],
+        "random_roc_auc": report["baseline"]["roc_auc_macro"],
+        "random_pr_auc": report["baseline"]["pr_auc_macro"],
     }
 
 
@@ -128,5 +143,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"online probe    valid {summary['probe_metric']} {num(summary['probe_first'])} -> "
             f"{num(summary['probe_last'])}"
         )
-    lines += [f"model           {summary['model']}", f"store           {summary['store']}"]
+    lines += [
+        f"test probe      ROC-AUC {num(summary['test_roc_auc'])}, PR-AUC {num(summary['test_pr_auc'])} "
+        f"(random-initialised encoder: {num(summary['random_roc_auc'])}, {num(summary['random_pr_auc'])})",
+        f"model           {summary['model']}",
+        f"store           {summary['store']}",
+        f"report          {summary['eval_dir'] / 'report.md'}",
+    ]
     return "\n".join(lines)

@@ -28,6 +28,8 @@ def test_run_demo_small(tmp_path, capsys, one_thread):
     text = format_summary(summary)
     assert "online probe" in text and str(summary["model"]) in text
     out = capsys.readouterr().out
-    assert "[1/3]" in out and "[3/3]" in out
+    assert "[1/4]" in out and "[4/4]" in out
+    assert 0.0 <= summary["test_roc_auc"] <= 1.0 and 0.0 <= summary["random_roc_auc"] <= 1.0
+    assert (summary["eval_dir"] / "report.md").is_file() and "test probe" in text
     again = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
     assert again["steps"] == summary["steps"]  # a second demo replaces its previous run
