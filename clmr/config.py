@@ -289,7 +289,10 @@ def validate(config: Config) -> None:
     ]
     for step in AUGMENT_STEPS:
         p = getattr(config.augment, step)
-        p = p.get("p", 0.0) if isinstance(p, dict) else p
+        if isinstance(p, dict):  # a dict of the step's arguments; without "p" the reference probability holds
+            if "p" not in p:
+                continue
+            p = p["p"]
         checks.append((f"augment.{step}", 0.0 <= float(p) <= 1.0, "must be a probability in [0, 1]"))
     for key, ok, problem in checks:
         if not ok:

@@ -61,6 +61,7 @@ def test_saved_config_loads_back_equal(tmp_path):
         ({"model.width.x": 1}, "model.width.x"),
         ({"batch_size": "many"}, "batch_size"),
         ({"augment.gain": 1.5}, "augment.gain"),
+        ({"augment.gain": {"p": -0.1, "min_db": -6.0}}, "augment.gain"),
         ({"trainer.sync_batchnorm": "maybe"}, "trainer.sync_batchnorm"),
     ],
 )
@@ -102,3 +103,12 @@ def test_print_config_and_unknown_flag_from_the_shell():
     assert yaml.safe_load(out.stdout)["optim"]["lr"] == 0.01
     bad = subprocess.run([*cmd, "--augment.pich", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--augment.pich" in bad.stderr
+
+
+def test_augment_dict_without_p_keeps_the_reference_probability():
+    """Config and `Chain` agree: a dict of arguments without "p" leaves the step's reference p."""
+    from clmr.augment import Chain
+
+    c = load_config(overrides={"augment.filter": {"lowpass_hz": [1000, 3000]}})
+    chain = Chain(22050, **c.augment.chain_overrides())
+    assert chain.steps["filter"].p == 0.8 and tuple(chain.steps["filter"].lowpass_hz) == (1000, 3000)
