@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/evaluate.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
