@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,6 +21,29 @@ def uniform(
 ) -> torch.Tensor:
     """n float32 draws from U[low, high) on `device`."""
     return low + (high - low) * torch.rand(n, device=device, generator=generator)
+
+
+class Workspace:
+    """Named scratch buffers that a step reuses across the row blocks of one call.
+
+    On CPU a fresh batch-sized tensor is page-faulted on every allocation; a step that asks the workspace for
+    its intermediates touches that memory once per call instead of once per block. A request for fewer
+    elements than the buffer holds returns a view of its start, so a (b, n) view of a buffer first made for
+    (b', n) rows, b <= b', is the same memory as its first b rows. A fresh workspace simply allocates.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """An uninitialised tensor of `shape` (the buffer `name`, grown or re-typed when needed)."""
+        n = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self.buffers[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
 
 
 def check_probability(p: float, name: str) -> float:
@@ -52,9 +77,17 @@ class Step(nn.Module):
         raise NotImplementedError
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
-        """The step applied to every row of x (B, T) with per-row params; returns (B, T)."""
+        """The step applied to every row of x (B, T) with per-row params; returns (B, T).
+
+        x is never written. With a `work`space the result may be one of its buffers (valid until the next
+        call with the same workspace).
+        """
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -92,9 +125,17 @@ class Step(nn.Module):
             return x
         out = x if inplace else x.clone()
         block = max(1, self.cpu_block_samples // x.shape[1]) if self.cpu_block_samples else rows.numel()
+        work = Workspace()
         for start in range(0, rows.numel(), block):
             r = rows[start : start + block]
-            out[r] = self.apply(x[r], {k: v[r] for k, v in params.items()}, generator).to(x.dtype)
+            rows_in = work.get("rows", (r.numel(), x.shape[1]), x.dtype, x.device)
+            result = self.apply(
+                torch.index_select(out, 0, r, out=rows_in),
+                {k: v[r] for k, v in params.items()},
+                generator,
+                work,
+            )
+            out.index_copy_(0, r, result.to(x.dtype))
         return out
 
     def extra_repr(self) -> str:
@@ -109,7 +150,11 @@ class ScaleStep(Step):
         raise NotImplementedError
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
         return x * self.factor(params).to(x.dtype)[:, None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import AugmentError, Params, Step
+from clmr.augment.base import AugmentError, Params, Step, Workspace
 
 
 class Delay(Step):
@@ -35,13 +35,30 @@ class Delay(Step):
         return {"delay_ms": self.min_ms + self.step_ms * k.float()}
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
-        lag = torch.round(params["delay_ms"] * (self.sample_rate / 1000.0)).long()
-        index = torch.arange(x.shape[1], device=x.device) - lag[:, None]
-        echo = torch.gather(x, 1, index.clamp(min=0))
-        echo.masked_fill_(index < 0, 0.0)
-        return torch.add(x, echo, alpha=self.volume).mul_(0.5)
+        work = work or Workspace()
+        batch, length = x.shape
+        lag = torch.round(params["delay_ms"] * (self.sample_rate / 1000.0)).long().clamp_(min=0)
+        # the longest lag: read on CPU (free); on an accelerator the configured maximum (no host sync),
+        # to which larger lags passed to `apply` are limited
+        if x.device.type == "cpu":
+            most = int(lag.max()) if batch else 0
+        else:
+            most = round((self.min_ms + self.step_ms * (self.choices - 1)) * self.sample_rate / 1000.0)
+            lag = lag.clamp_(max=most)
+        # x behind `most` zeros; the echo of row b is the window of the padded row starting at most - lag[b]
+        padded = work.get("padded", (batch, most + length), x.dtype, x.device)
+        padded[:, :most] = 0.0
+        padded[:, most:] = x
+        windows = padded.unfold(1, length, 1)  # (B, most + 1, T), no copy
+        echo = windows[torch.arange(batch, device=x.device), most - lag]
+        out = work.get("out", (batch, length), x.dtype, x.device)
+        return torch.add(x, echo, alpha=self.volume, out=out).mul_(0.5)
 
     def extra_repr(self) -> str:
         return (

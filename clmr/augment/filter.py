@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, uniform
+from clmr.augment.base import Params, Step, Workspace, uniform
 
 _TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
 _TAIL_S = 0.1  # zero padding (seconds) that keeps the filter's two-sided tails from wrapping around
@@ -67,9 +67,14 @@ class HighLowPass(Step):
         return {"highpass": highpass, "cutoff": torch.where(highpass, high, low)}
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
-        length = x.shape[1]
+        work = work or Workspace()
+        batch, length = x.shape
         n_fft = fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
         cutoff = params["cutoff"].float().clamp(max=self.max_cutoff)
         # a high-pass is x minus the complementary low-pass, so only bins below the highest cutoff's
@@ -78,7 +83,12 @@ class HighLowPass(Step):
             n_fft // 2 + 1, math.ceil(self.max_cutoff * (1 + _TRANSITION / 2) * n_fft / self.sample_rate) + 2
         )
         freqs = torch.arange(top, device=x.device) * (self.sample_rate / n_fft)
-        spectrum = torch.fft.rfft(x.float(), n=n_fft)[:, :top] * lowpass_response(freqs, cutoff)
+        padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
+        padded[:, :length] = x
+        padded[:, length:] = 0.0
+        spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
+        spectrum[:, :top] *= lowpass_response(freqs, cutoff)
+        spectrum[:, top:] = 0.0
         lowpassed = torch.fft.irfft(spectrum, n=n_fft)[:, :length]
         highpass = params["highpass"].to(lowpassed.dtype)[:, None]
         return lowpassed.mul_(1.0 - 2.0 * highpass).addcmul_(x.float(), highpass).to(x.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import Params, Step, uniform
+from clmr.augment.base import Params, Step, Workspace, uniform
 
 
 class Noise(Step):
@@ -23,7 +23,11 @@ class Noise(Step):
         return {"snr": uniform(n, self.min_snr, self.max_snr, device, generator)}
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
         scale = params["snr"].to(x.dtype)[:, None] * x.std(dim=1, correction=0, keepdim=True)
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)

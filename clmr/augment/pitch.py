@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step
+from clmr.augment.base import Params, Step, Workspace
 
 
 class PitchShift(Step):
@@ -42,30 +42,54 @@ class PitchShift(Step):
         return {"cents": cents.float()}
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
+        work = work or Workspace()
         batch, length = x.shape
-        window = float(self.window)
-        speed = (1.0 - torch.pow(2.0, params["cents"].float() / 1200.0)) / window
-        t = torch.arange(length, device=x.device, dtype=torch.float32)
-        # phase of each head within its window (B, 2, T); head 0 starts at 0.5 so that no shift is identity
-        start = (0.5 - 0.5 * torch.arange(2, device=x.device, dtype=torch.float32))[:, None]  # no host copy
-        phase = torch.addcmul(start, t, speed[:, None, None])
-        phase.sub_(phase.floor())
-        weight0 = torch.sin(math.pi * phase[:, 0]).square_()  # head 1 gets 1 - weight0
-        pos = phase.mul_(-window).add_(t + 0.5 * window).clamp_(0.0, length - 1)
-        left = pos.floor()
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        frac = pos.sub_(left).view(batch, -1).to(work)
-        # (x[i], x[i + 1]) pairs as one complex number each: one gather reads both interpolation taps
-        pairs = torch.empty(batch, length, 2, device=x.device, dtype=work)
-        pairs[..., 0] = x
-        pairs[:, :-1, 1] = x[:, 1:]
-        pairs[:, -1, 1] = x[:, -1]
-        taps = torch.gather(torch.view_as_complex(pairs), 1, left.view(batch, -1).long())
-        taps = torch.view_as_real(taps)
-        heads = torch.lerp(taps[..., 0], taps[..., 1], frac).view(batch, 2, length)
-        return torch.lerp(heads[:, 1], heads[:, 0], weight0.to(work)).to(x.dtype)
+        device, window = x.device, self.window
+        real = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cplx = torch.complex128 if real == torch.float64 else torch.complex64
+        # each head's phase within its window (B, 2, T), kept positive by a whole number of windows `lead`;
+        # head 0 starts at 0.5 so that no shift is the identity
+        speed = (1.0 - torch.pow(2.0, params["cents"].to(real) / 1200.0)) / window
+        lead = (speed.abs() * length).floor_().add_(1.0)[:, None, None]
+        start = (0.5 - 0.5 * torch.arange(2, device=device, dtype=real))[:, None] + lead
+        phase = work.get("phase", (batch, 2, length), real, device)
+        torch.addcmul(start, torch.arange(length, device=device, dtype=real), speed[:, None, None], out=phase)
+        phase.frac_()
+        weight0 = work.get("weight", (batch, length), real, device)
+        torch.mul(phase[:, 0], math.pi, out=weight0).sin_().square_()  # head 1 gets 1 - weight0
+        # head h reads at t + window / 2 - window * phase = left + (1 - frac): left = t + window / 2 - 1 - floor(m)
+        offset = phase.mul_(float(window))  # m in [0, window)
+        # the input, edge-padded by pad samples each side, as (x[i], x[i + 1]) pairs: one complex number each,
+        # so that one int32 index_select over the flattened rows reads both interpolation taps
+        pad = window // 2 + 2
+        width = length + 2 * pad + 1
+        itype = torch.int32 if batch * width < 2**31 else torch.int64
+        index = work.get("index", (batch, 2, length), itype, device)
+        index.copy_(offset)  # floor(m), m >= 0
+        rows = torch.arange(batch, device=device, dtype=itype)[:, None, None] * width
+        base = torch.arange(length, device=device, dtype=itype) + (window // 2 - 1 + pad)
+        torch.sub(rows + base, index, out=index)
+        frac = offset.frac_()
+        pairs = work.get("pairs", (batch, width, 2), real, device)
+        pairs[:, pad : pad + length, 0] = x
+        pairs[:, :pad, 0] = x[:, :1]
+        pairs[:, pad + length :, 0] = x[:, -1:]
+        pairs[:, :-1, 1] = pairs[:, 1:, 0]
+        pairs[:, -1, 1] = pairs[:, -1, 0]
+        taps = work.get("taps", (batch * 2 * length,), cplx, device)
+        torch.index_select(torch.view_as_complex(pairs).view(-1), 0, index.view(-1), out=taps)
+        taps = torch.view_as_real(taps).view(batch, 2 * length, 2)
+        # the tap at left + 1 weighs 1 - frac: the heads' outputs overwrite their fractions
+        heads = torch.lerp(taps[..., 1], taps[..., 0], frac.view(batch, -1), out=frac.view(batch, -1))
+        heads = heads.view(batch, 2, length)
+        out = work.get("out", (batch, length), real, device)
+        return torch.lerp(heads[:, 1], heads[:, 0], weight0, out=out).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, uniform
+from clmr.augment.base import Params, Step, Workspace, uniform
 from clmr.augment.filter import fft_size
 
 IR_SECONDS = 1.0  # impulse responses are cut (with a fade) after this long
@@ -90,9 +90,14 @@ class Reverb(Step):
         return self._basis[key]
 
     def apply(
-        self, x: torch.Tensor, params: Params, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        params: Params,
+        generator: torch.Generator | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
-        length = x.shape[1]
+        work = work or Workspace()
+        batch, length = x.shape
         ir_length = min(length, max(1, round(IR_SECONDS * self.sample_rate)))
         n_fft = fft_size(length + ir_length)
         table = self.basis(ir_length, n_fft, x.device)
@@ -106,9 +111,17 @@ class Reverb(Step):
         j = u.floor()
         frac = u.sub_(j).view(-1, 1, 1)
         rows = (j.long() * _BANDS + torch.arange(_BANDS, device=x.device)).view(-1)
-        response = torch.lerp(table.index_select(0, rows), table.index_select(0, rows + _BANDS), frac)
-        response = torch.view_as_complex(response.view(x.shape[0], -1, 2))[:, :n_freqs]
-        wet = torch.fft.irfft(torch.fft.rfft(x.float(), n=n_fft).mul_(response), n=n_fft)[:, :length]
+        shape = (batch * _BANDS, width, 2)
+        response = torch.index_select(table, 0, rows, out=work.get("response", shape, table.dtype, x.device))
+        upper = torch.index_select(
+            table, 0, rows + _BANDS, out=work.get("upper", shape, table.dtype, x.device)
+        )
+        response = torch.view_as_complex(response.lerp_(upper, frac).view(batch, -1, 2))[:, :n_freqs]
+        padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
+        padded[:, :length] = x
+        padded[:, length:] = 0.0
+        spectrum = torch.fft.rfft(padded).mul_(response)  # (out= would only add a copy)
+        wet = torch.fft.irfft(spectrum, n=n_fft)[:, :length]
         return wet.add_(x).mul_(math.sqrt(0.5)).to(x.dtype)
 
     def extra_repr(self) -> str:
