@@ -81,7 +81,23 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
     return data if mono else np.ascontiguousarray(data.T)
 
 
-def _unreadable(path: str | os.PathLike, err: BaseException) -> UnreadableAudioError:
-    if not Path(path).exists():
+def _unreadable(path: str | os.PathLike, err: BaseException) -> AudioError:
+    return open_error(path, err)
+
+
+def open_error(path: str | os.PathLike, err: BaseException) -> AudioError:
+    """The typed error for a file that the decoder could not open: missing, a folder, 0 bytes
+    (EmptyAudioError), or not decodable (with the decoder's reason, unless it is misleading)."""
+    p = Path(path)
+    if not p.exists():
         return UnreadableAudioError(path, "no such file")
-    return UnreadableAudioError(path, f"cannot decode the file as audio ({err})")
+    if p.is_dir():
+        return UnreadableAudioError(path, "a folder, not an audio file")
+    if p.stat().st_size == 0:
+        return EmptyAudioError(path, "the file is empty (0 bytes)")
+    message = str(err)
+    # libsndfile says "File does not exist or is not a regular file" about existing files it cannot
+    # parse (e.g. a corrupt mp3): name the real problem instead.
+    if "does not exist" in message or not message:
+        return UnreadableAudioError(path, "not a recognised audio format, or the file is corrupt")
+    return UnreadableAudioError(path, f"not a recognised audio format, or the file is corrupt ({message})")

@@ -136,3 +136,23 @@ def test_non_finite_samples(tmp_path):
     sf.write(path, data, 22050, subtype="FLOAT")
     with pytest.raises(UnreadableAudioError, match="NaN"):
         load(path)
+
+
+@pytest.mark.parametrize("name", ["zero.wav", "zero.mp3", "zero.flac"])
+def test_zero_byte_file_is_empty_not_unreadable(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(EmptyAudioError, match="0 bytes") as err:
+        load(path)
+    assert name in str(err.value) and err.value.reason == "empty"
+
+
+def test_corrupt_file_message_does_not_claim_it_is_missing(tmp_path):
+    path = tmp_path / "corrupt.mp3"
+    path.write_bytes(b"\x00garbage" * 200)
+    with pytest.raises(UnreadableAudioError) as err:
+        load(path)
+    assert "corrupt.mp3" in str(err.value) and "not a recognised audio format" in str(err.value)
+    assert "does not exist" not in str(err.value)
+    with pytest.raises(UnreadableAudioError, match="a folder"):
+        load(tmp_path)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from clmr.audio import SILENCE_PEAK, EmptyAudioError, SilentAudioError, UnreadableAudioError
+from clmr.audio import SILENCE_PEAK, EmptyAudioError, SilentAudioError, UnreadableAudioError, open_error
 
 BLOCK_SAMPLES = 1 << 16
 """Samples (at the output rate) decoded per read by default (~3 s at 22,050 Hz)."""
@@ -33,8 +32,7 @@ def read_blocks(
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        detail = "no such file" if not Path(path).exists() else f"cannot decode the file as audio ({err})"
-        raise UnreadableAudioError(path, detail) from err
+        raise open_error(path, err) from err
     with handle:
         block_frames = max(1024, int(block_samples * handle.samplerate / sample_rate))
         resampler = (
