@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -275,6 +276,7 @@ def load_config(
 
 def validate(config: Config) -> None:
     """Range checks that would otherwise fail deep inside training."""
+    t = config.trainer
     checks = [
         ("batch_size", config.batch_size >= (1 if config.supervised else 2), "must be at least 2"),
         ("sample_rate", config.sample_rate > 0, "must be positive"),
@@ -286,6 +288,18 @@ def validate(config: Config) -> None:
         ("trainer.num_workers", config.trainer.num_workers >= 0, "must be >= 0"),
         ("trainer.checkpoint_every", config.trainer.checkpoint_every >= 1, "must be >= 1"),
         ("trainer.num_nodes", config.trainer.num_nodes >= 1, "must be >= 1"),
+        ("optim.weight_decay", config.optim.weight_decay >= 0, "must be >= 0"),
+        ("optim.probe_lr", config.optim.probe_lr > 0, "must be positive"),
+        # 0 would train nothing and export no model; -1 is Lightning's "no limit"
+        ("trainer.max_epochs", t.max_epochs == -1 or t.max_epochs >= 1, "must be >= 1 (or -1: no limit)"),
+        ("trainer.max_steps", t.max_steps == -1 or t.max_steps >= 1, "must be >= 1 (or -1: no limit)"),
+        ("trainer.log_every_n_steps", t.log_every_n_steps >= 1, "must be >= 1"),
+        ("trainer.early_stopping_patience", t.early_stopping_patience >= 1, "must be >= 1"),
+        (
+            "trainer.max_time",
+            t.max_time is None or re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", t.max_time) is not None,
+            "must be DD:HH:MM:SS (e.g. 00:12:00:00 for 12 hours)",
+        ),
     ]
     for step in AUGMENT_STEPS:
         p = getattr(config.augment, step)

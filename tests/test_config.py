@@ -63,6 +63,9 @@ def test_saved_config_loads_back_equal(tmp_path):
         ({"augment.gain": 1.5}, "augment.gain"),
         ({"augment.gain": {"p": -0.1, "min_db": -6.0}}, "augment.gain"),
         ({"trainer.sync_batchnorm": "maybe"}, "trainer.sync_batchnorm"),
+        ({"trainer.max_epochs": 0}, "trainer.max_epochs"),
+        ({"trainer.max_time": "12 hours"}, "trainer.max_time"),
+        ({"optim.weight_decay": -1e-6}, "optim.weight_decay"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(overrides, key):

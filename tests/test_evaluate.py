@@ -157,6 +157,28 @@ def test_sample_rate_mismatch_is_a_clear_error(world, tmp_path):
         evaluate(path, world["tags"], tmp_path / "out", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_fractions": [0.0]}, "label-fraction must be in"),
+        ({"train_crops": 0}, "--train-crops must be at least 1"),
+        ({"knn": 0}, "--knn must be at least 1"),
+    ],
+)
+def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
+    out = tmp_path / "out"
+    with pytest.raises(EvaluationError, match=message):
+        evaluate(world["init"], world["tags"], out, progress=False, **kwargs)
+    assert not out.exists()
+
+
+def test_tracks_shorter_than_the_crop_are_a_clear_error(world, tmp_path):
+    model = CLMR(SampleCNN(width=1 / 16, n_blocks=9), sample_rate=SR)  # 3^10 samples > 3 s at 8 kHz
+    path = save_model(model, tmp_path / "long_crop.safetensors")
+    with pytest.raises(EvaluationError, match="shorter than the model's crop of 59049 samples"):
+        evaluate(path, world["tags"], tmp_path / "out", progress=False)
+
+
 def test_cli_evaluate(world, tmp_path, capsys):
     out = tmp_path / "cli"
     args = [

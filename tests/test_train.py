@@ -187,6 +187,10 @@ def test_problems_are_reported_before_training(store, tmp_path):
         pretrain(store, tmp_path / "d", config(), resume=True)
     with pytest.raises(ConfigError, match="sync_batchnorm"):
         pretrain(store, tmp_path / "e", config(**{"trainer.sync_batchnorm": True}))
+    with pytest.raises(
+        ConfigError, match="Lightning cannot run with accelerator='cpu', devices=1, strategy='bogus'"
+    ):
+        pretrain(store, tmp_path / "f", config(**{"trainer.strategy": "bogus"}))
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "checkpoints").exists()
 
 

@@ -15,6 +15,9 @@ from clmr.evaluate.features import extract
 from clmr.evaluate.inputs import (
     EvaluationError,
     check_compatible,
+    check_fractions,
+    check_positive,
+    check_track_lengths,
     load_checkpoint,
     open_store,
     split_plan,
@@ -167,12 +170,24 @@ def finetune(
         raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
     if baseline not in (None, "random"):
         raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_fractions([label_fraction])
+    check_positive(
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+    )
+    if encoder_lr_factor < 0 or lr <= 0:
+        raise EvaluationError(
+            f"--lr must be positive and --encoder-lr-factor >= 0, got {lr} and {encoder_lr_factor}"
+        )
     store = open_store(store)
     model, ckpt_info = load_checkpoint(checkpoint)
     check_compatible(model, store, ckpt_info["path"])
     splits = split_plan(store)
+    check_track_lengths(store, splits, model.crop_length, ckpt_info["path"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     task, names = store.task, list(store.vocab)
     # positions of the (kept) train tracks within the store's train split, then the label fraction
     train_split = store.split_indices("train")

@@ -74,6 +74,36 @@ def check_compatible(model: CLMR, store, checkpoint_name: str) -> None:
         )
 
 
+def check_track_lengths(store, splits: Splits, crop_length: int, checkpoint_name: str) -> None:
+    """Every evaluated track must hold at least one whole crop: a shorter one would be scored on a
+    zero-padded crop, and a store of only such tracks would give meaningless numbers without a word."""
+    idx = np.concatenate([splits.train, splits.valid, splits.test])
+    short = idx[np.asarray(store.lengths)[idx] < crop_length]
+    if len(short):
+        first = int(short[0])
+        seconds = crop_length / store.sample_rate
+        raise EvaluationError(
+            f"{_store_path(store)}: {len(short)} of the {len(idx)} train/valid/test tracks are shorter than "
+            f"the model's crop of {crop_length} samples ({seconds:.2f} s; {checkpoint_name}), e.g. "
+            f"'{store.track_id(first)}' with {store.length(first)} samples; preprocess with "
+            f"--min-length {crop_length} to skip them, or use a model with a shorter crop"
+        )
+
+
+def check_positive(**values: float | int | None) -> None:
+    """Counts and sizes that must be at least 1 (None: not given); the message names the option."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def check_fractions(fractions) -> None:
+    """Label fractions must lie in (0, 1]."""
+    for f in fractions:
+        if not 0.0 < float(f) <= 1.0:
+            raise EvaluationError(f"--label-fraction must be in (0, 1] (1 = every labelled track), got {f}")
+
+
 def split_plan(store, seed: int = 0) -> Splits:
     """The store's train/valid/test tracks. Without a valid split, a seeded 10% of train (at least one
     track) is held out for early stopping; without a train or test split there is nothing to do."""

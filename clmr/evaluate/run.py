@@ -23,6 +23,9 @@ from clmr.evaluate.inputs import (
     EvaluationError,
     Splits,
     check_compatible,
+    check_fractions,
+    check_positive,
+    check_track_lengths,
     load_checkpoint,
     open_store,
     split_plan,
@@ -191,13 +194,22 @@ def evaluate(
         raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
     if not seeds or not label_fractions:
         raise EvaluationError("give at least one seed and one label fraction")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_fractions(label_fractions)
+    recipe = Recipe(**{**(recipe or Recipe()).__dict__, "train_crops": int(train_crops)})
+    check_positive(
+        knn=knn,
+        train_crops=recipe.train_crops,
+        max_epochs=recipe.max_epochs,
+        head_batch_size=recipe.batch_size,
+        batch_size=batch_size,
+    )
     store = open_store(store)
     model, ckpt_info = load_checkpoint(checkpoint)
     check_compatible(model, store, ckpt_info["path"])
-    recipe = Recipe(**{**(recipe or Recipe()).__dict__, "train_crops": int(train_crops)})
     splits = split_plan(store)
+    check_track_lengths(store, splits, model.crop_length, ckpt_info["path"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     task, names = store.task, list(store.vocab)
     targets = {
         name: store.targets(idx)

@@ -74,8 +74,8 @@ def _progress_callbacks(config: Config, progress: bool | None) -> tuple[list, bo
 def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: bool | None = None):
     """A Lightning Trainer with our checkpoint layout, loggers, progress display and device settings."""
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     t = config.trainer
     ckpt_dir = run_dir / CHECKPOINTS
@@ -102,6 +102,21 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
         extra.append(EarlyStopping(monitor="valid/loss", mode="min", patience=t.early_stopping_patience))
     shown, live = _progress_callbacks(config, progress)
     logs = run_dir / "logs"
+    try:
+        return _trainer(L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live)
+    except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError, RuntimeError) as err:
+        # Lightning's own check of the device settings: one line naming the keys, not a traceback
+        settings = ", ".join(
+            f"{k}={getattr(t, k)!r}" for k in ("accelerator", "devices", "strategy", "precision")
+        )
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"config keys trainer.*: Lightning cannot run with {settings}: {problem}") from err
+
+
+def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live: bool):
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = config.trainer
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -118,7 +133,7 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
             TensorBoardLogger(logs, name="", version="tensorboard"),
             CSVLogger(logs, name="", version="csv"),
         ],
-        callbacks=[*callbacks, *extra, *shown, *checkpoints],
+        callbacks=callbacks,
         enable_progress_bar=live,
         enable_model_summary=live,
         use_distributed_sampler=False,  # our EpochSampler shards by rank itself, keyed by (seed, epoch)
