@@ -278,7 +278,8 @@ def validate(config: Config) -> None:
     """Range checks that would otherwise fail deep inside training."""
     t = config.trainer
     checks = [
-        ("batch_size", config.batch_size >= (1 if config.supervised else 2), "must be at least 2"),
+        # NT-Xent needs a negative; BatchNorm in training mode needs two values per channel
+        ("batch_size", config.batch_size >= 2, "must be at least 2"),
         ("sample_rate", config.sample_rate > 0, "must be positive"),
         ("temperature", config.temperature > 0, "must be positive"),
         ("model.width", config.model.width > 0, "must be positive"),
@@ -323,35 +324,124 @@ def save_config(config: Config, path: str | Path) -> Path:
     return path
 
 
+# What each key does, for `clmr pretrain --help` (every key of `Config` has an entry; a test checks).
+KEY_HELP: dict[str, str] = {
+    "seed": "seeds the model, the crops, the shuffling and the augmentations",
+    "sample_rate": "Hz; must equal the store's sample rate",
+    "batch_size": "songs per step and process (global batch = batch x devices x nodes)",
+    "temperature": "NT-Xent temperature",
+    "supervised": "train the supervised baseline on the store's labels instead of SimCLR",
+    "probe": "online linear probe on detached features when the store has labels",
+    "model.width": "SampleCNN channel scale (1 = the reference's 128..512 channels)",
+    "model.n_blocks": "pooled SampleCNN blocks (1..9); the crop is 3^(n+1) samples",
+    "model.projection_dim": "projector output size (z)",
+    "model.projection_hidden": "projector hidden size (none: the encoder's output size)",
+    "augment.enabled": "the whole augmentation chain on or off",
+    "augment.polarity": "probability of polarity inversion",
+    "augment.noise": "probability of white noise",
+    "augment.gain": "probability of a random gain",
+    "augment.filter": "probability of a high- or low-pass filter",
+    "augment.delay": "probability of a delay (echo)",
+    "augment.pitch": "probability of a pitch shift",
+    "augment.reverb": "probability of reverb",
+    "optim.lr": "Adam learning rate of encoder and projector",
+    "optim.weight_decay": "Adam weight decay",
+    "optim.probe_lr": "learning rate of the online probe",
+    "trainer.accelerator": "cpu, gpu, auto ... (Lightning)",
+    "trainer.devices": "devices per node: a number or auto (Lightning)",
+    "trainer.num_nodes": "machines (Lightning)",
+    "trainer.strategy": "auto, ddp ... (Lightning)",
+    "trainer.precision": "32-true, bf16-mixed, 16-mixed ... (Lightning)",
+    "trainer.sync_batchnorm": "BatchNorm statistics over all processes (GPUs only)",
+    "trainer.max_epochs": "stop after this many epochs (-1: no limit)",
+    "trainer.max_steps": "stop after this many steps (-1: no limit)",
+    "trainer.max_time": "stop cleanly after this wall-clock time, DD:HH:MM:SS",
+    "trainer.num_workers": "data loader worker processes",
+    "trainer.checkpoint_every": "epochs between kept periodic checkpoints",
+    "trainer.log_every_n_steps": "steps between logged values and progress lines",
+    "trainer.early_stopping_patience": "--supervised: epochs without a better valid loss before stopping",
+    "trainer.deterministic": "deterministic kernels where torch has them (slower on GPU)",
+}
+
+_SECTION_TITLES = {
+    "": "run",
+    "model": "model (SampleCNN encoder and projector)",
+    "augment": "augment (each step: a probability in [0, 1], 0 switches it off; a dict of its arguments in YAML)",
+    "optim": "optim (Adam)",
+    "trainer": "trainer (devices, precision, stopping, checkpoints, logs)",
+}
 # Sections whose keys also get a flag without the section (`--max-epochs` for `trainer.max_epochs`).
 _SHORT_SECTIONS = ("trainer", "optim")
 _OVERRIDE_PREFIX = "override:"
 
 
+def flag(key: str) -> str:
+    """The command-line flag shown for a config key: `batch_size` -> `--batch-size`,
+    `model.n_blocks` -> `--model.n-blocks`, `trainer.max_epochs` -> `--max-epochs`."""
+    section, _, name = key.rpartition(".")
+    shown = name if section in _SHORT_SECTIONS else key
+    return "--" + shown.replace("_", "-")
+
+
+def _metavar(key: str, tp: Any) -> str:
+    special = {"trainer.max_time": "DD:HH:MM:SS", "trainer.devices": "N|auto"}
+    if key in special:
+        return special[key]
+    if key.startswith("augment.") and key != "augment.enabled":
+        return "P"
+    if _is_optional(tp):
+        tp = next(a for a in tp.__args__ if a is not type(None))
+    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "NAME"}.get(tp, "VALUE")
+
+
+def _show(value: Any) -> str:
+    """A default as a YAML-ish word: none, true, false, 3e-4."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def add_override_arguments(parser: Any) -> None:
-    """One `--key VALUE` option per config key (`--batch-size`, `--augment.pitch`, `--model.width`, and
-    `--max-epochs`, `--lr`... for the trainer and optim keys); boolean keys also work as bare flags."""
-    group = parser.add_argument_group("config overrides (applied after --preset and --config)")
+    """One option per config key, grouped by section and shown in hyphen form (`--batch-size`,
+    `--model.n-blocks`, `--augment.pitch`; trainer and optim keys also without their section:
+    `--max-epochs`, `--lr`). The underscore spellings (`--batch_size`, `--model.n_blocks`,
+    `--trainer.max_epochs`) are accepted too but not listed. Boolean keys also work as bare flags."""
     defaults = Config()
+    groups: dict[str, Any] = {}
     for key in all_keys(defaults):
         if key == "preset":
             continue
         section, _, name = key.rpartition(".")
-        spellings = {f"--{key}", f"--{key.replace('_', '-')}"}
-        if not section or section in _SHORT_SECTIONS:
-            spellings.add(f"--{name.replace('_', '-')}")
+        if section not in groups:
+            title = _SECTION_TITLES.get(section, section)
+            if not section:
+                title += " (config keys, applied after --preset and --config; defaults are the paper's)"
+            groups[section] = parser.add_argument_group(title)
         target = getattr(defaults, section) if section else defaults
         default = getattr(target, name)
-        flag = isinstance(default, bool)
-        group.add_argument(
-            *sorted(spellings, key=len),
-            dest=_OVERRIDE_PREFIX + key,
-            metavar="BOOL" if flag else "VALUE",
-            nargs="?" if flag else None,
-            const="true" if flag else None,
-            default=argparse.SUPPRESS,
-            help=f"default {default!r}",
+        tp = _fields(target)[name]
+        is_bool = isinstance(default, bool)
+        shown = [flag(key)]
+        if section in _SHORT_SECTIONS:
+            shown.append(f"--{key.replace('_', '-')}")
+        hidden = (
+            {f"--{key}", f"--{key.replace('_', '-')}", f"--{name}"}
+            if section in _SHORT_SECTIONS
+            else {f"--{key}"}
         )
+        hidden -= set(shown)
+        common = dict(
+            dest=_OVERRIDE_PREFIX + key,
+            metavar=_metavar(key, tp),
+            nargs="?" if is_bool else None,
+            const="true" if is_bool else None,
+            default=argparse.SUPPRESS,
+        )
+        groups[section].add_argument(*shown, help=f"{KEY_HELP[key]} (default: {_show(default)})", **common)
+        if hidden:
+            groups[section].add_argument(*sorted(hidden), help=argparse.SUPPRESS, **common)
 
 
 def overrides_from_args(args: Any) -> dict[str, Any]:

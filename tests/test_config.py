@@ -66,6 +66,7 @@ def test_saved_config_loads_back_equal(tmp_path):
         ({"trainer.max_epochs": 0}, "trainer.max_epochs"),
         ({"trainer.max_time": "12 hours"}, "trainer.max_time"),
         ({"optim.weight_decay": -1e-6}, "optim.weight_decay"),
+        ({"supervised": True, "batch_size": 1}, "batch_size"),  # BatchNorm cannot train on one crop
     ],
 )
 def test_bad_keys_and_values_name_the_key(overrides, key):
@@ -115,3 +116,43 @@ def test_augment_dict_without_p_keeps_the_reference_probability():
     c = load_config(overrides={"augment.filter": {"lowpass_hz": [1000, 3000]}})
     chain = Chain(22050, **c.augment.chain_overrides())
     assert chain.steps["filter"].p == 0.8 and tuple(chain.steps["filter"].lowpass_hz) == (1000, 3000)
+
+
+def _pretrain_parser():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "pretrain" in a.choices)
+    return sub.choices["pretrain"]
+
+
+def test_help_shows_every_flag_in_hyphen_form_and_describes_each_key():
+    import re
+
+    from clmr.config import KEY_HELP, all_keys, flag
+
+    text = _pretrain_parser().format_help()
+    shown = set(re.findall(r"(?<![\w-])--[\w.-]+", text))
+    assert not [f for f in shown if "_" in f], sorted(f for f in shown if "_" in f)
+    for key in all_keys():
+        if key == "preset":
+            continue
+        assert flag(key) in shown and key in KEY_HELP, key
+    assert {"--batch-size", "--model.n-blocks", "--model.projection-hidden", "--max-epochs"} <= shown
+    assert {"--trainer.max-epochs", "--optim.weight-decay", "--augment.pitch"} <= shown
+    assert "(default: None)" not in text  # required options and unset ones say nothing misleading
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--batch_size", "8", "--model.n_blocks", "5", "--trainer.max_epochs", "3", "--sample_rate", "8000"],
+        ["--batch-size", "8", "--model.n-blocks", "5", "--trainer.max-epochs", "3", "--sample-rate", "8000"],
+        ["--batch-size", "8", "--model.n-blocks", "5", "--max_epochs", "3", "--sample-rate", "8000"],
+    ],
+)
+def test_underscore_and_hyphen_spellings_set_the_same_keys(argv):
+    from clmr.config import overrides_from_args
+
+    args = _pretrain_parser().parse_args(["--data", "s", "--out", "r", *argv, "--optim.weight_decay", "1e-6"])
+    c = load_config(overrides=overrides_from_args(args))
+    assert (c.batch_size, c.model.n_blocks, c.trainer.max_epochs, c.sample_rate) == (8, 5, 3, 8000)
+    assert c.optim.weight_decay == 1e-6
