@@ -1,6 +1,7 @@
 """Pre-training end to end on a tiny generated store: the loss falls, checkpoints and the exported model
 appear, a kill -9 run resumes to the same weights, DDP on two CPU processes, clear errors up front."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -146,6 +147,17 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(store, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # the CSV log was flushed at each checkpoint before the kill, and the resumed run appended to it
+    with open(tmp_path / "killed" / "logs" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["epoch"]) for r in rows if r.get("train/loss_epoch")} == set(range(14))
+    assert {"lr-Adam/pg1", "perf/pairs_per_s", "perf/data_wait_s", "valid/loss"} <= set(rows[0])
+
+    # resuming below the epochs already done is refused before the run's config.yaml is touched
+    saved = (tmp_path / "whole" / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="past --max-epochs 5"):
+        pretrain(store, tmp_path / "whole", config(**{"trainer.max_epochs": 5}), resume=True)
+    assert (tmp_path / "whole" / "config.yaml").read_text() == saved
 
 
 def test_ddp_on_two_cpu_processes(store, tmp_path):
@@ -211,6 +223,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_pat
     assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
     with pytest.raises(RunDirError, match="--resume"):
         pretrain(store, run, config())
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(store, tmp_path):
+    """Lightning turns Ctrl-C into sys.exit(1); `pretrain` raises KeyboardInterrupt instead (the CLI
+    prints how to resume and exits 130), and the last checkpoint continues the run."""
+    from lightning.pytorch.callbacks import Callback
+
+    class CtrlC(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(store, tmp_path / "run", config(**{"trainer.max_epochs": 2}), callbacks=[CtrlC()])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    result = pretrain(
+        store, tmp_path / "run", config(**{"trainer.max_epochs": 2}), resume=True, progress=False
+    )
+    assert result["epochs"] == 2 and [row["epoch"] for row in result["history"]] == [1]
 
 
 def test_supervised_baseline_exports_encoder_and_tagging_head(store, tmp_path):

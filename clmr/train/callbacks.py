@@ -82,6 +82,16 @@ class ExportModel(Callback):
         self._export(trainer, pl_module)
 
 
+class FlushLogs(Callback):
+    """Writes the loggers' buffered values (the CSV log keeps up to 100 steps in memory) after every
+    validation, i.e. with every checkpoint, so that a run killed later keeps its log up to there."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.save()
+
+
 class History(Callback):
     """Per-epoch metrics (train loss, valid loss, probe metric, throughput) as a list of dicts."""
 

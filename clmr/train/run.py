@@ -44,6 +44,23 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
+def _check_resumable(ckpt_path: Path, config: Config) -> None:
+    """A run cannot resume with a --max-epochs below the epochs it has done (checked before the run's
+    config.yaml is rewritten with the new settings)."""
+    import torch
+
+    try:
+        done = int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # not readable here: Lightning reports it when it restores the checkpoint
+        return
+    limit = config.trainer.max_epochs
+    if limit != -1 and done > limit:
+        raise ConfigError(
+            f"{ckpt_path}: the run is at epoch {done} (counted from 0), past --max-epochs {limit}; "
+            "pass a larger --max-epochs to continue it"
+        )
+
+
 def resolve_config(
     run_dir: str | Path,
     *,
@@ -113,8 +130,33 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
         raise ConfigError(f"config keys trainer.*: Lightning cannot run with {settings}: {problem}") from err
 
 
+def _csv_logger(logs: Path):
+    """Lightning's CSVLogger, except that a resumed run appends to the run's metrics.csv instead of
+    deleting it (Lightning removes an existing metrics.csv when a logger opens its folder)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    self.metrics_keys = sorted(next(csv.reader(f), []))
+
+    class ResumableCSVLogger(CSVLogger):
+        @property
+        def experiment(self) -> ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return ResumableCSVLogger(logs, name="", version="csv")
+
+
 def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live: bool):
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     t = config.trainer
     return L.Trainer(
@@ -131,7 +173,7 @@ def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live
         log_every_n_steps=t.log_every_n_steps,
         logger=[
             TensorBoardLogger(logs, name="", version="tensorboard"),
-            CSVLogger(logs, name="", version="csv"),
+            _csv_logger(logs),
         ],
         callbacks=callbacks,
         enable_progress_bar=live,
@@ -143,6 +185,16 @@ def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live
 
 def _quiet_lightning() -> None:
     """Hide Lightning's advice that does not apply to these runs."""
+    import logging
+
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        info = logging.getLogger(name)
+        if not any(type(f).__name__ == "NoTips" for f in info.filters):
+            info.addFilter(NoTips())
     for pattern in (
         r".*does not have many workers.*",
         r".*The number of training batches .* is smaller than the logging interval.*",
@@ -150,6 +202,8 @@ def _quiet_lightning() -> None:
         # logged values are already global (NT-Xent gathers; the probe metric is computed on gathered data)
         r".*when logging on epoch level in distributed setting.*",
         r".*all_gather is deprecated.*",
+        # a resumed run writes into its own checkpoint folder; a fresh run refuses a used one (RunDirError)
+        r".*Checkpoint directory .* exists and is not empty.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -168,8 +222,9 @@ def pretrain(
     per-epoch history, throughput and the trained LightningModule."""
     import lightning as L
     import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from clmr.train.callbacks import ExportModel, History, Throughput
+    from clmr.train.callbacks import ExportModel, FlushLogs, History, Throughput
     from clmr.train.data import TrainData, check_batch, open_store
     from clmr.train.modules import ContrastiveModule, SupervisedModule
 
@@ -187,7 +242,7 @@ def pretrain(
     module = module_cls(config, n_classes, store.task, store.vocab or None)
     history, throughput = History(), Throughput()
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), history]
+    own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), FlushLogs(), history]
     trainer = build_trainer(config, run_dir, [*own, *(callbacks or [])], progress=progress)
     check_batch(store, config, trainer.world_size, data)
     if config.trainer.sync_batchnorm and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
@@ -197,9 +252,20 @@ def pretrain(
     if trainer.world_size > 1 and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
         # one process per device on CPU: share the cores instead of each process taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
+    if ckpt_path is not None:
+        _check_resumable(ckpt_path, config)
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
-    trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
+    except MisconfigurationException as err:
+        # e.g. resuming a run that is already past --max-epochs: one line, not a traceback
+        raise ConfigError(f"{ckpt_path or run_dir}: {str(err).strip()}") from err
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1); callers see the interruption
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     return {
         "run_dir": run_dir,
         "model": run_dir / MODEL_FILE,
