@@ -77,21 +77,21 @@ class HighLowPass(Step):
         batch, length = x.shape
         n_fft = fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
         cutoff = params["cutoff"].float().clamp(max=self.max_cutoff)
-        # a high-pass is x minus the complementary low-pass, so only bins below the highest cutoff's
-        # transition band are ever multiplied: the rest of the spectrum is zero for every example
+        # a high-pass is 1 minus the complementary low-pass, so only bins below the highest cutoff's
+        # transition band need a computed response: above it every low-pass is 0 and every high-pass 1
         top = min(
             n_fft // 2 + 1, math.ceil(self.max_cutoff * (1 + _TRANSITION / 2) * n_fft / self.sample_rate) + 2
         )
         freqs = torch.arange(top, device=x.device) * (self.sample_rate / n_fft)
+        highpass = params["highpass"].float()[:, None]
+        response = lowpass_response(freqs, cutoff).mul_(1.0 - 2.0 * highpass).add_(highpass)
         padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
         padded[:, :length] = x
         padded[:, length:] = 0.0
         spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
-        spectrum[:, :top] *= lowpass_response(freqs, cutoff)
-        spectrum[:, top:] = 0.0
-        lowpassed = torch.fft.irfft(spectrum, n=n_fft)[:, :length]
-        highpass = params["highpass"].to(lowpassed.dtype)[:, None]
-        return lowpassed.mul_(1.0 - 2.0 * highpass).addcmul_(x.float(), highpass).to(x.dtype)
+        spectrum[:, :top] *= response
+        spectrum[:, top:] *= highpass
+        return torch.fft.irfft(spectrum, n=n_fft)[:, :length].to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -16,7 +16,7 @@ class PitchShift(Step):
     window when it drifts `window_ms` away, and are cross-faded with complementary sin^2 weights that are
     zero at the jumps. Every output sample therefore reads the input within +-window/2 of its own time:
     the length and the onset times stay put while every frequency is scaled. All examples run at once
-    (per-example speed vectors, one gather); no FFT, so it is cheap on CPU as well as on GPU. Pitching up
+    (per-example speed vectors, two gathers); no FFT, so it is cheap on CPU as well as on GPU. Pitching up
     reads faster than the sample rate without an anti-alias filter (content above sr / 2 / ratio folds).
     """
 
@@ -52,21 +52,25 @@ class PitchShift(Step):
         batch, length = x.shape
         device, window = x.device, self.window
         real = torch.float64 if x.dtype == torch.float64 else torch.float32
-        cplx = torch.complex128 if real == torch.float64 else torch.complex64
-        # each head's phase within its window (B, 2, T), kept positive by a whole number of windows `lead`;
-        # head 0 starts at 0.5 so that no shift is the identity
+        # each head's phase within its window (B, 2, T) = start + t * speed (one rank-1 matrix product), kept
+        # positive by a whole number of windows `lead`; head 0 starts at 0.5 so that no shift is the identity
         speed = (1.0 - torch.pow(2.0, params["cents"].to(real) / 1200.0)) / window
-        lead = (speed.abs() * length).floor_().add_(1.0)[:, None, None]
-        start = (0.5 - 0.5 * torch.arange(2, device=device, dtype=real))[:, None] + lead
+        lead = (speed.abs() * length).floor_().add_(1.0)
+        start = lead[:, None] + (0.5 - 0.5 * torch.arange(2, device=device, dtype=real))
         phase = work.get("phase", (batch, 2, length), real, device)
-        torch.addcmul(start, torch.arange(length, device=device, dtype=real), speed[:, None, None], out=phase)
+        torch.addmm(
+            start.view(-1, 1),
+            speed[:, None].expand(batch, 2).reshape(-1, 1),
+            torch.arange(length, device=device, dtype=real)[None],
+            out=phase.view(2 * batch, length),
+        )
         phase.frac_()
         weight0 = work.get("weight", (batch, length), real, device)
         torch.mul(phase[:, 0], math.pi, out=weight0).sin_().square_()  # head 1 gets 1 - weight0
         # head h reads at t + window / 2 - window * phase = left + (1 - frac): left = t + window / 2 - 1 - floor(m)
         offset = phase.mul_(float(window))  # m in [0, window)
-        # the input, edge-padded by pad samples each side, as (x[i], x[i + 1]) pairs: one complex number each,
-        # so that one int32 index_select over the flattened rows reads both interpolation taps
+        # the input, edge-padded by pad samples each side; one int32 index into the flattened rows reads the
+        # left taps, the same index into the rows shifted by one sample the right taps
         pad = window // 2 + 2
         width = length + 2 * pad + 1
         itype = torch.int32 if batch * width < 2**31 else torch.int64
@@ -76,18 +80,19 @@ class PitchShift(Step):
         base = torch.arange(length, device=device, dtype=itype) + (window // 2 - 1 + pad)
         torch.sub(rows + base, index, out=index)
         frac = offset.frac_()
-        pairs = work.get("pairs", (batch, width, 2), real, device)
-        pairs[:, pad : pad + length, 0] = x
-        pairs[:, :pad, 0] = x[:, :1]
-        pairs[:, pad + length :, 0] = x[:, -1:]
-        pairs[:, :-1, 1] = pairs[:, 1:, 0]
-        pairs[:, -1, 1] = pairs[:, -1, 0]
-        taps = work.get("taps", (batch * 2 * length,), cplx, device)
-        torch.index_select(torch.view_as_complex(pairs).view(-1), 0, index.view(-1), out=taps)
-        taps = torch.view_as_real(taps).view(batch, 2 * length, 2)
-        # the tap at left + 1 weighs 1 - frac: the heads' outputs overwrite their fractions
-        heads = torch.lerp(taps[..., 1], taps[..., 0], frac.view(batch, -1), out=frac.view(batch, -1))
-        heads = heads.view(batch, 2, length)
+        padded = work.get("padded", (batch, width), real, device)
+        padded[:, pad : pad + length] = x
+        padded[:, :pad] = x[:, :1]
+        padded[:, pad + length :] = x[:, -1:]
+        flat, index = padded.view(-1), index.view(-1)
+        left = torch.index_select(
+            flat, 0, index, out=work.get("left", (batch, 2, length), real, device).view(-1)
+        )
+        right = torch.index_select(
+            flat[1:], 0, index, out=work.get("right", (batch, 2, length), real, device).view(-1)
+        )
+        # the left tap weighs 1 - frac: the heads' outputs overwrite their fractions
+        heads = torch.lerp(right.view_as(frac), left.view_as(frac), frac, out=frac)
         out = work.get("out", (batch, length), real, device)
         return torch.lerp(heads[:, 1], heads[:, 0], weight0, out=out).to(x.dtype)
 

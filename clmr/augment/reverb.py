@@ -29,8 +29,9 @@ class Reverb(Step):
     frequencies and T60 / (1 + 4 * damping / 100 * f / (f + 2 kHz)) in the band around f (64 bands), so highs die out faster
     with damping. The noise is one fixed draw (like sox's Freeverb, the response is a deterministic function
     of the parameters): a basis of unit-energy impulse responses with log-spaced decay times is transformed
-    once per crop length and cached, and each example's response is interpolated from it per frequency
-    bin; the convolution is one rfft/irfft per example. Output: (dry + wet) / sqrt(2).
+    once per crop length and cached, and each example's response is interpolated from it per band (one
+    batched matrix product per band that also adds the dry path); the convolution is one rfft/irfft per
+    example. Output: (dry + wet) / sqrt(2).
     """
 
     name = "reverb"
@@ -66,7 +67,8 @@ class Reverb(Step):
     def basis(self, ir_length: int, n_fft: int, device: torch.device) -> torch.Tensor:
         """Spectra of unit-energy decaying-noise impulse responses (T60 = t60_min * ratio^j) cut into bands.
 
-        Returns (J * _BANDS, width, 2): row j * _BANDS + k is band k of basis j. Cached per crop length.
+        Returns (_BANDS, J + 1, 2 * width): [k, j] is band k of basis j's spectrum as real pairs, divided by
+        sqrt(2); [k, J] is the dry path, 1 / sqrt(2) in every bin. Cached per crop length.
         """
         key = (ir_length, n_fft, str(device))
         if key not in self._basis:
@@ -80,13 +82,15 @@ class Reverb(Step):
             envelope[:, ir_length - fade.numel() :] *= fade
             irs = envelope * noise
             irs = irs / irs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            spectra = torch.fft.rfft(irs, n=n_fft)
+            dry = torch.zeros(1, irs.shape[1], device=device)
+            dry[0, 0] = 1.0
+            spectra = torch.fft.rfft(torch.cat((irs, dry)), n=n_fft) * math.sqrt(0.5)
             width = -(-spectra.shape[1] // _BANDS)
             spectra = torch.cat(
-                (spectra, spectra.new_zeros(self.n_basis, width * _BANDS - spectra.shape[1])), 1
+                (spectra, spectra.new_zeros(self.n_basis + 1, width * _BANDS - spectra.shape[1])), 1
             )
-            # rows j * _BANDS + k hold band k of basis j, as (width, 2) real pairs
-            self._basis = {key: torch.view_as_real(spectra).reshape(self.n_basis * _BANDS, width, 2)}
+            bands = torch.view_as_real(spectra).view(self.n_basis + 1, _BANDS, 2 * width)
+            self._basis = {key: bands.transpose(0, 1).contiguous()}
         return self._basis[key]
 
     def apply(
@@ -101,7 +105,7 @@ class Reverb(Step):
         ir_length = min(length, max(1, round(IR_SECONDS * self.sample_rate)))
         n_fft = fft_size(length + ir_length)
         table = self.basis(ir_length, n_fft, x.device)
-        width, n_freqs = table.shape[1], n_fft // 2 + 1
+        width, n_freqs = table.shape[2] // 2, n_fft // 2 + 1
         centres = (torch.arange(_BANDS, device=x.device) + 0.5) * (width * self.sample_rate / n_fft)
         t60 = decay_seconds(params["room_size"].float(), params["reverberance"].float())
         slowdown = 0.04 * params["damping"].float()[:, None] * (centres / (centres + _DAMPING_HZ))[None, :]
@@ -109,20 +113,23 @@ class Reverb(Step):
         u = torch.log(t60 / self.t60_min)[:, None] - torch.log1p(slowdown)
         u = u.mul_(1.0 / math.log(_BASIS_RATIO)).clamp_(0.0, self.n_basis - 1.001)
         j = u.floor()
-        frac = u.sub_(j).view(-1, 1, 1)
-        rows = (j.long() * _BANDS + torch.arange(_BANDS, device=x.device)).view(-1)
-        shape = (batch * _BANDS, width, 2)
-        response = torch.index_select(table, 0, rows, out=work.get("response", shape, table.dtype, x.device))
-        upper = torch.index_select(
-            table, 0, rows + _BANDS, out=work.get("upper", shape, table.dtype, x.device)
-        )
-        response = torch.view_as_complex(response.lerp_(upper, frac).view(batch, -1, 2))[:, :n_freqs]
+        frac = u.sub_(j)[..., None]
+        j = j.long()[..., None]
+        # per example and band: 1 - frac times basis j, frac times basis j + 1, plus the dry path
+        weights = torch.zeros(batch, _BANDS, self.n_basis + 1, device=x.device)
+        weights.scatter_(2, j, 1.0 - frac).scatter_(2, j + 1, frac)[..., -1] = 1.0
+        response = work.get("response", (_BANDS, batch, 2 * width), table.dtype, x.device)
+        torch.bmm(weights.transpose(0, 1), table, out=response)
+        response = torch.view_as_complex(response.view(_BANDS, batch, width, 2)).transpose(0, 1)
         padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
         padded[:, :length] = x
         padded[:, length:] = 0.0
-        spectrum = torch.fft.rfft(padded).mul_(response)  # (out= would only add a copy)
-        wet = torch.fft.irfft(spectrum, n=n_fft)[:, :length]
-        return wet.add_(x).mul_(math.sqrt(0.5)).to(x.dtype)
+        spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
+        full, rest = divmod(n_freqs, width)
+        spectrum[:, : full * width].view(batch, full, width).mul_(response[:, :full])
+        if rest:
+            spectrum[:, full * width :].mul_(response[:, full, :rest])
+        return torch.fft.irfft(spectrum, n=n_fft)[:, :length].to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
