@@ -136,6 +136,7 @@ def test_single_label_report_fractions_and_seeds(world, tmp_path):
         label_fractions=(0.1, 1.0),
         seeds=(1, 2),
         knn=3,
+        baseline="random",
         progress=False,
         recipe=QUICK,
         train_crops=2,
@@ -146,7 +147,13 @@ def test_single_label_report_fractions_and_seeds(world, tmp_path):
     assert len(report["runs"]) == 4 and "accuracy_std" in report["by_fraction"]["1.0"]
     assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
     assert (tmp_path / "confusion_matrix.png").exists()
-    assert "| 0.1 |" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| 0.1 | checkpoint |" in md and "| 0.1 | random init |" in md  # fractions with the baseline
+    assert (
+        report["baseline"]["by_fraction"]["0.1"]["n_train_tracks"]
+        == report["by_fraction"]["0.1"]["n_train_tracks"]
+    )
+    assert not list(tmp_path.glob(".*.tmp"))  # reports and plots are written through temp files
 
 
 def test_sample_rate_mismatch_is_a_clear_error(world, tmp_path):
@@ -163,6 +170,9 @@ def test_sample_rate_mismatch_is_a_clear_error(world, tmp_path):
         ({"label_fractions": [0.0]}, "label-fraction must be in"),
         ({"train_crops": 0}, "--train-crops must be at least 1"),
         ({"knn": 0}, "--knn must be at least 1"),
+        ({"head": "huge"}, "unknown head 'huge'"),
+        ({"device": "bogus"}, "--device 'bogus' is not a device name"),
+        ({"device": "cuda:99"}, "CUDA device"),
     ],
 )
 def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
@@ -170,6 +180,13 @@ def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
     with pytest.raises(EvaluationError, match=message):
         evaluate(world["init"], world["tags"], out, progress=False, **kwargs)
     assert not out.exists()
+
+
+def test_out_that_is_a_file_is_a_clear_error(world, tmp_path):
+    taken = tmp_path / "report"
+    taken.write_text("not a folder")
+    with pytest.raises(EvaluationError, match="is a file"):
+        evaluate(world["init"], world["tags"], taken, progress=False)
 
 
 def test_tracks_shorter_than_the_crop_are_a_clear_error(world, tmp_path):
@@ -190,8 +207,11 @@ def test_cli_evaluate(world, tmp_path, capsys):
         "--out",
         str(out),
     ]
-    assert main([*args, "--max-epochs", "3", "--no-progress", "--head", "mlp"]) == 0
-    assert "accuracy" in json.loads((out / "report.json").read_text())
+    assert main([*args, "--max-epochs", "3", "--no-progress", "--head", "mlp", "--knn", "1000"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "accuracy" in report and report["config"]["head"] == "mlp"
+    # K above the number of training tracks: all of them vote, and the report says so
+    assert report["knn"]["k"] == report["store"]["splits"]["train"] and report["knn"]["k_asked"] == 1000
     assert "report.md" in capsys.readouterr().out
     assert (
         main(

@@ -11,6 +11,7 @@ from clmr.cli import main
 from clmr.data import preprocess
 from clmr.data.synthetic import generate
 from clmr.evaluate import finetune
+from clmr.evaluate.inputs import EvaluationError
 from clmr.models import CLMR, Projector, SampleCNN, save_model
 
 SR = 8000
@@ -80,3 +81,20 @@ def test_cli_finetune(world, tmp_path):
     assert main([*args, "--max-epochs", "1", "--no-progress", "--label-fraction", "0.5"]) == 0
     config = json.loads((out / "report.json").read_text())["config"]
     assert config["n_train_tracks"] == round(0.5 * len(world["store"].split_indices("train")))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 1}, "--batch-size must be at least 2"),
+        ({"label_fraction": 0.01}, "leaves 1 training track"),
+        ({"num_workers": -1}, "--workers must be >= 0"),
+        ({"device": "bogus"}, "--device 'bogus'"),
+        ({"baseline": "supervised"}, "unknown baseline"),
+    ],
+)
+def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
+    out = tmp_path / "out"
+    with pytest.raises(EvaluationError, match=message):
+        finetune(world["ckpt"], world["store"], out, max_epochs=1, progress=False, **kwargs)
+    assert not out.exists()

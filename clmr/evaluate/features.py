@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clmr.evaluate.files import atomic_open
 from clmr.models import CLMR
 
 CACHE_VERSION = 1
@@ -174,14 +173,8 @@ def save_features(path: Path, splits: dict[str, SplitFeatures]) -> None:
             f"{name}.offsets": split.offsets,
             f"{name}.tracks": split.tracks,
         }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_features(path: Path) -> dict[str, SplitFeatures]:

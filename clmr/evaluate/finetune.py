@@ -14,22 +14,21 @@ from torch.utils.data import DataLoader, Subset
 from clmr.evaluate.features import extract
 from clmr.evaluate.inputs import (
     EvaluationError,
-    check_compatible,
+    check_choices,
+    check_device,
     check_fractions,
     check_positive,
-    check_track_lengths,
-    load_checkpoint,
-    open_store,
-    split_plan,
+    prepare,
     store_identity,
+    store_path,
 )
 from clmr.evaluate.metrics import metrics_for
 from clmr.evaluate.probe import crop_targets, loss_fn, predict
 from clmr.evaluate.progress import task_bar
-from clmr.evaluate.report import HEADLINE, write_report
+from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
 from clmr.evaluate.selection import select_fraction
-from clmr.models import CLMR, HEAD_KINDS, Head, save_model
+from clmr.models import CLMR, Head, save_model
 
 
 def _valid_loss(
@@ -134,15 +133,6 @@ def _finetune_one(model: CLMR, store, splits, train_pos, head: str, names, setti
     return metrics, summary, test
 
 
-def _headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        ("per_tag", "excluded_tags")
-        if task == "multilabel"
-        else ("confusion_matrix", "classes", "excluded_classes")
-    )
-    return {k: metrics[k] for k in (*HEADLINE[task], *keys)}
-
-
 def finetune(
     checkpoint,
     store,
@@ -166,33 +156,33 @@ def finetune(
     """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
     (encoder + head + tag names), report.json, report.md and plots; returns the report dict.
     `baseline="random"` also trains the same architecture from a random initialisation (supervised)."""
-    if head not in HEAD_KINDS:
-        raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
-    if baseline not in (None, "random"):
-        raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
+    check_choices(head, baseline)
+    check_device(device)
     check_fractions([label_fraction])
-    check_positive(
-        max_epochs=max_epochs,
-        patience=patience,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-    )
+    check_positive(max_epochs=max_epochs, patience=patience, eval_batch_size=eval_batch_size)
+    if batch_size < 2:
+        raise EvaluationError(
+            f"--batch-size must be at least 2 (BatchNorm trains on batches), got {batch_size}"
+        )
     if encoder_lr_factor < 0 or lr <= 0:
         raise EvaluationError(
             f"--lr must be positive and --encoder-lr-factor >= 0, got {lr} and {encoder_lr_factor}"
         )
-    store = open_store(store)
-    model, ckpt_info = load_checkpoint(checkpoint)
-    check_compatible(model, store, ckpt_info["path"])
-    splits = split_plan(store)
-    check_track_lengths(store, splits, model.crop_length, ckpt_info["path"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    task, names = store.task, list(store.vocab)
+    if num_workers < 0:
+        raise EvaluationError(f"--workers must be >= 0, got {num_workers}")
+    inputs = prepare(checkpoint, store, out_dir)
+    store, splits, out, ckpt_info = inputs.store, inputs.splits, inputs.out, inputs.checkpoint
+    task, names = inputs.task, inputs.names
     # positions of the (kept) train tracks within the store's train split, then the label fraction
     train_split = store.split_indices("train")
     positions = np.searchsorted(train_split, splits.train)
     train_pos = positions[select_fraction(store.targets(splits.train), label_fraction, seed)]
+    if len(train_pos) < 2:
+        raise EvaluationError(
+            f"{store_path(store)}: --label-fraction {label_fraction} leaves "
+            f"{len(train_pos)} training track; fine-tuning needs at least 2 (BatchNorm trains on batches)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     settings = dict(
         lr=lr,
         encoder_lr_factor=encoder_lr_factor,
@@ -205,12 +195,13 @@ def finetune(
         device=device,
         num_workers=num_workers,
     )
+    model = inputs.model
     tuned = CLMR(model.encoder, head=None, sample_rate=model.sample_rate)
     metrics, summary, test = _finetune_one(tuned, store, splits, train_pos, head, names, settings, progress)
     report: dict[str, Any] = {
         "mode": "finetune",
         "task": task,
-        **_headline(task, metrics),
+        **headline(task, metrics),
         "training": {k: summary[k] for k in ("epochs", "best_epoch", "best_valid_loss")},
         "history": summary["history"],
         "checkpoint": ckpt_info,
@@ -232,16 +223,11 @@ def finetune(
         )
         report["baseline"] = {
             "kind": "random",
-            **_headline(task, base_metrics),
+            **headline(task, base_metrics),
             "training": {k: base_summary[k] for k in ("epochs", "best_epoch", "best_valid_loss")},
         }
     tuned.tags, tuned.task = names, task
-    tuned.meta = {
-        "finetuned_from": ckpt_info["path"],
-        "checkpoint_sha256": ckpt_info["sha256"],
-        "labels_from": report["store"]["path"],
-        **{k: report[k] for k in HEADLINE[task]},
-    }
+    tuned.meta = model_meta(report, "finetuned_from")
     save_model(tuned.cpu(), out / "model.safetensors")
     report["model_path"] = "model.safetensors"
     report["plots"] = write_plots(report, test, store.targets(splits.test), names, out)

@@ -11,7 +11,7 @@ import numpy as np
 
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
-from clmr.models import CLMR, load_model
+from clmr.models import CLMR, HEAD_KINDS, load_model
 
 
 class EvaluationError(ClmrError):
@@ -34,11 +34,12 @@ def open_store(store):
 
     store = store if hasattr(store, "split_indices") else Store(store)
     if store.task not in ("multilabel", "multiclass") or not store.vocab:
-        raise EvaluationError(f"{_store_path(store)}: the store has no labels (task is {store.task!r})")
+        raise EvaluationError(f"{store_path(store)}: the store has no labels (task is {store.task!r})")
     return store
 
 
-def _store_path(store) -> str:
+def store_path(store) -> str:
+    """The store's folder, for messages and reports."""
     return str(getattr(store, "path", getattr(store, "root", "store")))
 
 
@@ -69,7 +70,7 @@ def check_compatible(model: CLMR, store, checkpoint_name: str) -> None:
     """Sample rates of model and store must match (crops would mean different durations otherwise)."""
     if int(store.sample_rate) != int(model.sample_rate):
         raise EvaluationError(
-            f"{_store_path(store)}: store sample rate {store.sample_rate} Hz does not match the model's "
+            f"{store_path(store)}: store sample rate {store.sample_rate} Hz does not match the model's "
             f"{model.sample_rate} Hz ({checkpoint_name}); preprocess the data at {model.sample_rate} Hz"
         )
 
@@ -83,7 +84,7 @@ def check_track_lengths(store, splits: Splits, crop_length: int, checkpoint_name
         first = int(short[0])
         seconds = crop_length / store.sample_rate
         raise EvaluationError(
-            f"{_store_path(store)}: {len(short)} of the {len(idx)} train/valid/test tracks are shorter than "
+            f"{store_path(store)}: {len(short)} of the {len(idx)} train/valid/test tracks are shorter than "
             f"the model's crop of {crop_length} samples ({seconds:.2f} s; {checkpoint_name}), e.g. "
             f"'{store.track_id(first)}' with {store.length(first)} samples; preprocess with "
             f"--min-length {crop_length} to skip them, or use a model with a shorter crop"
@@ -112,12 +113,12 @@ def split_plan(store, seed: int = 0) -> Splits:
     )
     for name, idx in (("train", train), ("test", test)):
         if len(idx) == 0:
-            raise EvaluationError(f"{_store_path(store)}: no tracks in the {name} split")
+            raise EvaluationError(f"{store_path(store)}: no tracks in the {name} split")
     if len(valid):
         return Splits(train, valid, test)
     if len(train) < 2:
         raise EvaluationError(
-            f"{_store_path(store)}: no valid split and too few train tracks to hold some out"
+            f"{store_path(store)}: no valid split and too few train tracks to hold some out"
         )
     perm = np.random.default_rng(seed).permutation(len(train))
     n_valid = max(1, round(0.1 * len(train)))
@@ -127,7 +128,7 @@ def split_plan(store, seed: int = 0) -> Splits:
 def store_identity(store, splits: Splits) -> dict[str, Any]:
     """What a report says about the store it evaluated on."""
     return {
-        "path": _store_path(store),
+        "path": store_path(store),
         "fingerprint": store_fingerprint(store),
         "dataset": store.meta.get("dataset") or store.meta.get("name"),
         "sample_rate": int(store.sample_rate),
@@ -137,3 +138,71 @@ def store_identity(store, splits: Splits) -> dict[str, Any]:
         "splits": {"train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)},
         "valid_from_train": splits.valid_from_train,
     }
+
+
+def check_choices(head: str, baseline: str | None) -> None:
+    """The head kind and the baseline must be ones this package has."""
+    if head not in HEAD_KINDS:
+        raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
+    if baseline not in (None, "random"):
+        raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
+
+
+def check_device(device: str) -> str:
+    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise EvaluationError(
+            f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps ...)"
+        ) from err
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise EvaluationError(f"--device {device}: this machine has {n} CUDA device(s) torch can use")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise EvaluationError(f"--device {device}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise EvaluationError(f"--device {device}: only cpu, cuda and mps devices are supported")
+    return device
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """`out_dir` must be a folder or not exist yet (it is created when the work starts)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"--out {out}: is a file; give a folder for the report")
+    return out
+
+
+@dataclass
+class Inputs:
+    """A checked store, checkpoint and split plan, and the output folder."""
+
+    store: Any
+    model: CLMR
+    checkpoint: dict[str, Any]
+    splits: Splits
+    out: Path
+
+    @property
+    def task(self) -> str:
+        return self.store.task
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.store.vocab)
+
+
+def prepare(checkpoint: str | Path | CLMR, store, out_dir: str | Path) -> Inputs:
+    """Open and cross-check store and checkpoint (labels, sample rate, track lengths) before any work;
+    the output folder is checked, not created."""
+    out = check_out_dir(out_dir)
+    store = open_store(store)
+    model, info = load_checkpoint(checkpoint)
+    check_compatible(model, store, info["path"])
+    splits = split_plan(store)
+    check_track_lengths(store, splits, model.crop_length, info["path"])
+    return Inputs(store, model, info, splits, out)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clmr.evaluate.files import atomic_open
+
 
 def _pyplot():
     import matplotlib
@@ -16,6 +18,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write the PNG atomically and close the figure."""
+    fig.tight_layout()
+    try:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        _pyplot().close(fig)
+    return path
 
 
 def per_tag_bars(per_tag: dict[str, dict], path: Path, baseline: dict[str, dict] | None = None) -> Path:
@@ -40,10 +53,7 @@ def per_tag_bars(per_tag: dict[str, dict], path: Path, baseline: dict[str, dict]
     ax.set_xlim(0, 1)
     ax.set_xlabel("PR-AUC (average precision)")
     ax.set_title("Per-tag PR-AUC on the test split")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
@@ -61,10 +71,7 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Pat
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (test tracks)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def track_colours(targets: np.ndarray, names: Sequence[str], task: str) -> list[str]:
@@ -96,7 +103,4 @@ def pca_scatter(embeddings: np.ndarray, labels: Sequence[str], path: Path, title
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -4,25 +4,47 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from clmr.evaluate.files import atomic_open
 
 HEADLINE = {"multilabel": ("roc_auc_macro", "pr_auc_macro"), "multiclass": ("accuracy", "f1_macro")}
 """Top-level metric keys of a report, per task."""
 
+DETAILS = {
+    "multilabel": ("per_tag", "excluded_tags"),
+    "multiclass": ("confusion_matrix", "classes", "excluded_classes"),
+}
+"""Per-label detail keys of a report (of one run: the first seed's), per task."""
+
+
+def details(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The per-label part of one test's metrics (per-tag scores, or confusion matrix and classes)."""
+    return {k: metrics[k] for k in DETAILS[task]}
+
+
+def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A report's top-level keys from one test's metrics: the headline scores and the details."""
+    return {**{k: metrics[k] for k in HEADLINE[task]}, **details(task, metrics)}
+
+
+def model_meta(report: dict[str, Any], source_key: str) -> dict[str, Any]:
+    """Metadata stored with a trained head or fine-tuned model: where its encoder came from
+    (`source_key` names the relation), which store's labels it learned, and its test scores."""
+    ckpt = report["checkpoint"]
+    return {
+        source_key: ckpt["path"],
+        "checkpoint_sha256": ckpt["sha256"],
+        "labels_from": report["store"]["path"],
+        **{k: report[k] for k in HEADLINE[report["task"]]},
+    }
+
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write `text` to `path` through a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path) as f:
+        f.write(text)
     return path
 
 
@@ -42,56 +64,55 @@ def _pm(stats: dict[str, Any], key: str) -> str:
     return _fmt(mean) + (f" ± {100 * std:.1f}" if std else "")
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: identity, headline with the random-init baseline, label fractions,
     k-NN, per-tag scores or the confusion matrix, and the plots. Scores are percentages."""
     task = report["task"]
-    keys = HEADLINE[task]
-    ckpt, store = report["checkpoint"], report["store"]
-    lines = [
-        f"# clmr {report['mode']} report",
-        "",
-        "| | |",
-        "| --- | --- |",
-        f"| checkpoint | `{ckpt['path']}` (sha256 {ckpt['sha256'][:12]}) |",
-        f"| pre-trained on | {ckpt.get('pretrained_on') or '-'} |",
-        f"| evaluated on | `{store['path']}` ({store.get('dataset') or 'store'}, {task}, {store['n_labels']} labels) |",
-        f"| tracks train / valid / test | {store['splits']['train']} / {store['splits']['valid']} / {store['splits']['test']} |",
-        f"| head | {report['config']['head']} |",
-        f"| song-level protocol | {report['config']['protocol']} |",
-        "",
-        "## Test scores (%)",
-        "",
-        "| model | " + " | ".join(keys) + " |",
-        "| --- | " + " | ".join("---" for _ in keys) + " |",
-        "| checkpoint | " + " | ".join(_pm(report, k) for k in keys) + " |",
+    keys = list(HEADLINE[task])
+    ckpt, store, config = report["checkpoint"], report["store"], report["config"]
+    splits = store["splits"]
+    identity = [
+        ["checkpoint", f"`{ckpt['path']}` (sha256 {ckpt['sha256'][:12]})"],
+        ["pre-trained on", ckpt.get("pretrained_on") or "-"],
+        [
+            "evaluated on",
+            f"`{store['path']}` ({store.get('dataset') or 'store'}, {task}, {store['n_labels']} labels)",
+        ],
+        ["tracks train / valid / test", f"{splits['train']} / {splits['valid']} / {splits['test']}"],
+        ["head", config["head"]],
+        ["song-level protocol", config["protocol"]],
     ]
     base = report.get("baseline")
+    scores = [["checkpoint", *(_pm(report, k) for k in keys)]]
     if base:
-        lines.append("| random init (same architecture) | " + " | ".join(_pm(base, k) for k in keys) + " |")
+        scores.append(["random init (same architecture)", *(_pm(base, k) for k in keys)])
         gain = [
             _fmt(report[k] - base[k]) if report.get(k) is not None and base.get(k) is not None else "-"
             for k in keys
         ]
-        lines.append("| gain from pre-training | " + " | ".join(gain) + " |")
+        scores.append(["gain from pre-training", *gain])
     if report.get("knn"):
-        lines.append(
-            f"| cosine {report['knn']['k']}-NN (no training) | "
-            + " | ".join(_fmt(report["knn"].get(k)) for k in keys)
-            + " |"
+        scores.append(
+            [f"cosine {report['knn']['k']}-NN (no training)", *(_fmt(report["knn"].get(k)) for k in keys)]
         )
-    if len(report.get("by_fraction", {})) > 1 or len(report["config"].get("seeds", [])) > 1:
-        lines += [
-            "",
-            "## Label fractions (mean ± std over seeds)",
-            "",
-            "| fraction | train tracks | " + " | ".join(keys) + " |",
+    lines = [f"# clmr {report['mode']} report", "", *_table(["", ""], identity)]
+    lines += ["", "## Test scores (%)", "", *_table(["model", *keys], scores)]
+    if len(report.get("by_fraction", {})) > 1 or len(config.get("seeds", [])) > 1:
+        models = [("checkpoint", report)] + ([("random init", base)] if base else [])
+        rows = [
+            [frac, name, stats["n_train_tracks"], *(_pm(stats, k) for k in keys)]
+            for frac in report["by_fraction"]
+            for name, source in models
+            for stats in [source["by_fraction"][frac]]
         ]
-        lines.append("| --- | --- | " + " | ".join("---" for _ in keys) + " |")
-        for frac, stats in report["by_fraction"].items():
-            lines.append(
-                f"| {frac} | {stats['n_train_tracks']} | " + " | ".join(_pm(stats, k) for k in keys) + " |"
-            )
+        lines += ["", "## Label fractions (mean ± std over seeds)", ""]
+        lines += _table(["fraction", "model", "train tracks", *keys], rows)
     excluded = report.get("excluded_tags") or report.get("excluded_classes") or {}
     if excluded:
         lines += [
@@ -99,26 +120,15 @@ def markdown(report: dict[str, Any]) -> str:
             "Left out of the macro averages: " + "; ".join(f"`{t}` ({why})" for t, why in excluded.items()),
         ]
     if task == "multilabel" and report.get("per_tag"):
-        lines += [
-            "",
-            "## Per tag (%)",
-            "",
-            "| tag | test positives | ROC-AUC | PR-AUC |",
-            "| --- | --- | --- | --- |",
+        rows = [
+            [t, v["positives"], _fmt(v.get("roc_auc")), _fmt(v.get("pr_auc"))]
+            for t, v in report["per_tag"].items()
         ]
-        for tag, v in report["per_tag"].items():
-            lines.append(f"| {tag} | {v['positives']} | {_fmt(v.get('roc_auc'))} | {_fmt(v.get('pr_auc'))} |")
+        lines += ["", "## Per tag (%)", "", *_table(["tag", "test positives", "ROC-AUC", "PR-AUC"], rows)]
     if task == "multiclass" and report.get("confusion_matrix"):
         classes = report["classes"]
-        lines += [
-            "",
-            "## Confusion matrix (rows true, columns predicted)",
-            "",
-            "| | " + " | ".join(classes) + " |",
-        ]
-        lines.append("| --- | " + " | ".join("---" for _ in classes) + " |")
-        for name, row in zip(classes, report["confusion_matrix"], strict=True):
-            lines.append(f"| {name} | " + " | ".join(map(str, row)) + " |")
+        rows = [[name, *row] for name, row in zip(classes, report["confusion_matrix"], strict=True)]
+        lines += ["", "## Confusion matrix (rows true, columns predicted)", "", *_table(["", *classes], rows)]
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"

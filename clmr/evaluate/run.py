@@ -22,21 +22,19 @@ from clmr.evaluate.features import (
 from clmr.evaluate.inputs import (
     EvaluationError,
     Splits,
-    check_compatible,
+    check_choices,
+    check_device,
     check_fractions,
     check_positive,
-    check_track_lengths,
-    load_checkpoint,
-    open_store,
-    split_plan,
+    prepare,
     store_identity,
 )
 from clmr.evaluate.metrics import metrics_for
 from clmr.evaluate.probe import Recipe, TrainedHead, knn_scores, predict, train_head
 from clmr.evaluate.progress import task_bar
-from clmr.evaluate.report import HEADLINE, write_report
+from clmr.evaluate.report import HEADLINE, details, model_meta, write_report
 from clmr.evaluate.selection import select_fraction
-from clmr.models import CLMR, HEAD_KINDS, SampleCNN, save_model
+from clmr.models import CLMR, SampleCNN, save_model
 
 PROTOCOL = "all consecutive non-overlapping crops per test track (remainder dropped), sigmoid/softmax per crop, mean per track"
 
@@ -144,14 +142,16 @@ def probe_suite(
                 summary[k], summary[f"{k}_std"] = _stats([r[k] for r in frac_runs])
             by_fraction[str(frac)] = summary
     head_metrics, trained = first
-    result: dict[str, Any] = {**by_fraction[str(fractions[0])], "by_fraction": by_fraction, "runs": runs}
-    if task == "multilabel":
-        result |= {"per_tag": head_metrics["per_tag"], "excluded_tags": head_metrics["excluded_tags"]}
-    else:
-        result |= {k: head_metrics[k] for k in ("confusion_matrix", "classes", "excluded_classes")}
+    result: dict[str, Any] = {
+        **by_fraction[str(fractions[0])],
+        "by_fraction": by_fraction,
+        "runs": runs,
+        **details(task, head_metrics),
+    }
     if knn:
         top = [r["knn"] for r in runs if r["label_fraction"] == fractions[0]]
-        result["knn"] = {"k": knn, **{k: _stats([r[k] for r in top])[0] for k in keys}}
+        k_used = min(knn, result["n_train_tracks"])  # fewer training tracks than K: all of them vote
+        result["knn"] = {"k": k_used, "k_asked": knn, **{k: _stats([r[k] for r in top])[0] for k in keys}}
     return result, trained
 
 
@@ -187,11 +187,9 @@ def evaluate(
     `batch_size` is the number of crops per encoder forward pass during feature extraction (default
     256 on CUDA; 16 on CPU, where large batches are memory-bound and no faster).
     """
+    check_choices(head, baseline)
+    check_device(device)
     batch_size = batch_size or (256 if torch.device(device).type == "cuda" else 16)
-    if head not in HEAD_KINDS:
-        raise EvaluationError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
-    if baseline not in (None, "random"):
-        raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
     if not seeds or not label_fractions:
         raise EvaluationError("give at least one seed and one label fraction")
     check_fractions(label_fractions)
@@ -203,38 +201,45 @@ def evaluate(
         head_batch_size=recipe.batch_size,
         batch_size=batch_size,
     )
-    store = open_store(store)
-    model, ckpt_info = load_checkpoint(checkpoint)
-    check_compatible(model, store, ckpt_info["path"])
-    splits = split_plan(store)
-    check_track_lengths(store, splits, model.crop_length, ckpt_info["path"])
-    out = Path(out_dir)
+    inputs = prepare(checkpoint, store, out_dir)
+    store, splits, out, ckpt_info = inputs.store, inputs.splits, inputs.out, inputs.checkpoint
+    task, names = inputs.task, inputs.names
     out.mkdir(parents=True, exist_ok=True)
-    task, names = store.task, list(store.vocab)
     targets = {
         name: store.targets(idx)
         for name, idx in (("train", splits.train), ("valid", splits.valid), ("test", splits.test))
     }
-    common = dict(
-        head=head,
-        label_fractions=label_fractions,
-        seeds=seeds,
-        knn=knn,
-        recipe=recipe,
-        device=device,
-        progress=progress,
-    )
-    feats, cache_path, hit = cached_split_features(
-        model,
-        ckpt_info["sha256"],
-        store,
-        splits,
-        out / "features",
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-    )
-    result, trained = probe_suite(feats, targets, task, names, title="checkpoint", **common)
+
+    def features_of(model: CLMR, encoder_id: str):
+        return cached_split_features(
+            model,
+            encoder_id,
+            store,
+            splits,
+            out / "features",
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
+
+    def probes(feats: dict[str, SplitFeatures], title: str):
+        return probe_suite(
+            feats,
+            targets,
+            task,
+            names,
+            head=head,
+            label_fractions=label_fractions,
+            seeds=seeds,
+            knn=knn,
+            recipe=recipe,
+            device=device,
+            progress=progress,
+            title=title,
+        )
+
+    feats, cache_path, hit = features_of(inputs.model, ckpt_info["sha256"])
+    result, trained = probes(feats, "checkpoint")
     report: dict[str, Any] = {
         "mode": "evaluate",
         "task": task,
@@ -255,34 +260,18 @@ def evaluate(
         },
         "features": {"cache": str(cache_path.relative_to(out)), "reused": hit},
     }
-    base_feats = None
     if baseline == "random":
-        rand = random_init_like(model, seeds[0])
-        rand_id = f"random-init|{ckpt_info['encoder']}|seed={seeds[0]}"
-        base_feats, base_path, base_hit = cached_split_features(
-            rand,
-            rand_id,
-            store,
-            splits,
-            out / "features",
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-        )
-        report["baseline"], _ = probe_suite(base_feats, targets, task, names, title="random init", **common)
+        rand = random_init_like(inputs.model, seeds[0])
+        base_feats, _, base_hit = features_of(rand, f"random-init|{ckpt_info['encoder']}|seed={seeds[0]}")
+        report["baseline"], _ = probes(base_feats, "random init")
         report["baseline"] |= {"kind": "random", "seed": seeds[0], "features": {"reused": base_hit}}
     head_model = CLMR(
-        model.encoder,
+        inputs.model.encoder,
         head=trained.head,
-        sample_rate=model.sample_rate,
+        sample_rate=inputs.model.sample_rate,
         tags=names,
         task=task,
-        meta={
-            "checkpoint": ckpt_info["path"],
-            "checkpoint_sha256": ckpt_info["sha256"],
-            "labels_from": report["store"]["path"],
-            **{k: report[k] for k in HEADLINE[task]},
-        },
+        meta=model_meta(report, "checkpoint"),
     )
     save_model(head_model, out / "head.safetensors")
     report["head_path"] = "head.safetensors"

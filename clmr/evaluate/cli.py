@@ -1,0 +1,81 @@
+"""What `clmr evaluate` and `clmr finetune` share on the command line: the checkpoint, store, head,
+baseline, device and output options, the call, and the short table printed when done."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clmr.evaluate.report import HEADLINE
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, out_default: str, head_help: str, baseline_help: str
+):
+    """The options both commands take. Defaults are written into the help lines (plain formatter), so
+    options without one do not say `(default: None)`."""
+    parser.formatter_class = argparse.HelpFormatter
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="clmr .safetensors file, run directory (its model.safetensors), or reference .pt/.ckpt",
+    )
+    parser.add_argument(
+        "--data", required=True, metavar="STORE", help="labelled store made by `clmr preprocess`"
+    )
+    parser.add_argument(
+        "--head",
+        default="linear",
+        choices=["linear", "mlp", "marble"],
+        help=f"{head_help}: linear (reference), mlp (reference 512-512-C), marble (MARBLE's probe) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--baseline", choices=["random"], help=baseline_help)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--out", default=out_default, metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_and_print(fn: Callable[..., dict[str, Any]], args: argparse.Namespace, **options: Any) -> int:
+    """Call `evaluate` or `finetune` with the common options and `options`, then print the summary."""
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = fn(
+        args.checkpoint,
+        args.data,
+        args.out,
+        head=args.head,
+        baseline=args.baseline,
+        device=device,
+        progress=not args.no_progress,
+        **options,
+    )
+    print_summary(report, args.out)
+    return 0
+
+
+def print_summary(report: dict[str, Any], out: str | Path) -> None:
+    """Headline scores (checkpoint, random-init baseline, k-NN) and where the report went."""
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = HEADLINE[report["task"]]
+    table = Table(title=f"clmr {report['mode']}: {report['store']['path']}")
+    table.add_column("model")
+    for k in keys:
+        table.add_column(k, justify="right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    table.add_row("checkpoint", *(pct(report.get(k)) for k in keys))
+    if report.get("baseline"):
+        table.add_row("random init", *(pct(report["baseline"].get(k)) for k in keys))
+    if report.get("knn"):
+        table.add_row(f"{report['knn']['k']}-NN", *(pct(report["knn"].get(k)) for k in keys))
+    console = Console()
+    console.print(table)
+    console.print(f"report: {Path(out) / 'report.md'}")
