@@ -16,8 +16,29 @@ import soxr
 
 from clmr.errors import ClmrError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au")
 """File extensions `clmr` treats as audio when scanning folders (lower case)."""
+
+UNSUPPORTED_EXTENSIONS = (
+    ".m4a",
+    ".m4b",
+    ".aac",
+    ".wma",
+    ".alac",
+    ".ape",
+    ".wv",
+    ".mpc",
+    ".ac3",
+    ".amr",
+    ".mka",
+)
+"""Audio formats libsndfile cannot decode: folder scans report such files (reason `unsupported`)
+instead of passing over them in silence."""
+
+UNSUPPORTED_DETAIL = (
+    "a format clmr cannot decode (it reads wav, flac, ogg, mp3, opus, aiff, au); "
+    "convert it first, e.g. ffmpeg -i song.m4a song.flac"
+)
 
 SILENCE_PEAK = 1.0 / 32768.0
 """A file whose absolute peak stays below one 16-bit step would store as all zeros: it is silent."""

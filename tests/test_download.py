@@ -17,6 +17,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
     log: list = []
     fail_first: set = set()
+    wrong_range: set = set()  # paths answered with bytes 0- whatever range was asked
 
     def do_GET(self):  # noqa: N802
         self.log.append((self.path, self.headers.get("Range")))
@@ -30,7 +31,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         if rng := self.headers.get("Range"):
-            start = int(rng.split("=")[1].split("-")[0])
+            start = 0 if self.path in self.wrong_range else int(rng.split("=")[1].split("-")[0])
             if start >= len(data):
                 self.send_error(416)
                 return
@@ -48,7 +49,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    _Handler.files, _Handler.log, _Handler.fail_first = {}, [], set()
+    _Handler.files, _Handler.log, _Handler.fail_first, _Handler.wrong_range = {}, [], set(), set()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -65,6 +66,43 @@ def test_resume_partial_download(tmp_path, server):
     fetch(f"{base}/big.bin", target, progress=False)
     assert target.read_bytes() == data and not (tmp_path / "big.bin.part").exists()
     assert handler.log == [("/big.bin", "bytes=100000-")]  # only the rest was requested
+
+
+def test_a_206_for_another_range_restarts_instead_of_corrupting(tmp_path, server):
+    base, handler = server
+    data = bytes(range(256)) * 100
+    handler.files["/f.bin"] = data
+    handler.wrong_range.add("/f.bin")
+    (tmp_path / "f.bin.part").write_bytes(data[:5000])
+    fetch(f"{base}/f.bin", tmp_path / "f.bin", progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == data  # not the part + the whole file again
+    assert handler.log == [("/f.bin", "bytes=5000-"), ("/f.bin", None)]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(DownloadError, match="retries"):
+        download("mtat", tmp_path, retries=-1, progress=False)
+    with pytest.raises(DownloadError, match="mirror"):
+        download("mtat", tmp_path, mirror="ftp://example.org", progress=False)
+    with pytest.raises(DownloadError, match="unknown dataset"):
+        download("imagenet", tmp_path, progress=False)
+
+
+def test_interrupted_gtzan_extraction_is_redone(tmp_path, server):
+    base, handler = server
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as t:
+        for name in ("genres/blues/blues.00000.au", "genres/rock/rock.00000.au"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"data"))
+    handler.files["/genres.tar.gz"] = buffer.getvalue()
+    for s in ("train", "valid", "test"):
+        handler.files[f"/{s}_filtered.txt"] = b"blues/blues.00000.au\n"
+    (tmp_path / "genres" / "blues").mkdir(parents=True)  # what an interrupted extraction leaves
+    download("gtzan", tmp_path, mirror=base, progress=False)
+    assert (tmp_path / "genres" / "rock" / "rock.00000.au").read_bytes() == b"data"
+    assert (tmp_path / ".genres-extracted").exists()
 
 
 def test_checksum_verified_and_mismatch_rejected(tmp_path, server):
@@ -117,6 +155,8 @@ def test_mtat_parts_merged_and_extracted(tmp_path, server):
     assert (tmp_path / "f" / "clip-0-29.mp3").read_bytes() == b"mp3 bytes"
     assert (tmp_path / "0" / "clip-1-29.mp3").is_file()
     assert (tmp_path / "checksums.json").is_file()
+    assert not (tmp_path / "mp3.zip").exists()  # the joined copy is removed; the parts stay
+    assert all((tmp_path / f"mp3.zip.00{n}").is_file() for n in (1, 2, 3))
 
 
 def test_zip_slip_refused(tmp_path):

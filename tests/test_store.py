@@ -58,6 +58,7 @@ def test_formats_rates_channels_and_skip_reasons(tmp_path):
     sf.write(src / "silent.flac", np.zeros((SR, 2), np.float32), SR)
     sf.write(src / "short.wav", _tone(0.1, SR), SR)
     (src / "notes.txt").write_text("not audio, not scanned")
+    (src / "sub" / "g.m4a").write_bytes(b"an AAC file libsndfile cannot decode")
 
     store = preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, min_length=SR // 2, progress=False)
     assert len(store) == len(layouts) and store.sample_rate == SR and store.task is None
@@ -73,9 +74,10 @@ def test_formats_rates_channels_and_skip_reasons(tmp_path):
         "empty.wav": "empty",
         "silent.flac": "silent",
         "short.wav": "too_short",
+        "sub/g.m4a": "unsupported",  # an audio format clmr cannot read is listed, not passed over
     }
     meta = json.loads((tmp_path / "store" / "meta.json").read_text())
-    assert meta["skipped"] == {"empty": 1, "silent": 1, "too_short": 1, "unreadable": 1}
+    assert meta["skipped"] == {"empty": 1, "silent": 1, "too_short": 1, "unreadable": 1, "unsupported": 1}
     assert sum(meta["splits"].values()) == len(layouts)  # every track got a hash split
 
 
@@ -272,3 +274,26 @@ def test_cli_preprocess(tmp_path, synthetic):
     assert main(["preprocess", str(tmp_path / "nothing"), "--out", str(out / "x"), "--quiet"]) == 2
     os.makedirs(tmp_path / "noaudio")
     assert main(["preprocess", str(tmp_path / "noaudio"), "--out", str(out / "y"), "--quiet"]) == 2
+
+
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, synthetic, capsys):
+    from clmr.cli import build_parser, main
+
+    src = str(synthetic.root)
+    out = tmp_path / "s"
+    for options, match in (
+        (["--sample-rate", "0"], "sample_rate"),
+        (["--workers", "-1"], "workers"),
+        (["--min-length", "0"], "min_length"),
+        (["--shard-mb", "0"], "shard-mb"),
+    ):
+        args = build_parser().parse_args(["preprocess", src, "--out", str(out), "--quiet", *options])
+        with pytest.raises(StoreError, match=match):
+            args.func(args)
+        assert not out.exists()
+    capsys.readouterr()
+    assert main(["preprocess", src, "--out", str(out), "--sample-rate", "0", "--quiet"]) == 2
+    assert "sample_rate must be" in capsys.readouterr().err  # a one-line message, no traceback
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(StoreError, match="not a folder"):
+        preprocess(src, tmp_path / "a-file", progress=False)

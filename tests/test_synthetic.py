@@ -93,3 +93,32 @@ def test_mp3_and_flac_output(tmp_path):
         assert s.files[0].suffix == f".{fmt}" and sf.info(s.files[0]).samplerate == 22050
     with pytest.raises(ValueError, match="format"):
         generate(tmp_path / "x", tracks=1, fmt="aiff")
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    from clmr.cli import main
+    from clmr.data.synthetic import GenerateError
+
+    for kwargs, match in (
+        ({"tracks": 0}, "tracks"),
+        ({"tracks": 2, "seconds": 0.0}, "seconds"),
+        ({"tracks": 2, "seconds": -1.0}, "seconds"),
+        ({"tracks": 2, "sample_rate": 0}, "sample_rate"),
+    ):
+        with pytest.raises(GenerateError, match=match):
+            generate(tmp_path / "bad", **kwargs)
+    assert main(["generate", str(tmp_path / "cli"), "--tracks", "-1"]) == 2  # a message, no traceback
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GenerateError, match="not a folder"):
+        generate(tmp_path / "file", tracks=1)
+
+
+def test_regenerating_into_the_same_folder_leaves_only_the_new_set(tmp_path):
+    generate(tmp_path, tracks=5, seconds=0.5, seed=0, sample_rate=8000)
+    (tmp_path / "audio" / "mine.wav").write_bytes(b"a user's file is never touched")
+    again = generate(tmp_path, tracks=2, seconds=0.5, seed=0, sample_rate=8000, fmt="flac")
+    names = sorted(p.name for p in (tmp_path / "audio").iterdir())
+    assert names == ["mine.wav", "track_00000.flac", "track_00001.flac"]
+    assert [p.name for p in again.files] == names[1:]
+    assert not list(tmp_path.rglob("*.tmp"))  # written under temporary names, then renamed
+    assert len(list(csv.DictReader(open(again.tags_csv)))) == 2

@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clmr.data import preprocess
+    from clmr.data import StoreError, preprocess
 
+    if not args.shard_mb > 0:
+        raise StoreError(f"--shard-mb must be positive, got {args.shard_mb}")
     preprocess(
         args.source,
         args.out,

@@ -90,6 +90,10 @@ def download(
     MagnaTagATune's split zip or GTZAN's tarball. `manifest` overrides the built-in file list."""
     if manifest is None and dataset not in MANIFESTS:
         raise DownloadError(f"unknown dataset {dataset!r}; choose one of {', '.join(MANIFESTS)}")
+    if retries < 0:
+        raise DownloadError(f"retries must be >= 0, got {retries}")
+    if mirror is not None and not mirror.startswith(("http://", "https://")):
+        raise DownloadError(f"--mirror {mirror!r}: expected an http:// or https:// base URL")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     known = _read_checksums(root)
@@ -115,13 +119,11 @@ def download(
         _write_checksums(root, known)
     if extract and dataset == "mtat":
         extract_mtat(root)
-    if (
-        extract
-        and dataset == "gtzan"
-        and (root / "genres.tar.gz").is_file()
-        and not (root / "genres").is_dir()
-    ):
-        extract_tar(root / "genres.tar.gz", root)
+    if extract and dataset == "gtzan" and (root / "genres.tar.gz").is_file():
+        marker = root / ".genres-extracted"
+        if not marker.exists():  # an interrupted extraction is redone, not mistaken for a finished one
+            extract_tar(root / "genres.tar.gz", root)
+            marker.touch()
     return root
 
 
@@ -135,6 +137,12 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 resumed = response.status == 206
+                if resumed and _range_start(response.headers.get("Content-Range")) != have:
+                    # the server answered another range than the one asked: start over
+                    part.unlink()
+                    raise urllib.error.URLError(
+                        f"asked for bytes {have}- but got {response.headers.get('Content-Range')!r}"
+                    )
                 length = response.headers.get("Content-Length")
                 total = (have if resumed else 0) + int(length) if length else None
                 with open(part, "ab" if resumed else "wb") as f:
@@ -160,6 +168,15 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
     raise DownloadError(f"{url}: download failed")
 
 
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a `Content-Range: bytes START-END/TOTAL` header, or None."""
+    try:
+        unit, _, span = (content_range or "").partition(" ")
+        return int(span.split("-", 1)[0]) if unit == "bytes" else None
+    except ValueError:
+        return None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -182,6 +199,7 @@ def extract_mtat(root: Path) -> None:
     os.replace(merged.with_suffix(".zip.tmp"), merged)
     extract_zip(merged, root)
     marker.touch()
+    merged.unlink()  # the checksummed parts stay; the joined copy would only double the disk use
 
 
 def extract_zip(archive: Path, target: Path) -> None:

@@ -86,7 +86,10 @@ def preprocess(
     min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short.
     on_shard: called with each shard number once that shard is durably written.
     """
+    _check_arguments(sample_rate, workers, min_length, shard_bytes)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a folder; --out names the store folder")
     spec = scan(dataset, source, labels=labels, split=split, task=task)
     params = {
         "source": str(Path(source).resolve()),
@@ -138,6 +141,20 @@ def preprocess(
     rows += writer.rows
     skipped += writer.skipped
     return _finish(out, spec, params, rows, skipped + spec.skipped, progress)
+
+
+def _check_arguments(sample_rate: int, workers: int | None, min_length: int, shard_bytes: int) -> None:
+    """Reject values that would fail deep inside decoding (or silently do something odd)."""
+    checks = (
+        ("sample_rate", sample_rate, 1000, "Hz"),
+        ("min_length", min_length, 1, "samples"),
+        ("shard_bytes", shard_bytes, 2, "bytes"),
+    )
+    for name, value, least, unit in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise StoreError(f"{name} must be a whole number >= {least} ({unit}), got {value!r}")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 0):
+        raise StoreError(f"workers must be >= 0 (0: decode in this process) or None, got {workers!r}")
 
 
 def _decoded(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from clmr.errors import ClmrError
+
 TABLE_SIZE = 4096
+
+
+class GenerateError(ClmrError):
+    """A bad argument to `generate` (the CLI prints it without a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +202,21 @@ def generate(
 
     The same (tracks, seconds, seed, sample_rate, fmt) always writes the same set. Splits are
     80/10/10 train/valid/test over a seeded permutation (at least one valid and test piece when
-    there are three or more).
+    there are three or more). Every file is written under a temporary name and renamed, and
+    `track_NNNNN.*` files of an earlier, different set in OUT/audio are removed, so OUT/audio holds
+    exactly the files the CSVs list (a folder preprocessed without the CSVs gets the same set).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise GenerateError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(tracks, bool) or not isinstance(tracks, (int, np.integer)) or tracks < 1:
+        raise GenerateError(f"tracks must be a whole number >= 1, got {tracks!r}")
+    if not sample_rate >= 1000:
+        raise GenerateError(f"sample_rate must be at least 1000 Hz, got {sample_rate!r}")
+    if not (np.isfinite(seconds) and seconds * sample_rate >= 1):
+        raise GenerateError(f"seconds must be positive (at least one sample long), got {seconds!r}")
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise GenerateError(f"{root}: exists and is not a folder")
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     splits = _splits(tracks, np.random.default_rng([seed, 2**31]))
@@ -210,9 +227,15 @@ def generate(
         piece = draw_piece(rng)
         audio = render(piece, seconds, sample_rate, rng)
         path = audio_dir / f"track_{i:05d}.{fmt}"
-        sf.write(path, audio, sample_rate, format=sf_format, subtype=subtype)
+        tmp = path.with_name(f".{path.name}.tmp")
+        sf.write(tmp, audio, sample_rate, format=sf_format, subtype=subtype)
+        os.replace(tmp, path)
         files.append(path)
         pieces.append(piece)
+    keep = set(files)
+    for stale in audio_dir.iterdir():  # files of an earlier set (other count or format)
+        if _OWN_FILE.fullmatch(stale.name) and stale not in keep and stale.is_file():
+            stale.unlink()
     rel = [p.relative_to(root).as_posix() for p in files]
     tags_csv, genre_csv, tracks_csv = root / "tags.csv", root / "genre.csv", root / "tracks.csv"
     _write_csv(
@@ -238,6 +261,9 @@ def generate(
 
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
 """Output formats of `generate`: extension -> (soundfile format, subtype)."""
+
+_OWN_FILE = re.compile(r"(\.)?track_\d{5}\.(wav|flac|mp3)(\.tmp)?")
+"""Names `generate` writes in OUT/audio (and their temporary names)."""
 
 
 def _splits(tracks: int, rng: np.random.Generator) -> list[str]:
@@ -347,7 +373,9 @@ def _drums(rng: np.random.Generator, beat: float, sample_rate: int, n: int) -> n
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+    os.replace(tmp, path)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmr.audio import AUDIO_EXTENSIONS
+from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
 from clmr.errors import ClmrError
 
 SPLITS = ("train", "valid", "test")
@@ -67,13 +67,24 @@ def hash_split(path: str) -> str:
 
 def find_audio(root: Path) -> list[str]:
     """Every audio file under `root` (recursive, by extension), relative POSIX paths, sorted."""
-    found = []
+    return scan_files(root)[0]
+
+
+def scan_files(root: Path) -> tuple[list[str], list[str]]:
+    """(audio files, files in an audio format clmr cannot decode such as .m4a) under `root`,
+    recursive, hidden files and folders left out; relative POSIX paths, sorted."""
+    found, unsupported = [], []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            lower = name.lower()
+            if lower.endswith(AUDIO_EXTENSIONS):
                 found.append((Path(dirpath) / name).relative_to(root).as_posix())
-    return sorted(found)
+            elif lower.endswith(UNSUPPORTED_EXTENSIONS):
+                unsupported.append((Path(dirpath) / name).relative_to(root).as_posix())
+    return sorted(found), sorted(unsupported)
 
 
 def require_dir(root: str | os.PathLike) -> Path:

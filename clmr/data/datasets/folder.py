@@ -12,16 +12,17 @@ import csv
 import os
 from pathlib import Path
 
+from clmr.audio import UNSUPPORTED_DETAIL
 from clmr.data.datasets.base import (
     TASKS,
     DatasetError,
     DatasetSpec,
     Entry,
     Skip,
-    find_audio,
     hash_split,
     normalise_split,
     require_dir,
+    scan_files,
 )
 
 LABEL_COLUMNS = ("label", "tags", "labels", "tag")
@@ -44,14 +45,17 @@ def scan_folder(
         raise DatasetError(f"split {split!r}: a folder takes 'hash' or 'none' (or a split column)")
     if task is not None and task not in TASKS:
         raise DatasetError(f"task {task!r}: expected one of {', '.join(TASKS)}")
-    files = find_audio(root)
+    files, unsupported = scan_files(root)
+    skipped = [Skip(p, "unsupported", UNSUPPORTED_DETAIL) for p in unsupported]
     if labels is None:
         entries = [Entry(p, p, _split(p, None, split)) for p in files]
-        return DatasetSpec(name, root, None, [], entries, split_name=split or "hash")
+        return DatasetSpec(name, root, None, [], entries, skipped, split_name=split or "hash")
     rows, task, has_split = read_labels_csv(Path(labels), task)
-    present = set(files)
-    entries, skipped = [], []
+    present, undecodable = set(files), set(unsupported)
+    entries = []
     for path, (tags, row_split) in rows.items():
+        if path in undecodable:
+            continue  # already listed as unsupported
         if path not in present:
             skipped.append(Skip(path, "missing", f"listed in {labels} but not found under {root}"))
         elif task == "multiclass" and not tags:

@@ -107,7 +107,11 @@ def _pons(root: Path, rows: list[dict]) -> tuple[dict[str, tuple[str, list[str]]
     ):
         file = _find(root, name, folders)
         for clip, gt in _tsv(file):
-            vector = ast.literal_eval(gt)
+            try:
+                vector = ast.literal_eval(gt)
+                len(vector)
+            except (ValueError, SyntaxError, TypeError) as err:
+                raise DatasetError(f"{file}: clip {clip}: {gt[:40]!r} is not a list of 0/1 values") from err
             if clip not in paths or len(vector) != len(tags):
                 raise DatasetError(
                     f"{file}: clip {clip} has no path in index_mtt.tsv or not {len(tags)} values"
