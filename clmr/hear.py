@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clmr.inference.engine import default_batch_size
+from clmr.errors import ClmrError
+from clmr.inference.engine import check_batch_size, default_batch_size
 from clmr.models import CLMR, SampleCNN
 from clmr.models import load_model as _load_clmr
 
@@ -31,6 +32,9 @@ class HearModel(nn.Module):
 
     def __init__(self, model: CLMR, hop_ms: float = DEFAULT_HOP_MS, batch_size: int | None = None) -> None:
         super().__init__()
+        check_batch_size(batch_size)
+        if not hop_ms > 0:
+            raise ClmrError(f"hop_ms must be positive, got {hop_ms!r}")
         self.model = model.eval()
         self.sample_rate = model.sample_rate
         self.scene_embedding_size = model.embedding_dim

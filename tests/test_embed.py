@@ -13,6 +13,7 @@ import torch
 
 from clmr.cli import main
 from clmr.data.synthetic import draw_piece, render
+from clmr.errors import ClmrError
 from clmr.inference.catalogue import embed_catalogue
 from clmr.inference.similar import Index
 from clmr.inference.table import EmbeddingWriter, TableError, parts_dir, read_index
@@ -139,3 +140,41 @@ def test_similar_returns_the_query_first(tmp_path, ckpt, music, capsys):
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["path"] == str((music / "sub" / "song1.flac").resolve())
     assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_options_fail_with_a_message_before_anything_is_written(tmp_path, ckpt, music, capsys):
+    out = tmp_path / "emb.parquet"
+    song = str(music / "song0.wav")
+    for argv, message in (
+        (["embed", str(ckpt), str(music), "--out", str(out), "--batch-size", "0"], "batch size"),
+        (["embed", str(ckpt), str(music), "--out", str(out), "--device", "tpu"], "unknown device"),
+        (["embed", str(ckpt), str(music), "--out", str(tmp_path)], "is a folder"),
+        (["embed", str(ckpt), str(tmp_path / "nothing-here"), "--out", str(out)], "no audio files"),
+        (["tag", str(ckpt), song, "--top", "0"], "top must be"),
+        (["similar", "--index", str(out), song, "--k", "0"], "k must be"),
+    ):
+        capsys.readouterr()
+        assert main([*argv, "--quiet"] if argv[0] == "embed" else argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+        assert not out.exists() and not parts_dir(out).exists()
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main(["embed", str(ckpt), song, "--out", str(out), "--device", "cuda", "--quiet"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err and not out.exists()
+
+
+def test_undecodable_formats_in_folders_are_reported(tmp_path, ckpt, music):
+    (music / "sub" / "song.m4a").write_bytes(b"AAC audio libsndfile cannot decode")
+    from clmr.models import load_model
+
+    out = tmp_path / "emb.parquet"
+    summary = embed_catalogue(load_model(ckpt), ckpt, [str(music)], out, progress=False)
+    assert summary.embedded == 4
+    reasons = {path.rsplit("/", 1)[1]: reason for path, reason, _ in summary.failed}
+    assert reasons["song.m4a"] == "unsupported"
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "a.m4a").write_bytes(b"x")
+    with pytest.raises(ClmrError, match="a.m4a.*convert"):
+        embed_catalogue(load_model(ckpt), ckpt, [str(only)], tmp_path / "x.parquet", progress=False)

@@ -72,3 +72,22 @@ def test_export_command_reports_the_difference(tmp_path, model, capsys):
     headless = CLMR(SampleCNN(width=1 / 16, n_blocks=5))
     with pytest.raises(ExportError, match="no head"):
         export_model(headless, tmp_path / "x.onnx", with_head=True)
+
+
+def test_a_failed_export_leaves_no_file(tmp_path, model, monkeypatch):
+    import clmr.inference.export as export
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"an earlier good export")
+
+    def broken(module, example, target, config):
+        target.write_bytes(b"half")  # interrupted half-way
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(export, "_export_torchscript", broken)
+    with pytest.raises(ExportError, match="exporter crashed"):
+        export_model(model, path, "torchscript")
+    assert path.read_bytes() == b"an earlier good export"  # not replaced by a broken file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary left
+    with pytest.raises(ExportError, match="is a folder"):
+        export_model(model, tmp_path, "onnx")

@@ -47,3 +47,12 @@ def test_timestamp_embeddings_shapes_and_times(model):
     with torch.no_grad():
         direct = model.model.embed(audio[:1, centre - half : centre + half + 1])
     np.testing.assert_allclose(emb[0, 20].numpy(), direct[0].numpy(), atol=1e-5)
+
+
+def test_bad_settings_are_refused(model):
+    from clmr.errors import ClmrError
+
+    with pytest.raises(ClmrError, match="batch size"):
+        hear.HearModel(model.model, batch_size=0)
+    with pytest.raises(ClmrError, match="hop_ms"):
+        hear.HearModel(model.model, hop_ms=0)

@@ -168,3 +168,37 @@ def test_threaded_decoding_gives_the_same_rows_and_reraises(tmp_path):
 
     with pytest.raises(RuntimeError, match="decoder bug"):
         list(prefetch(broken()))
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path):
+    from clmr.errors import ClmrError
+
+    model = tiny()
+    x = piece(4, 1.0)
+    path = tmp_path / "song.wav"
+    sf.write(path, x, SR)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ClmrError, match="batch size"):
+            embed_files(model, [path], batch_size=bad)  # -3 used to loop forever
+    with pytest.raises(ClmrError, match="unknown device"):
+        embed_file(model, path, device="tpu")
+    with pytest.raises(ClmrError, match="sample_rate"):
+        embed_audio(model, x, 0)
+    with pytest.raises(ClmrError, match="top"):
+        tag_file(tiny(Head("linear", 32, 3)), path, top=0)
+
+
+def test_info_json_is_standard_json_even_with_undefined_metrics(tmp_path, capsys):
+    import json
+
+    from clmr.cli import main
+    from clmr.models import save_model
+
+    model = tiny(tags=["a", "b"], task="multilabel", meta={"metrics": {"auc": float("nan")}, "store": "s/"})
+    model.head = Head("linear", 32, 2)
+    path = save_model(model, tmp_path / "m.safetensors")
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert info["meta"]["metrics"] == {"auc": None} and info["tags"] == ["a", "b"]
+    assert info["sample_rate"] == SR and info["crop_length"] == model.crop_length

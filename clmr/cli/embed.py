@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{summary.out}: embedded {summary.embedded} tracks ({summary.audio_seconds:,.0f} s of audio, "
         f"{summary.realtime:,.1f}x real-time), skipped {summary.skipped} already embedded, "
-        f"{len(summary.failed)} unreadable"
+        f"{len(summary.failed)} not embedded (unreadable, empty, silent, missing or unsupported)"
         + (f" (listed in {summary.errors_csv})" if summary.failed else ""),
         file=sys.stderr,
     )

@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
 
     from clmr.models import load_model, model_summary
 
-    summary = model_summary(load_model(args.checkpoint, head=args.head))
+    summary = _finite(model_summary(load_model(args.checkpoint, head=args.head)))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, allow_nan=False))
         return 0
     table = Table(title=str(args.checkpoint), show_header=False)
     enc = summary["encoder"]
@@ -48,3 +48,17 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f"meta.{key}", json.dumps(value) if not isinstance(value, str) else value)
     Console().print(table)
     return 0
+
+
+def _finite(value):
+    """`value` with NaN and infinite floats (e.g. a metric that was undefined) as None, so that
+    --json prints standard JSON (null) rather than NaN, which JSON parsers reject."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from clmr.inference.similar import Index
+    from clmr.inference.similar import Index, check_k
 
+    check_k(args.k)
     index = Index.load(args.index)
     hits = index.query(args.query, args.k, checkpoint=args.checkpoint, device=args.device)
     if args.json:

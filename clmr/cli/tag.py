@@ -32,8 +32,14 @@ def run(args: argparse.Namespace) -> int:
 
     from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
+    from clmr.inference.api import check_top
+    from clmr.inference.engine import check_batch_size
     from clmr.models import load_model
 
+    check_top(args.top)
+    check_batch_size(args.batch_size)
+    if args.tags and not Path(args.tags).is_file():
+        raise ClmrError(f"{args.tags}: tag names file not found (--tags: one name per line)")
     tags = Path(args.tags).read_text().split("\n") if args.tags else None
     model = load_model(args.checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
     if model.head is None:

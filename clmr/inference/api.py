@@ -21,6 +21,7 @@ from clmr.errors import ClmrError
 from clmr.inference.engine import (
     CropSource,
     TrackOutput,
+    check_batch_size,
     crop_fn,
     default_batch_size,
     evaluating,
@@ -96,6 +97,8 @@ def embed_files(
     `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
     `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
     """
+    check_batch_size(batch_size)
+    resolve_device(device, model)  # a bad device fails here, not at the first track
     tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
     return _run(model, tracks, "embedding", batch_size, device, per_crop)
 
@@ -111,6 +114,8 @@ def tag_files(
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
     if model.head is None:
         raise ClmrError("this model has no classification head; load one with head=...")
+    check_batch_size(batch_size)
+    resolve_device(device, model)
     tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
     return _run(model, tracks, "probabilities", batch_size, device, per_crop)
 
@@ -146,6 +151,10 @@ def embed_audio(
 
     `per_crop=True` returns the (n_crops, embedding_dim) crop embeddings instead of their mean.
     """
+    check_batch_size(batch_size)
+    resolve_device(device, model)
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
+        raise ClmrError(f"sample_rate must be a whole number of Hz >= 1, got {sample_rate!r}")
     x = _as_mono(waveform)
     if sample_rate != model.sample_rate:
         x = soxr.resample(x, sample_rate, model.sample_rate, quality="HQ")
@@ -174,12 +183,20 @@ def tag_file(
     device: str | torch.device | None = None,
 ) -> list[tuple[str, float]]:
     """The `top` (tag, probability) pairs of a song, highest first (mean over its crops)."""
+    check_top(top)
     probs = _one(tag_files(model, [path], batch_size=batch_size, device=device)).mean
     return top_tags(model, probs, top)
 
 
 def top_tags(model: CLMR, probs: np.ndarray, top: int = 10) -> list[tuple[str, float]]:
     """The `top` (name, probability) pairs of a probability vector; unnamed outputs are `class_<i>`."""
+    check_top(top)
     names = model.tags or [f"class_{i}" for i in range(len(probs))]
     order = np.argsort(-probs, kind="stable")[:top]
     return [(names[i], float(probs[i])) for i in order]
+
+
+def check_top(top: int) -> None:
+    """`top` (how many tags to show) is a whole number >= 1."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ClmrError(f"top must be a whole number >= 1, got {top!r}")

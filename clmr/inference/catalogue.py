@@ -14,8 +14,10 @@ from typing import Any
 import torch
 
 from clmr import __version__
+from clmr.audio import UNSUPPORTED_DETAIL
 from clmr.errors import ClmrError
 from clmr.inference.api import embed_files
+from clmr.inference.engine import check_batch_size, resolve_device
 from clmr.inference.paths import find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
@@ -132,15 +134,28 @@ def embed_catalogue(
 
     Paths already in the table are skipped; unreadable ones are listed in `OUT.errors.csv` and skipped.
     """
+    check_batch_size(batch_size)
+    resolve_device(device, model)  # bad options fail before anything is written
     out = Path(out)
-    files, missing = find_audio(inputs)
-    if not files and not missing:
-        raise ClmrError(f"no audio files found in {', '.join(map(str, inputs))}")
+    if out.is_dir():
+        raise ClmrError(
+            f"{out}: is a folder; --out names the parquet file to write, e.g. {out / 'embeddings.parquet'}"
+        )
+    inputs = list(inputs)
+    found = find_audio(inputs)
+    files = found.files
+    if not files:
+        what = "no audio files found in " + ", ".join(map(str, inputs))
+        if found.unsupported:
+            what += f" ({len(found.unsupported)} file(s) such as {found.unsupported[0].name}: {UNSUPPORTED_DETAIL})"
+        raise ClmrError(what)
     writer = EmbeddingWriter(out, checkpoint_metadata(model, checkpoint), model.embedding_dim, per_crop)
     errors = _ErrorLog(errors_path(out))
     summary = CatalogueSummary(out)
-    for item in missing:
+    for item in found.missing:
         errors.add(item, "missing", "no file, folder or glob match")
+    for path in found.unsupported:
+        errors.add(str(path), "unsupported", UNSUPPORTED_DETAIL)
     todo = [str(f) for f in files if str(f) not in writer.done]
     summary.skipped = len(files) - len(todo)
     start = time.monotonic()

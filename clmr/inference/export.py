@@ -127,32 +127,39 @@ def export_model(
     if with_head and model.head is None:
         raise ExportError("the model has no head to export; load one with --head")
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; --out names the file to write (e.g. model.{format})")
     path.parent.mkdir(parents=True, exist_ok=True)
     module = _Exported(model, with_head).cpu().float().eval()
     names = ["embedding", "logits"] if with_head else ["embedding"]
     config = json.dumps(model.config())
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(2, model.crop_length, generator=generator)
+    # Written and verified under a temporary name, then renamed: an interrupted or failed export
+    # never leaves a half-written file at `path` (nor replaces a good one).
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        if format == "onnx":
-            _export_onnx(module, example, path, names, config)
-        else:
-            _export_torchscript(module, example, path, config)
-    except ExportError:
-        raise
-    except Exception as err:  # the exporters raise many types; report them as one user-facing error
-        raise ExportError(f"{path}: {format} export failed ({type(err).__name__}: {err})") from err
-    worst = 0.0
-    for size in verify_batches:
-        x = torch.randn(size, model.crop_length, generator=generator)
-        with torch.inference_mode():
-            expected = module(x)
-        expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
-        got = _run_onnx(path, x.numpy()) if format == "onnx" else _run_torchscript(path, x.numpy())
-        for want, have in zip(expected, got, strict=True):
-            if want.shape != have.shape:
-                raise ExportError(
-                    f"{path}: output shape {have.shape} for batch {size}, expected {want.shape}"
-                )
-            worst = max(worst, float(np.abs(want - have).max()))
+        try:
+            if format == "onnx":
+                _export_onnx(module, example, tmp, names, config)
+            else:
+                _export_torchscript(module, example, tmp, config)
+        except Exception as err:  # the exporters raise many types; report them as one user-facing error
+            raise ExportError(f"{path}: {format} export failed ({type(err).__name__}: {err})") from err
+        worst = 0.0
+        for size in verify_batches:
+            x = torch.randn(size, model.crop_length, generator=generator)
+            with torch.inference_mode():
+                expected = module(x)
+            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+            got = _run_onnx(tmp, x.numpy()) if format == "onnx" else _run_torchscript(tmp, x.numpy())
+            for want, have in zip(expected, got, strict=True):
+                if want.shape != have.shape:
+                    raise ExportError(
+                        f"{path}: output shape {have.shape} for batch {size}, expected {want.shape}"
+                    )
+                worst = max(worst, float(np.abs(want - have).max()))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return ExportReport(path, format, names, worst, tuple(verify_batches))

@@ -4,36 +4,57 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmr.audio import AUDIO_EXTENSIONS
+from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
 
 
-def _audio_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+def _files_in(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
 
 
-def find_audio(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """(absolute audio file paths, inputs that matched nothing).
+@dataclass
+class Inputs:
+    """What the command line's inputs name: audio files (absolute, in order), inputs that matched
+    nothing, and files in folders whose audio format clmr cannot decode (e.g. .m4a)."""
+
+    files: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unsupported: list[Path] = field(default_factory=list)
+
+
+def find_audio(inputs: Iterable[str]) -> Inputs:
+    """Expand files, folders and glob patterns into audio files.
 
     A named file is kept whatever its extension (the decoder judges it); folders contribute their
-    audio files (by extension, recursively); anything else is a glob pattern (`**` recursive).
-    Order follows the inputs, files within a folder or pattern sorted; duplicates are dropped.
+    audio files (by extension, recursively), and list the files of undecodable audio formats
+    (`clmr.audio.UNSUPPORTED_EXTENSIONS`) as `unsupported`; anything else is a glob pattern (`**`
+    recursive). Order follows the inputs, files within a folder or pattern sorted; duplicates are
+    dropped.
     """
     found: dict[Path, None] = {}
+    unsupported: dict[Path, None] = {}
     missing: list[str] = []
     for item in inputs:
         path = Path(item).expanduser()
+        folders: list[Path] = []
         if path.is_file():
             matches = [path]
         elif path.is_dir():
-            matches = _audio_in(path)
+            matches, folders = _files_in(path, AUDIO_EXTENSIONS), [path]
         else:
             matches = []
             for hit in sorted(glob.glob(str(path), recursive=True)):
                 hit_path = Path(hit)
-                matches += _audio_in(hit_path) if hit_path.is_dir() else [hit_path]
-        if not matches:
+                if hit_path.is_dir():
+                    matches += _files_in(hit_path, AUDIO_EXTENSIONS)
+                    folders.append(hit_path)
+                else:
+                    matches.append(hit_path)
+        odd = [p for folder in folders for p in _files_in(folder, UNSUPPORTED_EXTENSIONS)]
+        if not matches and not odd:
             missing.append(item)
         found.update((m.resolve(), None) for m in matches)
-    return list(found), missing
+        unsupported.update((p.resolve(), None) for p in odd)
+    return Inputs(list(found), missing, [p for p in unsupported if p not in found])

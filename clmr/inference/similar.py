@@ -39,6 +39,7 @@ class Index:
 
     def neighbours(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
         """The `k` (path, cosine similarity) pairs closest to `vector`, most similar first."""
+        check_k(k)
         if not len(self.paths):
             return []
         scores = torch.from_numpy(self.vectors) @ torch.from_numpy(normalise(vector[None])[0])
@@ -67,6 +68,7 @@ class Index:
         device: str = "cpu",
     ) -> list[tuple[str, float]]:
         """Neighbours of a track in the index, or of an audio file embedded now with the index's model."""
+        check_k(k)
         row = self.position(query)
         if row is not None:
             return self.neighbours(self.vectors[row], k)
@@ -80,3 +82,9 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def check_k(k: int) -> None:
+    """`k` (how many neighbours) is a whole number >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ClmrError(f"k must be a whole number >= 1, got {k!r}")
