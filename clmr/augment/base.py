@@ -46,6 +46,12 @@ class Workspace:
         return buf[:n].view(shape)
 
 
+def place(dst: torch.Tensor, x: torch.Tensor) -> None:
+    """dst[...] = x, skipped when x already is dst (`Step.select` gathered the rows into the step's `slot`)."""
+    if x.data_ptr() != dst.data_ptr() or x.stride() != dst.stride() or x.dtype != dst.dtype:
+        dst.copy_(x)
+
+
 def check_probability(p: float, name: str) -> float:
     """p as a float, or an AugmentError naming the step."""
     p = float(p)
@@ -75,6 +81,13 @@ class Step(nn.Module):
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         """Per-example parameters for n examples (always the same number of random draws)."""
         raise NotImplementedError
+
+    def slot(
+        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        """Where in `work` `apply` copies a (batch, length) input of `dtype` (e.g. the middle of a padded
+        buffer), so that `select` gathers a CPU block straight there; None: into a buffer of its own."""
+        return None
 
     def apply(
         self,
@@ -128,7 +141,9 @@ class Step(nn.Module):
         work = Workspace()
         for start in range(0, rows.numel(), block):
             r = rows[start : start + block]
-            rows_in = work.get("rows", (r.numel(), x.shape[1]), x.dtype, x.device)
+            rows_in = self.slot(work, r.numel(), x.shape[1], x.dtype, x.device)
+            if rows_in is None:
+                rows_in = work.get("rows", (r.numel(), x.shape[1]), x.dtype, x.device)
             result = self.apply(
                 torch.index_select(out, 0, r, out=rows_in),
                 {k: v[r] for k, v in params.items()},

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, uniform
+from clmr.augment.base import Params, Step, Workspace, place, uniform
 
 _TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
 _TAIL_S = 0.1  # zero padding (seconds) that keeps the filter's two-sided tails from wrapping around
@@ -66,6 +66,17 @@ class HighLowPass(Step):
         high = uniform(n, *self.highpass_hz, device, generator)
         return {"highpass": highpass, "cutoff": torch.where(highpass, high, low)}
 
+    def fft_length(self, length: int) -> int:
+        """The FFT size for inputs of `length` samples: room for the filter's two-sided tails."""
+        return fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
+
+    def slot(
+        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        if dtype != torch.float32:
+            return None
+        return work.get("padded", (batch, self.fft_length(length)), dtype, device)[:, :length]
+
     def apply(
         self,
         x: torch.Tensor,
@@ -75,7 +86,7 @@ class HighLowPass(Step):
     ) -> torch.Tensor:
         work = work or Workspace()
         batch, length = x.shape
-        n_fft = fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
+        n_fft = self.fft_length(length)
         cutoff = params["cutoff"].float().clamp(max=self.max_cutoff)
         # a high-pass is 1 minus the complementary low-pass, so only bins below the highest cutoff's
         # transition band need a computed response: above it every low-pass is 0 and every high-pass 1
@@ -86,7 +97,7 @@ class HighLowPass(Step):
         highpass = params["highpass"].float()[:, None]
         response = lowpass_response(freqs, cutoff).mul_(1.0 - 2.0 * highpass).add_(highpass)
         padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
-        padded[:, :length] = x
+        place(padded[:, :length], x)
         padded[:, length:] = 0.0
         spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
         spectrum[:, :top] *= response

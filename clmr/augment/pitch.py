@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace
+from clmr.augment.base import Params, Step, Workspace, place
 
 
 class PitchShift(Step):
@@ -41,6 +41,18 @@ class PitchShift(Step):
         cents = torch.randint(self.min_cents, self.max_cents + 1, (n,), device=device, generator=generator)
         return {"cents": cents.float()}
 
+    def pad(self) -> int:
+        """Edge padding each side of the input: the heads read up to window / 2 + 1 samples away."""
+        return self.window // 2 + 2
+
+    def slot(
+        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        if dtype not in (torch.float32, torch.float64):
+            return None
+        pad = self.pad()
+        return work.get("padded", (batch, length + 2 * pad + 1), dtype, device)[:, pad : pad + length]
+
     def apply(
         self,
         x: torch.Tensor,
@@ -71,7 +83,7 @@ class PitchShift(Step):
         offset = phase.mul_(float(window))  # m in [0, window)
         # the input, edge-padded by pad samples each side; one int32 index into the flattened rows reads the
         # left taps, the same index into the rows shifted by one sample the right taps
-        pad = window // 2 + 2
+        pad = self.pad()
         width = length + 2 * pad + 1
         itype = torch.int32 if batch * width < 2**31 else torch.int64
         index = work.get("index", (batch, 2, length), itype, device)
@@ -81,9 +93,9 @@ class PitchShift(Step):
         torch.sub(rows + base, index, out=index)
         frac = offset.frac_()
         padded = work.get("padded", (batch, width), real, device)
-        padded[:, pad : pad + length] = x
-        padded[:, :pad] = x[:, :1]
-        padded[:, pad + length :] = x[:, -1:]
+        place(padded[:, pad : pad + length], x)
+        padded[:, :pad] = padded[:, pad : pad + 1]
+        padded[:, pad + length :] = padded[:, pad + length - 1 : pad + length]
         flat, index = padded.view(-1), index.view(-1)
         left = torch.index_select(
             flat, 0, index, out=work.get("left", (batch, 2, length), real, device).view(-1)

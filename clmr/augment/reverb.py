@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, uniform
+from clmr.augment.base import Params, Step, Workspace, place, uniform
 from clmr.augment.filter import fft_size
 
 IR_SECONDS = 1.0  # impulse responses are cut (with a fade) after this long
@@ -93,6 +93,18 @@ class Reverb(Step):
             self._basis = {key: bands.transpose(0, 1).contiguous()}
         return self._basis[key]
 
+    def sizes(self, length: int) -> tuple[int, int]:
+        """(impulse-response length, FFT size) for inputs of `length` samples."""
+        ir_length = min(length, max(1, round(IR_SECONDS * self.sample_rate)))
+        return ir_length, fft_size(length + ir_length)
+
+    def slot(
+        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        if dtype != torch.float32:
+            return None
+        return work.get("padded", (batch, self.sizes(length)[1]), dtype, device)[:, :length]
+
     def apply(
         self,
         x: torch.Tensor,
@@ -102,8 +114,7 @@ class Reverb(Step):
     ) -> torch.Tensor:
         work = work or Workspace()
         batch, length = x.shape
-        ir_length = min(length, max(1, round(IR_SECONDS * self.sample_rate)))
-        n_fft = fft_size(length + ir_length)
+        ir_length, n_fft = self.sizes(length)
         table = self.basis(ir_length, n_fft, x.device)
         width, n_freqs = table.shape[2] // 2, n_fft // 2 + 1
         centres = (torch.arange(_BANDS, device=x.device) + 0.5) * (width * self.sample_rate / n_fft)
@@ -122,7 +133,7 @@ class Reverb(Step):
         torch.bmm(weights.transpose(0, 1), table, out=response)
         response = torch.view_as_complex(response.view(_BANDS, batch, width, 2)).transpose(0, 1)
         padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
-        padded[:, :length] = x
+        place(padded[:, :length], x)
         padded[:, length:] = 0.0
         spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
         full, rest = divmod(n_freqs, width)
