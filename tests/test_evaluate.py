@@ -64,7 +64,9 @@ def world(tmp_path_factory):
     tags = preprocess(gen.root, root / "tags", labels=gen.tags_csv, **kw)
     genre = preprocess(gen.root, root / "genre", labels=gen.genre_csv, **kw)
     init = save_model(tiny_model(0), root / "init.safetensors")
-    trained = save_model(pretrain(tiny_model(0), tags, steps=800), root / "trained.safetensors")
+    trained_model = pretrain(tiny_model(0), tags, steps=800)
+    trained_model.meta = {"store": str(tags.path)}  # as `clmr pretrain` records it
+    trained = save_model(trained_model, root / "trained.safetensors")
     yield {"root": root, "tags": tags, "genre": genre, "init": init, "trained": trained}
     torch.set_num_threads(threads)
 
@@ -148,6 +150,10 @@ def test_single_label_report_fractions_and_seeds(world, tmp_path):
     assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
     assert (tmp_path / "confusion_matrix.png").exists()
     md = (tmp_path / "report.md").read_text()
+    # transfer: pre-trained on the tag store, evaluated on the genre store; the report names both
+    assert report["checkpoint"]["pretrained_on"] == str(world["tags"].path)
+    assert report["store"]["path"] == str(world["genre"].path)
+    assert f"| pre-trained on | {world['tags'].path} |" in md and f"`{world['genre'].path}`" in md
     assert "| 0.1 | checkpoint |" in md and "| 0.1 | random init |" in md  # fractions with the baseline
     assert (
         report["baseline"]["by_fraction"]["0.1"]["n_train_tracks"]

@@ -84,12 +84,19 @@ class ExportModel(Callback):
 
 class FlushLogs(Callback):
     """Writes the loggers' buffered values (the CSV log keeps up to 100 steps in memory) after every
-    validation, i.e. with every checkpoint, so that a run killed later keeps its log up to there."""
+    validation, i.e. with every checkpoint, and at each epoch start (the previous epoch's train-loss
+    row is logged after its checkpoint), so that a run killed later keeps its log up to there."""
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _flush(self, trainer: L.Trainer) -> None:
         if not trainer.sanity_checking:
             for logger in trainer.loggers:
                 logger.save()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
 
 
 class History(Callback):
