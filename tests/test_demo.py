@@ -33,3 +33,18 @@ def test_run_demo_small(tmp_path, capsys, one_thread):
     assert (summary["eval_dir"] / "report.md").is_file() and "test probe" in text
     again = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
     assert again["steps"] == summary["steps"]  # a second demo replaces its previous run
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tracks", "5"], "at least 50 pieces"),
+        (["--seconds", "0.5"], "at least one crop long"),
+        (["--max-epochs", "0"], "--max-epochs must be at least 1"),
+    ],
+)
+def test_cli_refuses_options_it_cannot_run_before_any_work(tmp_path, capsys, argv, message):
+    from clmr.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "demo").exists()
