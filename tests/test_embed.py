@@ -178,3 +178,24 @@ def test_undecodable_formats_in_folders_are_reported(tmp_path, ckpt, music):
     (only / "a.m4a").write_bytes(b"x")
     with pytest.raises(ClmrError, match="a.m4a.*convert"):
         embed_catalogue(load_model(ckpt), ckpt, [str(only)], tmp_path / "x.parquet", progress=False)
+
+
+def test_similar_embeds_a_query_at_the_rate_the_index_was_made_at(tmp_path, music, capsys):
+    """A reference checkpoint holds no sample rate: `embed --sample-rate` records it in the table,
+    and `similar` must embed a query file at that rate too, not at the 22,050 Hz default."""
+    torch.manual_seed(0)
+    encoder = SampleCNN(width=1 / 16, n_blocks=5)
+    reference = tmp_path / "reference.pt"
+    torch.save({f"encoder.{k}": v for k, v in encoder.state_dict().items()}, reference)
+    out = tmp_path / "emb.parquet"
+    assert (
+        main(["embed", str(reference), str(music), "--out", str(out), "--sample-rate", str(SR), "--quiet"])
+        == 0
+    )
+    copy = tmp_path / "copy.wav"
+    shutil.copy(music / "song0.wav", copy)
+    capsys.readouterr()
+    assert main(["similar", "--index", str(out), str(copy), "--k", "1", "--json"]) == 0
+    (hit,) = json.loads(capsys.readouterr().out)
+    assert hit["path"] == str((music / "song0.wav").resolve())
+    assert hit["similarity"] == pytest.approx(1.0, abs=1e-5)

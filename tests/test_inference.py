@@ -202,3 +202,33 @@ def test_info_json_is_standard_json_even_with_undefined_metrics(tmp_path, capsys
     info = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert info["meta"]["metrics"] == {"auc": None} and info["tags"] == ["a", "b"]
     assert info["sample_rate"] == SR and info["crop_length"] == model.crop_length
+
+
+def test_tag_command_prints_a_table_or_json_per_song(tmp_path, capsys):
+    import json
+
+    from clmr.cli import main
+    from clmr.models import save_model
+
+    tags = [f"tag{i}" for i in range(5)]
+    model = tiny(Head("linear", 32, 5), tags=tags, task="multilabel")
+    ckpt = save_model(model, tmp_path / "m.safetensors")
+    songs = []
+    for i in range(2):
+        songs.append(tmp_path / f"song{i}.wav")
+        sf.write(songs[-1], piece(40 + i, 1.2), SR)
+    capsys.readouterr()
+    assert main(["tag", str(ckpt), *map(str, songs), "--top", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == [str(s) for s in songs]
+    for song in songs:
+        expected = tag_file(model, song, top=3)
+        assert [r["tag"] for r in printed[str(song)]] == [t for t, _ in expected]
+        assert [r["probability"] for r in printed[str(song)]] == pytest.approx([p for _, p in expected])
+    assert main(["tag", str(ckpt), str(songs[0]), str(tmp_path / "missing.wav"), "--top", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert str(songs[0]) in out and tag_file(model, songs[0], top=1)[0][0] in out
+    assert "missing.wav" in err and "no such file" in err
+    headless = save_model(tiny(), tmp_path / "headless.safetensors")
+    assert main(["tag", str(headless), str(songs[0])]) == 2
+    assert "no classification head" in capsys.readouterr().err

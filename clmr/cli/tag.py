@@ -25,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from clmr.errors import ClmrError
@@ -49,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
     for out in tag_files(model, args.songs, batch_size=args.batch_size, device=args.device):
         if not out.ok:
             failed += 1
-            Console(stderr=True).print(f"[red]skipped[/red] {out.error}")
+            print(f"skipped {out.error}", file=sys.stderr)  # one unwrapped line per file, for logs
             continue
         results[out.key] = top_tags(model, out.mean, args.top)
         if not args.json:
-            table = Table(title=f"{out.key} ({out.duration:.1f} s, {out.n_crops} crops)")
+            # the song as a line of its own: a table title would wrap long paths to the table's width
+            console.print(
+                f"[bold]{escape(out.key)}[/bold] ({out.duration:.1f} s, {out.n_crops} crops)", soft_wrap=True
+            )
+            table = Table()
             table.add_column("tag")
             table.add_column("probability", justify="right")
             for name, prob in results[out.key]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from clmr.errors import ClmrError
+from clmr.inference.engine import resolve_device
 from clmr.inference.table import read_index
 from clmr.models import CLMR, load_model
 
@@ -55,7 +56,10 @@ class Index:
         path = checkpoint or self.meta.get("checkpoint")
         if not path or not Path(path).exists():
             raise ClmrError(f"the index's checkpoint {path} is gone; pass --checkpoint with the same weights")
-        model = load_model(path, map_location=device)
+        # the rate the index was made at (a reference checkpoint embedded with --sample-rate records
+        # it only in the table's config)
+        rate = self.meta.get("config", {}).get("sample_rate")
+        model = load_model(path, sample_rate=rate, map_location=resolve_device(device))
         if checkpoint_metadata(model, path)["checkpoint_sha256"] != self.meta.get("checkpoint_sha256"):
             raise ClmrError(f"{path}: not the checkpoint this index was made with (different sha256)")
         return model
