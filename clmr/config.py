@@ -146,7 +146,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         except (TypeError, ValueError):
             continue
     names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
-    raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
+    raise ConfigError(f"config key '{key}' ({flag(key)}): expected {names}, got {value!r}")
 
 
 def _coerce_one(value: Any, tp: Any) -> Any:
@@ -311,7 +311,7 @@ def validate(config: Config) -> None:
         checks.append((f"augment.{step}", 0.0 <= float(p) <= 1.0, "must be a probability in [0, 1]"))
     for key, ok, problem in checks:
         if not ok:
-            raise ConfigError(f"config key '{key}' {problem}")
+            raise ConfigError(f"config key '{key}' ({flag(key)}) {problem}")
 
 
 def save_config(config: Config, path: str | Path) -> Path:

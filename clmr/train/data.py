@@ -102,10 +102,11 @@ def check_batch(store, config: Config, world_size: int, path: str | Path) -> Non
     n_train = len(store.split_indices("train"))
     global_batch = config.batch_size * world_size
     if global_batch > n_train:
+        fits = n_train // world_size
+        advice = f"use --batch-size {fits} or less, or a bigger store" if fits >= 2 else "use a bigger store"
         raise StoreMismatchError(
             f"{path}: a global batch of {global_batch} (batch_size {config.batch_size} x {world_size} "
-            f"processes) is larger than the {n_train} training tracks; use --batch-size "
-            f"{max(1, n_train // world_size)} or less, or a bigger store"
+            f"processes) is larger than the {n_train} training tracks; {advice}"
         )
 
 

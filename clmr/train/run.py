@@ -247,7 +247,8 @@ def pretrain(
     check_batch(store, config, trainer.world_size, data)
     if config.trainer.sync_batchnorm and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
         raise ConfigError(
-            "config key 'trainer.sync_batchnorm': torch's SyncBatchNorm needs GPUs; drop it on CPU"
+            "config key 'trainer.sync_batchnorm' (--sync-batchnorm): torch's SyncBatchNorm needs GPUs; "
+            "drop it on CPU"
         )
     if trainer.world_size > 1 and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
         # one process per device on CPU: share the cores instead of each process taking all of them
