@@ -53,6 +53,24 @@ def store(tmp_path_factory):
     return root / "store"
 
 
+@pytest.fixture(scope="module")
+def genre_store(store):
+    """The same pieces with one genre label each (single-label)."""
+    from clmr.data import preprocess
+
+    root = store.parent
+    preprocess(
+        root / "music",
+        root / "genre",
+        labels=root / "music" / "genre.csv",
+        sample_rate=RATE,
+        min_length=729,
+        workers=0,
+        progress=False,
+    )
+    return root / "genre"
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny convolutions run fastest on one thread, and the CPU may be shared with other jobs."""
@@ -265,3 +283,14 @@ def test_supervised_baseline_exports_encoder_and_tagging_head(store, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.classify(x), trained.encoder(x))
     assert "valid/probe_roc_auc" in result["history"][-1]
+
+
+def test_single_label_store_trains_with_cross_entropy_and_reports_accuracy(genre_store, tmp_path):
+    sup = pretrain(
+        genre_store, tmp_path / "sup", config(supervised=True, **{"trainer.max_epochs": 2}), progress=False
+    )
+    model = clmr.load_model(tmp_path / "sup")
+    assert model.task == "multiclass" and model.tags == clmr.data.Store(genre_store).vocab
+    assert 0.0 <= sup["history"][-1]["valid/probe_accuracy"] <= 1.0
+    simclr = pretrain(genre_store, tmp_path / "simclr", config(**{"trainer.max_epochs": 1}), progress=False)
+    assert 0.0 <= simclr["history"][-1]["valid/probe_accuracy"] <= 1.0  # the online probe on classes
