@@ -8,22 +8,38 @@ from __future__ import annotations
 
 import argparse
 
+# Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
+# and keeps the default-adding help formatter from appending "(default: None)".
+_SAID = "%(default).0s"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
     parser.add_argument("paths", nargs="+", help="audio files, folders or glob patterns (quote globs)")
-    parser.add_argument("--out", default="embeddings.parquet", help="parquet table to write or extend")
-    parser.add_argument("--per-crop", action="store_true", help="also store every crop's embedding")
+    parser.add_argument(
+        "--out",
+        default="embeddings.parquet",
+        help="parquet table to write or extend; failures go to OUT.errors.csv (OUT without .parquet)",
+    )
+    parser.add_argument(
+        "--per-crop",
+        action="store_true",
+        help="also store every crop's embedding (column crop_embeddings)" + _SAID,
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the reference model)",
+        help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
+        "reference model)" + _SAID,
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
     parser.add_argument(
-        "--sample-rate", type=int, help="sample rate of a reference checkpoint (ours record it)"
+        "--sample-rate",
+        type=int,
+        help="sample rate of a reference checkpoint (default: the one a clmr file records, else 22050)"
+        + _SAID,
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar" + _SAID)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import argparse
 
+# Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
+# and keeps the default-adding help formatter from appending "(default: None)".
+_SAID = "%(default).0s"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    parser.add_argument("--out", required=True, help="file to write (.onnx or .pt)")
-    parser.add_argument("--head", help="also export this head (a fine-tuned or probe head file)")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="onnx (needs onnx, onnxscript and onnxruntime: the clmr[export] extra) or torchscript",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="file to write (.onnx or .pt); written under a temporary name, renamed once verified" + _SAID,
+    )
+    parser.add_argument(
+        "--head",
+        help="also export this head (a fine-tuned or probe head file); a checkpoint's own head is "
+        "exported without it" + _SAID,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

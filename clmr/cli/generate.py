@@ -9,9 +9,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="output folder (created)")
-    parser.add_argument("--tracks", type=int, default=200, help="number of pieces")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each piece")
+    parser.add_argument(
+        "out", help="output folder (created; another set's track files in OUT/audio are replaced)"
+    )
+    parser.add_argument("--tracks", type=int, default=200, help="number of pieces (at least 1)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each piece in seconds")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same set")
     parser.add_argument("--sample-rate", type=int, default=22050, help="sample rate of the files")
     parser.add_argument("--format", choices=["wav", "flac", "mp3"], default="wav", help="audio format")
