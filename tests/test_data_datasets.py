@@ -203,3 +203,17 @@ def test_labels_csv_rules(tmp_path):
         progress=False,
     )
     assert isinstance(store, Store) and len(store.split_indices("train")) == 0 and len(store) == 2
+
+
+def test_unextracted_archives_get_a_hint(mtat, tmp_path):
+    root, paths, _ = mtat
+    for path in paths[:11]:
+        (root / path).unlink()
+    (root / "mp3.zip.001").write_bytes(b"part")
+    with pytest.raises(DatasetError, match="clmr download mtat"):
+        scan("mtat", root)
+    gtzan = tmp_path / "gtzan-archive"
+    gtzan.mkdir()
+    (gtzan / "genres.tar.gz").write_bytes(b"archive")
+    with pytest.raises(DatasetError, match="clmr download gtzan"):
+        scan("gtzan", gtzan)

@@ -30,7 +30,14 @@ def scan_gtzan(root, split: str = "filtered") -> DatasetSpec:
         if p.suffix.lower() in (".au", ".wav")
     }
     if not clips:
-        raise DatasetError(f"{root}: no GTZAN clips found (expected genres/<genre>/<genre>.000NN.au or .wav)")
+        hint = (
+            f"; genres.tar.gz is here: `clmr download gtzan --root {root}` extracts it"
+            if (root / "genres.tar.gz").is_file()
+            else ""
+        )
+        raise DatasetError(
+            f"{root}: no GTZAN clips found (expected genres/<genre>/<genre>.000NN.au or .wav){hint}"
+        )
     if split == "random":
         assigned = {clip: hash_split(path) for clip, path in clips.items()}
     else:

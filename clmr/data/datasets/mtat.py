@@ -63,6 +63,11 @@ def scan_mtat(root, split: str = "won") -> DatasetSpec:
             continue
         rel = (audio_root / path).relative_to(root).as_posix()
         entries.append(Entry(clip_of.get(path, Path(path).stem), rel, which, tuple(tags)))
+    if not entries and assigned and sorted(root.glob("mp3.zip.0*")):
+        raise DatasetError(
+            f"{root}: none of the split's clips is extracted, but mp3.zip.001-003 are here; "
+            f"`clmr download mtat --root {root}` joins and extracts them (files already present are not fetched again)"
+        )
     skipped += [
         Skip(p, "not_in_split", f"not in the {split} split") for p in sorted(clip_of) if p not in assigned
     ]
