@@ -95,11 +95,25 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
         raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
     if float(np.abs(data).max()) < SILENCE_PEAK:
         raise SilentAudioError(path, "the file is silent (every sample is below one 16-bit step)")
-    data = data.mean(axis=1, dtype=np.float32) if mono else data
+    data = downmix(data) if mono else data
     if source_rate != sample_rate:
         data = soxr.resample(data, source_rate, sample_rate, quality="HQ")
     data = np.ascontiguousarray(data, dtype=np.float32)
     return data if mono else np.ascontiguousarray(data.T)
+
+
+def downmix(data: np.ndarray) -> np.ndarray:
+    """The mean of the channels of (frames, channels) float32 audio. Summing columns is several
+    times faster than `mean(axis=1)`, whose reduction over a short inner axis is slow; a mono file
+    costs nothing (a view)."""
+    channels = data.shape[1]
+    if channels == 1:
+        return data[:, 0]
+    out = data[:, 0].copy()
+    for c in range(1, channels):
+        out += data[:, c]
+    out /= np.float32(channels)
+    return out
 
 
 def _unreadable(path: str | os.PathLike, err: BaseException) -> AudioError:

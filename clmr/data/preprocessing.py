@@ -46,8 +46,16 @@ def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarra
         return err.reason, None, err.detail
     if len(audio) < min_length:
         return "too_short", None, f"{len(audio)} samples at {sample_rate} Hz < min_length {min_length}"
-    pcm = np.clip(np.rint(audio * SCALE), -32768, 32767).astype(np.int16)
-    return "ok", pcm, ""
+    return "ok", to_pcm(audio), ""
+
+
+def to_pcm(audio: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1) -> int16, rounded to nearest and clipped (in place on `audio`: one copy
+    fewer than the out-of-place chain, which matters at preprocessing speed)."""
+    audio = np.multiply(audio, np.float32(SCALE), out=audio if audio.flags.writeable else None)
+    np.rint(audio, out=audio)
+    np.clip(audio, -32768, 32767, out=audio)
+    return audio.astype(np.int16)
 
 
 def _watch_parent(parent: int) -> None:

@@ -14,7 +14,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from clmr.audio import SILENCE_PEAK, EmptyAudioError, SilentAudioError, UnreadableAudioError, open_error
+from clmr.audio import (
+    SILENCE_PEAK,
+    EmptyAudioError,
+    SilentAudioError,
+    UnreadableAudioError,
+    downmix,
+    open_error,
+)
 
 BLOCK_SAMPLES = 1 << 16
 """Samples (at the output rate) decoded per read by default (~3 s at 22,050 Hz)."""
@@ -52,7 +59,7 @@ def read_blocks(
                     raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
                 peak = max(peak, float(np.abs(block).max()))
                 frames += len(block)
-            mono = block.mean(axis=1, dtype=np.float32)
+            mono = downmix(block)
             out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
             if len(out):
                 yield out
