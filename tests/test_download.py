@@ -32,8 +32,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         if rng := self.headers.get("Range"):
             start = 0 if self.path in self.wrong_range else int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):
-                self.send_error(416)
+            if start >= len(data):  # as real servers do: 416 with the file's size
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -178,3 +181,28 @@ def test_tar_escape_refused(tmp_path):
         t.addfile(info)
     with pytest.raises(DownloadError, match="outside"):
         extract_tar(archive, tmp_path / "out")
+
+
+def test_a_part_longer_than_the_file_starts_over(tmp_path, server):
+    base, handler = server
+    handler.files["/g.bin"] = b"new, shorter file"
+    (tmp_path / "g.bin.part").write_bytes(b"x" * 100)  # from an older, longer version of the file
+    fetch(f"{base}/g.bin", tmp_path / "g.bin", progress=False)
+    assert (tmp_path / "g.bin").read_bytes() == b"new, shorter file"
+    (tmp_path / "h.bin.part").write_bytes(b"new, shorter file")  # complete, only not renamed yet
+    handler.files["/h.bin"] = b"new, shorter file"
+    handler.log.clear()
+    fetch(f"{base}/h.bin", tmp_path / "h.bin", progress=False)
+    assert (tmp_path / "h.bin").read_bytes() == b"new, shorter file"
+    assert handler.log == [("/h.bin", "bytes=17-")]  # answered 416: nothing fetched again
+
+
+def test_progress_lines_while_downloading(tmp_path, server, monkeypatch, capsys):
+    import clmr.data.download as dl
+
+    base, handler = server
+    handler.files["/p.bin"] = bytes(3 * dl.CHUNK)
+    monkeypatch.setattr(dl, "PROGRESS_EVERY_S", 0.0)
+    fetch(f"{base}/p.bin", tmp_path / "p.bin")
+    err = capsys.readouterr().err
+    assert "p.bin: 3.0 of 3.0 MB" in err and "MB/s" in err

@@ -25,6 +25,7 @@ from pathlib import Path
 from clmr.errors import ClmrError
 
 CHUNK = 1 << 20
+PROGRESS_EVERY_S = 10.0
 
 
 class DownloadError(ClmrError):
@@ -148,17 +149,29 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
                 with open(part, "ab" if resumed else "wb") as f:
                     done = have if resumed else 0
                     _say(progress, f"{'resuming' if resumed else 'downloading'} {url} -> {target}")
+                    began, last = time.monotonic(), time.monotonic()
                     while chunk := response.read(CHUNK):
                         f.write(chunk)
                         done += len(chunk)
+                        if progress and time.monotonic() - last >= PROGRESS_EVERY_S:
+                            last = time.monotonic()
+                            _say(
+                                progress,
+                                _progress_line(target.name, done, total, done - have * resumed, last - began),
+                            )
                 if total is not None and done < total:
                     raise urllib.error.URLError(f"connection closed at {done} of {total} bytes")
             os.replace(part, target)
             return target
         except urllib.error.HTTPError as err:
-            if err.code == 416 and have:  # the part is already complete
-                os.replace(part, target)
-                return target
+            if err.code == 416 and have:
+                size = (err.headers.get("Content-Range") or "").rpartition("/")[2]
+                if not size.isdigit() or int(size) == have:  # the part is already complete
+                    os.replace(part, target)
+                    return target
+                part.unlink()  # the part is longer than the file on the server: start over
+                if attempt < retries:
+                    continue
             if err.code < 500 or attempt == retries:
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
         except (urllib.error.URLError, OSError) as err:
@@ -166,6 +179,13 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
                 raise DownloadError(f"{url}: {err} (after {retries + 1} attempts; rerun to resume)") from err
         time.sleep(min(2**attempt, 30) * 0.5)
     raise DownloadError(f"{url}: download failed")
+
+
+def _progress_line(name: str, done: int, total: int | None, fetched: int, seconds: float) -> str:
+    """`  mp3.zip.001: 412.0 of 1,024.0 MB (8.1 MB/s)`."""
+    mb = 1 << 20
+    of = f" of {total / mb:,.1f}" if total else ""
+    return f"  {name}: {done / mb:,.1f}{of} MB ({fetched / mb / max(seconds, 1e-9):,.1f} MB/s)"
 
 
 def _range_start(content_range: str | None) -> int | None:
