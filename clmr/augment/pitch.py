@@ -66,9 +66,9 @@ class PitchShift(Step):
         real = torch.float64 if x.dtype == torch.float64 else torch.float32
         # each head's phase within its window (B, 2, T) = start + t * speed (one rank-1 matrix product), kept
         # positive by a whole number of windows `lead`; head 0 starts at 0.5 so that no shift is the identity
-        speed = (1.0 - torch.pow(2.0, params["cents"].to(real) / 1200.0)) / window
+        speed = torch.expm1(params["cents"].to(real) * (math.log(2.0) / 1200.0)).mul_(-1.0 / window)
         lead = (speed.abs() * length).floor_().add_(1.0)
-        start = lead[:, None] + (0.5 - 0.5 * torch.arange(2, device=device, dtype=real))
+        start = torch.stack((lead + 0.5, lead), 1)
         phase = work.get("phase", (batch, 2, length), real, device)
         torch.addmm(
             start.view(-1, 1),
@@ -88,8 +88,9 @@ class PitchShift(Step):
         itype = torch.int32 if batch * width < 2**31 else torch.int64
         index = work.get("index", (batch, 2, length), itype, device)
         index.copy_(offset)  # floor(m), m >= 0
-        rows = torch.arange(batch, device=device, dtype=itype)[:, None, None] * width
-        base = torch.arange(length, device=device, dtype=itype) + (window // 2 - 1 + pad)
+        rows = torch.arange(0, batch * width, width, device=device, dtype=itype)[:, None, None]
+        first = window // 2 - 1 + pad
+        base = torch.arange(first, first + length, device=device, dtype=itype)
         torch.sub(rows + base, index, out=index)
         frac = offset.frac_()
         padded = work.get("padded", (batch, width), real, device)
