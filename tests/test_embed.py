@@ -199,3 +199,11 @@ def test_similar_embeds_a_query_at_the_rate_the_index_was_made_at(tmp_path, musi
     (hit,) = json.loads(capsys.readouterr().out)
     assert hit["path"] == str((music / "song0.wav").resolve())
     assert hit["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, ckpt, music, capsys):
+    from clmr.models import load_model
+
+    embed_catalogue(load_model(ckpt), ckpt, [str(music)], tmp_path / "emb.parquet", progress=True)
+    err = capsys.readouterr().err
+    assert "embedding: 7/7 tracks" in err and "x real-time" in err and "\x1b[" not in err
