@@ -184,6 +184,10 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         embed_file(model, path, device="tpu")
     with pytest.raises(ClmrError, match="sample_rate"):
         embed_audio(model, x, 0)
+    with pytest.raises(clmr.audio.UnreadableAudioError, match="NaN"):
+        embed_audio(model, np.where(np.arange(len(x)) == 5, np.nan, x), SR)
+    with pytest.raises(clmr.audio.EmptyAudioError):
+        embed_audio(model, np.zeros(0, np.float32), SR)
     with pytest.raises(ClmrError, match="top"):
         tag_file(tiny(Head("linear", 32, 3)), path, top=0)
 

@@ -16,7 +16,7 @@ import numpy as np
 import soxr
 import torch
 
-from clmr.audio import EmptyAudioError
+from clmr.audio import EmptyAudioError, UnreadableAudioError
 from clmr.errors import ClmrError
 from clmr.inference.engine import (
     CropSource,
@@ -46,6 +46,8 @@ def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
         raise ClmrError(f"expected a mono (T,) or channels-first (C, T) waveform, got shape {x.shape}")
     if len(x) == 0:
         raise EmptyAudioError("<waveform>", "the waveform holds no samples")
+    if not np.isfinite(x).all():
+        raise UnreadableAudioError("<waveform>", "the waveform holds NaN or infinite samples")
     return x
 
 
