@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import AugmentError, Params, Step, Workspace
+from clmr.augment.base import AugmentError, Params, Step, Workspace, place
 
 
 class Delay(Step):
@@ -34,6 +34,16 @@ class Delay(Step):
         k = torch.randint(0, self.choices, (n,), device=device, generator=generator)
         return {"delay_ms": self.min_ms + self.step_ms * k.float()}
 
+    def max_lag(self) -> int:
+        """The longest drawn lag in samples; `apply` limits lags to it (so that no device needs a host sync)."""
+        return round((self.min_ms + self.step_ms * (self.choices - 1)) * self.sample_rate / 1000.0)
+
+    def slot(
+        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        most = self.max_lag()
+        return work.get("padded", (batch, most + length), dtype, device)[:, most:]
+
     def apply(
         self,
         x: torch.Tensor,
@@ -43,22 +53,15 @@ class Delay(Step):
     ) -> torch.Tensor:
         work = work or Workspace()
         batch, length = x.shape
-        lag = torch.round(params["delay_ms"] * (self.sample_rate / 1000.0)).long().clamp_(min=0)
-        # the longest lag: read on CPU (free); on an accelerator the configured maximum (no host sync),
-        # to which larger lags passed to `apply` are limited
-        if x.device.type == "cpu":
-            most = int(lag.max()) if batch else 0
-        else:
-            most = round((self.min_ms + self.step_ms * (self.choices - 1)) * self.sample_rate / 1000.0)
-            lag = lag.clamp_(max=most)
+        most = self.max_lag()
+        lag = torch.round(params["delay_ms"] * (self.sample_rate / 1000.0)).long().clamp_(0, most)
         # x behind `most` zeros; the echo of row b is the window of the padded row starting at most - lag[b]
         padded = work.get("padded", (batch, most + length), x.dtype, x.device)
         padded[:, :most] = 0.0
-        padded[:, most:] = x
+        place(padded[:, most:], x)
         windows = padded.unfold(1, length, 1)  # (B, most + 1, T), no copy
-        echo = windows[torch.arange(batch, device=x.device), most - lag]
-        out = work.get("out", (batch, length), x.dtype, x.device)
-        return torch.add(x, echo, alpha=self.volume, out=out).mul_(0.5)
+        echo = windows[torch.arange(batch, device=x.device), most - lag]  # a new tensor
+        return echo.mul_(0.5 * self.volume).add_(x, alpha=0.5)
 
     def extra_repr(self) -> str:
         return (

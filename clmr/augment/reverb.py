@@ -30,7 +30,7 @@ class Reverb(Step):
     with damping. The noise is one fixed draw (like sox's Freeverb, the response is a deterministic function
     of the parameters): a basis of unit-energy impulse responses with log-spaced decay times is transformed
     once per crop length and cached, and each example's response is interpolated from it per band (one
-    batched matrix product per band that also adds the dry path); the convolution is one rfft/irfft per
+    batched matrix product, which also adds the dry path); the convolution is one rfft/irfft per
     example. Output: (dry + wet) / sqrt(2).
     """
 
@@ -128,7 +128,8 @@ class Reverb(Step):
         j = j.long()[..., None]
         # per example and band: 1 - frac times basis j, frac times basis j + 1, plus the dry path
         weights = torch.zeros(batch, _BANDS, self.n_basis + 1, device=x.device)
-        weights.scatter_(2, j, 1.0 - frac).scatter_(2, j + 1, frac)[..., -1] = 1.0
+        weights.scatter_(2, j, 1.0 - frac).scatter_(2, j + 1, frac)
+        weights[..., -1] = 1.0
         response = work.get("response", (_BANDS, batch, 2 * width), table.dtype, x.device)
         torch.bmm(weights.transpose(0, 1), table, out=response)
         response = torch.view_as_complex(response.view(_BANDS, batch, width, 2)).transpose(0, 1)
