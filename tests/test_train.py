@@ -95,6 +95,7 @@ def test_tiny_run_learns_checkpoints_and_exports_the_same_encoder(store, tmp_pat
     )
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
     assert "valid/loss" in result["history"][-1] and "valid/probe_roc_auc" in result["history"][-1]
+    assert result["pairs_per_s"] > 0 and 0.0 <= result["data_wait_share"] < 1.0  # over the whole run
     names = {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()}
     assert {"last.ckpt", "best.ckpt", "epoch0004.ckpt", "epoch0009.ckpt"} <= names
     assert (tmp_path / "run" / "config.yaml").is_file() and (

@@ -20,15 +20,16 @@ def _scalar(value: Any) -> float:
 
 class Throughput(Callback):
     """Logs pairs (or examples) per second over all ranks and the time spent waiting for data: the gap
-    between one step's end and the next step's start (fetching, collating and moving the batch)."""
+    between one step's end and the next step's start (fetching, collating and moving the batch).
+    Per step and per epoch in the logs; `pairs_per_s` and `wait_share` cover the whole run (this
+    process's session), so a short last epoch (a time limit) does not stand for it."""
 
     def __init__(self) -> None:
-        self.wait = self.busy = 0.0
-        self.items = 0
+        self.epoch = {"wait": 0.0, "busy": 0.0, "items": 0}
+        self.run = {"wait": 0.0, "busy": 0.0, "items": 0}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.wait = self.busy = 0.0
-        self.items = 0
+        self.epoch = {"wait": 0.0, "busy": 0.0, "items": 0}
         self._last_end = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
@@ -38,30 +39,31 @@ class Throughput(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()
         n = batch[0].shape[0] * trainer.world_size
-        self.wait += self._wait
-        self.busy += now - self._start
-        self.items += n
+        for totals in (self.epoch, self.run):
+            totals["wait"] += self._wait
+            totals["busy"] += now - self._start
+            totals["items"] += n
         pl_module.log("perf/pairs_per_s", n / max(now - self._last_end, 1e-9), on_step=True, on_epoch=False)
         pl_module.log("perf/data_wait_s", self._wait, on_step=True, on_epoch=False)
         self._last_end = now
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        total = self.wait + self.busy
+        total = self.epoch["wait"] + self.epoch["busy"]
         if total > 0:
-            pl_module.log("perf/epoch_pairs_per_s", self.items / total)
-            pl_module.log("perf/data_wait_share", self.wait / total)
+            pl_module.log("perf/epoch_pairs_per_s", self.epoch["items"] / total)
+            pl_module.log("perf/data_wait_share", self.epoch["wait"] / total)
 
     @property
     def pairs_per_s(self) -> float:
-        """Throughput of the last (or current) epoch."""
-        total = self.wait + self.busy
-        return self.items / total if total else math.nan
+        """Throughput over the run's training steps."""
+        total = self.run["wait"] + self.run["busy"]
+        return self.run["items"] / total if total else math.nan
 
     @property
     def wait_share(self) -> float:
-        """Share of step time spent waiting for data in the last (or current) epoch."""
-        total = self.wait + self.busy
-        return self.wait / total if total else math.nan
+        """Share of the run's step time spent waiting for data."""
+        total = self.run["wait"] + self.run["busy"]
+        return self.run["wait"] / total if total else math.nan
 
 
 class ExportModel(Callback):
