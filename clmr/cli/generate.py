@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {len(out.files)} pieces x {args.seconds:g} s to {out.root / 'audio'} "
-        f"in {time.perf_counter() - start:.1f} s; labels: {out.tags_csv} (multi-label), {out.genre_csv} (genre)"
+        f"in {time.perf_counter() - start:.1f} s; labels: {out.tags_csv} (multi-label), {out.genre_csv} (genre)\n"
+        f"next: clmr preprocess {out.root} --labels {out.tags_csv} --out STORE"
     )
     return 0
