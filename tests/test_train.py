@@ -220,6 +220,9 @@ def test_problems_are_reported_before_training(store, tmp_path):
         pretrain(store, tmp_path / "c", config(batch_size=64))
     with pytest.raises(RunDirError, match="no checkpoint to resume"):
         pretrain(store, tmp_path / "d", config(), resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="is a file"):
+        pretrain(store, tmp_path / "file", config())
     with pytest.raises(ConfigError, match="sync_batchnorm"):
         pretrain(store, tmp_path / "e", config(**{"trainer.sync_batchnorm": True}))
     with pytest.raises(

@@ -230,6 +230,8 @@ def pretrain(
 
     _quiet_lightning()
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: is a file; --out names the run directory")
     ckpt_path = resume_checkpoint(run_dir, resume)
     if ckpt_path is None and _is_global_zero() and any((run_dir / CHECKPOINTS).glob("*.ckpt")):
         raise RunDirError(
