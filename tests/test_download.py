@@ -18,6 +18,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     log: list = []
     fail_first: set = set()
     wrong_range: set = set()  # paths answered with bytes 0- whatever range was asked
+    cut_first: set = set()  # paths whose first answer stops half-way (the connection drops)
 
     def do_GET(self):  # noqa: N802
         self.log.append((self.path, self.headers.get("Range")))
@@ -44,6 +45,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if self.path in self.cut_first:
+            self.cut_first.discard(self.path)
+            self.wfile.write(data[start : start + (len(data) - start) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(data[start:])
 
     def log_message(self, *args):
@@ -52,7 +58,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    _Handler.files, _Handler.log, _Handler.fail_first, _Handler.wrong_range = {}, [], set(), set()
+    _Handler.files, _Handler.log, _Handler.fail_first = {}, [], set()
+    _Handler.wrong_range, _Handler.cut_first = set(), set()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -69,6 +76,16 @@ def test_resume_partial_download(tmp_path, server):
     fetch(f"{base}/big.bin", target, progress=False)
     assert target.read_bytes() == data and not (tmp_path / "big.bin.part").exists()
     assert handler.log == [("/big.bin", "bytes=100000-")]  # only the rest was requested
+
+
+def test_a_dropped_connection_is_resumed_where_it_stopped(tmp_path, server):
+    base, handler = server
+    data = bytes(range(256)) * 400
+    handler.files["/drop.bin"] = data
+    handler.cut_first.add("/drop.bin")
+    fetch(f"{base}/drop.bin", tmp_path / "drop.bin", progress=False)
+    assert (tmp_path / "drop.bin").read_bytes() == data
+    assert handler.log == [("/drop.bin", None), ("/drop.bin", f"bytes={len(data) // 2}-")]
 
 
 def test_a_206_for_another_range_restarts_instead_of_corrupting(tmp_path, server):

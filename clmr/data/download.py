@@ -10,6 +10,7 @@ download (so a later, different download of the same file is caught).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -174,7 +175,7 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
                     continue
             if err.code < 500 or attempt == retries:
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
-        except (urllib.error.URLError, OSError) as err:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             if attempt == retries:
                 raise DownloadError(f"{url}: {err} (after {retries + 1} attempts; rerun to resume)") from err
         time.sleep(min(2**attempt, 30) * 0.5)
