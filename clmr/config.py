@@ -423,15 +423,12 @@ def add_override_arguments(parser: Any) -> None:
         default = getattr(target, name)
         tp = _fields(target)[name]
         is_bool = isinstance(default, bool)
+        accepted = {f"--{key}", f"--{key.replace('_', '-')}"}
         shown = [flag(key)]
         if section in _SHORT_SECTIONS:
+            accepted |= {f"--{name}", f"--{name.replace('_', '-')}"}
             shown.append(f"--{key.replace('_', '-')}")
-        hidden = (
-            {f"--{key}", f"--{key.replace('_', '-')}", f"--{name}"}
-            if section in _SHORT_SECTIONS
-            else {f"--{key}"}
-        )
-        hidden -= set(shown)
+        hidden = accepted - set(shown)
         common = dict(
             dest=_OVERRIDE_PREFIX + key,
             metavar=_metavar(key, tp),
