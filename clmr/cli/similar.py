@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from clmr.inference.similar import Index, check_k
@@ -40,11 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"path": p, "similarity": s} for p, s in hits], indent=2))
         return 0
-    table = Table(title=f"nearest to {args.query}")
+    console = Console()
+    console.print(f"nearest to [bold]{escape(str(args.query))}[/bold]", soft_wrap=True)  # unwrapped
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("path")
     table.add_column("cosine", justify="right")
     for rank, (path, score) in enumerate(hits, 1):
         table.add_row(str(rank), path, f"{score:.4f}")
-    Console().print(table)
+    console.print(table)
     return 0
