@@ -144,13 +144,19 @@ def test_msd_split_files(tmp_path):
     _audio(root / "audio" / f"{ids[0]}.mp3")
     _audio(root / "audio" / "1" / "2" / "1234567.clip.mp3")
     _audio(root / "audio" / f"{ids[2]}.wav")
+    _audio(root / "audio" / "my-own-song.wav")  # not an MSD track: listed, not passed over
+    _audio(root / "audio" / f"{ids[2]}.flac")  # a second file named after the same track
     spec = scan("msd", root)
     assert {e.track_id for e in spec.entries} == set(ids[:3])
     assert [e.path for e in spec.entries] == sorted(e.path for e in spec.entries)
     by_id = {e.track_id: e for e in spec.entries}
     assert by_id[ids[1]].labels == ("t1",) and by_id[ids[1]].split == "train"
     assert by_id[ids[2]].split == "test"
-    assert [s.reason for s in spec.skipped] == ["missing"]
+    assert {s.path: s.reason for s in spec.skipped} == {
+        ids[3]: "missing",
+        "audio/my-own-song.wav": "not_in_split",
+        f"audio/{ids[2]}.wav": "duplicate",  # sorted: the .flac comes first and is used
+    }
 
 
 def test_msd_pickle_cannot_run_code(tmp_path):

@@ -79,8 +79,14 @@ def scan_msd(root, split: str | None = None, labels=None) -> DatasetSpec:
             _str(k): Path(_str(v)).name.split(".")[0]
             for k, v in load_pickle(folder / "msd_id_to_7d.cP").items()
         }
-    files = {Path(p).name.split(".")[0]: p for p in find_audio(root)}
+    files: dict[str, str] = {}
     entries, skipped = [], []
+    for path in find_audio(root):  # sorted: the first file named after an id is used
+        name = Path(path).name.split(".")[0]
+        if name in files:
+            skipped.append(Skip(path, "duplicate", f"{files[name]} is also named after {name}"))
+        else:
+            files[name] = path
     splits = [(i, "train") for i in train[:TRAIN_SIZE]] + [(i, "valid") for i in train[TRAIN_SIZE:]]
     for msd_id, which in splits + [(i, "test") for i in test]:
         path = files.get(msd_id) or files.get(to_7d.get(msd_id, ""))
@@ -95,6 +101,12 @@ def scan_msd(root, split: str | None = None, labels=None) -> DatasetSpec:
             entries.append(
                 Entry(msd_id, path, which, tuple(t for t, v in zip(tags, vector, strict=True) if v))
             )
+    used = {e.path for e in entries} | {s.path for s in skipped}
+    skipped += [
+        Skip(path, "not_in_split", "its name is no MSD track id (or 7digital id) of the won split files")
+        for path in files.values()
+        if path not in used
+    ]
     return DatasetSpec("msd", root, "multilabel", tags, entries, skipped, split_name="won")
 
 
