@@ -123,6 +123,11 @@ def test_gtzan_filtered_and_random(gtzan):
     assert reasons.count("missing") == 1 and reasons.count("not_in_split") == 14
     full = scan("gtzan", gtzan, split="random")
     assert len(full.entries) == 30 and not full.skipped
+    _audio(gtzan / "genres" / "rock" / "rock.00001.au")  # the same clip in two formats
+    again = scan("gtzan", gtzan, split="random")
+    assert len(again.entries) == 30 and [(s.path, s.reason) for s in again.skipped] == [
+        ("genres/rock/rock.00001.wav", "duplicate")
+    ]
 
 
 def _pickle2(obj, path):

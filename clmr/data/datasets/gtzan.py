@@ -23,12 +23,17 @@ def scan_gtzan(root, split: str = "filtered") -> DatasetSpec:
     if split not in SPLITS:
         raise DatasetError(f"GTZAN split {split!r}: choose one of {', '.join(SPLITS)}")
     base = next((root / d for d in ("genres", "genres_original") if (root / d).is_dir()), root)
-    clips = {
-        p.name.rsplit(".", 1)[0]: p.relative_to(root).as_posix()
-        for genre in GENRES
-        for p in sorted((base / genre).glob(f"{genre}.*"))
-        if p.suffix.lower() in (".au", ".wav")
-    }
+    clips: dict[str, str] = {}
+    duplicates = []
+    for genre in GENRES:
+        for p in sorted((base / genre).glob(f"{genre}.*")):
+            if p.suffix.lower() not in (".au", ".wav"):
+                continue
+            clip, rel = p.name.rsplit(".", 1)[0], p.relative_to(root).as_posix()
+            if clip in clips:  # e.g. blues.00000.au and blues.00000.wav: the first (sorted) is used
+                duplicates.append(Skip(rel, "duplicate", f"{clips[clip]} is the same clip"))
+            else:
+                clips[clip] = rel
     if not clips:
         hint = (
             f"; genres.tar.gz is here: `clmr download gtzan --root {root}` extracts it"
@@ -66,4 +71,6 @@ def scan_gtzan(root, split: str = "filtered") -> DatasetSpec:
         for c, path in clips.items()
         if c not in assigned
     ]
-    return DatasetSpec("gtzan", root, "multiclass", list(GENRES), entries, skipped, split_name=split)
+    return DatasetSpec(
+        "gtzan", root, "multiclass", list(GENRES), entries, skipped + duplicates, split_name=split
+    )
