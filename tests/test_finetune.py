@@ -51,6 +51,8 @@ def test_finetune_trains_encoder_and_writes_report(world, tmp_path):
     )
     assert report["mode"] == "finetune" and 0.0 <= report["roc_auc_macro"] <= 1.0
     assert "pr_auc_macro" in report["baseline"] and report["training"]["epochs"] == 3
+    md = (tmp_path / "report.md").read_text()
+    assert "| fine-tuned checkpoint |" in md and "| random init, trained end to end |" in md
     assert json.loads((tmp_path / "report.json").read_text())["pr_auc_macro"] == pytest.approx(
         report["pr_auc_macro"]
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clmr.evaluate.report import HEADLINE
+from clmr.evaluate.report import HEADLINE, row_names
 
 
 def add_common_arguments(
@@ -71,9 +71,10 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
     for k in keys:
         table.add_column(k, justify="right")
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    table.add_row("checkpoint", *(pct(report.get(k)) for k in keys))
+    checkpoint_name, baseline_name = row_names(report["mode"])
+    table.add_row(checkpoint_name, *(pct(report.get(k)) for k in keys))
     if report.get("baseline"):
-        table.add_row("random init", *(pct(report["baseline"].get(k)) for k in keys))
+        table.add_row(baseline_name, *(pct(report["baseline"].get(k)) for k in keys))
     if report.get("knn"):
         table.add_row(f"{report['knn']['k']}-NN", *(pct(report["knn"].get(k)) for k in keys))
     console = Console()

@@ -64,6 +64,13 @@ def _pm(stats: dict[str, Any], key: str) -> str:
     return _fmt(mean) + (f" ± {100 * std:.1f}" if std else "")
 
 
+def row_names(mode: str) -> tuple[str, str]:
+    """How tables name the two models of a report: the checkpoint and the random-init baseline."""
+    if mode == "finetune":
+        return "fine-tuned checkpoint", "random init, trained end to end"
+    return "checkpoint", "random init (same architecture)"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     """A Markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -89,9 +96,10 @@ def markdown(report: dict[str, Any]) -> str:
         ["song-level protocol", config["protocol"]],
     ]
     base = report.get("baseline")
-    scores = [["checkpoint", *(_pm(report, k) for k in keys)]]
+    checkpoint_name, baseline_name = row_names(report["mode"])
+    scores = [[checkpoint_name, *(_pm(report, k) for k in keys)]]
     if base:
-        scores.append(["random init (same architecture)", *(_pm(base, k) for k in keys)])
+        scores.append([baseline_name, *(_pm(base, k) for k in keys)])
         gain = [
             _fmt(report[k] - base[k]) if report.get(k) is not None and base.get(k) is not None else "-"
             for k in keys
