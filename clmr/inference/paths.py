@@ -10,8 +10,16 @@ from pathlib import Path
 from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
 
 
-def _files_in(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(audio files, files of undecodable audio formats) under `folder`, recursive, sorted; one walk."""
+    audio, odd = [], []
+    for p in folder.rglob("*"):
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS and p.is_file():
+            audio.append(p)
+        elif suffix in UNSUPPORTED_EXTENSIONS and p.is_file():
+            odd.append(p)
+    return sorted(audio), sorted(odd)
 
 
 @dataclass
@@ -38,21 +46,21 @@ def find_audio(inputs: Iterable[str]) -> Inputs:
     missing: list[str] = []
     for item in inputs:
         path = Path(item).expanduser()
-        folders: list[Path] = []
+        odd: list[Path] = []
         if path.is_file():
             matches = [path]
         elif path.is_dir():
-            matches, folders = _files_in(path, AUDIO_EXTENSIONS), [path]
+            matches, odd = _scan(path)
         else:
             matches = []
             for hit in sorted(glob.glob(str(path), recursive=True)):
                 hit_path = Path(hit)
                 if hit_path.is_dir():
-                    matches += _files_in(hit_path, AUDIO_EXTENSIONS)
-                    folders.append(hit_path)
+                    audio, undecodable = _scan(hit_path)
+                    matches += audio
+                    odd += undecodable
                 else:
                     matches.append(hit_path)
-        odd = [p for folder in folders for p in _files_in(folder, UNSUPPORTED_EXTENSIONS)]
         if not matches and not odd:
             missing.append(item)
         found.update((m.resolve(), None) for m in matches)
