@@ -262,7 +262,7 @@ def generate(
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
 """Output formats of `generate`: extension -> (soundfile format, subtype)."""
 
-_OWN_FILE = re.compile(r"(\.)?track_\d{5}\.(wav|flac|mp3)(\.tmp)?")
+_OWN_FILE = re.compile(r"(\.)?track_\d{5,}\.(wav|flac|mp3)(\.tmp)?")
 """Names `generate` writes in OUT/audio (and their temporary names)."""
 
 
