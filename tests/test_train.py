@@ -179,6 +179,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(store, tmp_path):
     saved = (tmp_path / "whole" / "config.yaml").read_text()
     with pytest.raises(ConfigError, match="past --max-epochs 5"):
         pretrain(store, tmp_path / "whole", config(**{"trainer.max_epochs": 5}), resume=True)
+    # and so is resuming with another model (the checkpoint could not be loaded into it)
+    wider = config(**{"trainer.max_epochs": 20, "model.width": 0.125})
+    with pytest.raises(ConfigError, match="the run's model differs .*'encoder.sequential.0.0.bias'"):
+        pretrain(store, tmp_path / "whole", wider, resume=True)
     assert (tmp_path / "whole" / "config.yaml").read_text() == saved
 
 

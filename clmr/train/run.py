@@ -44,15 +44,27 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
-def _check_resumable(ckpt_path: Path, config: Config) -> None:
-    """A run cannot resume with a --max-epochs below the epochs it has done (checked before the run's
-    config.yaml is rewritten with the new settings)."""
+def _check_resumable(ckpt_path: Path, config: Config, module) -> None:
+    """A resumed run keeps its model and cannot stop before where it already is: a changed architecture
+    (`--model.*`, `--supervised`, `--probe`) or a `--max-epochs` below the checkpoint's epoch is an error
+    here, before the run's config.yaml is rewritten with the new settings."""
     import torch
 
     try:
-        done = int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        done, saved = int(ckpt["epoch"]), ckpt["state_dict"]
     except Exception:  # not readable here: Lightning reports it when it restores the checkpoint
         return
+    own = module.state_dict()
+    for key in sorted(own.keys() | saved.keys()):
+        before = tuple(saved[key].shape) if key in saved else "absent"
+        now = tuple(own[key].shape) if key in own else "absent"
+        if before != now:
+            raise ConfigError(
+                f"{ckpt_path}: the run's model differs from this config's ('{key}': {before} in the "
+                f"checkpoint, {now} now); a resumed run keeps its model, so leave the --model.*, "
+                "--supervised and --probe settings as the run has them"
+            )
     limit = config.trainer.max_epochs
     if limit != -1 and done > limit:
         raise ConfigError(
@@ -256,7 +268,7 @@ def pretrain(
         # one process per device on CPU: share the cores instead of each process taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
     if ckpt_path is not None:
-        _check_resumable(ckpt_path, config)
+        _check_resumable(ckpt_path, config, module)
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     try:
