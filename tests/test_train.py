@@ -302,3 +302,16 @@ def test_single_label_store_trains_with_cross_entropy_and_reports_accuracy(genre
     assert 0.0 <= sup["history"][-1]["valid/probe_accuracy"] <= 1.0
     simclr = pretrain(genre_store, tmp_path / "simclr", config(**{"trainer.max_epochs": 1}), progress=False)
     assert 0.0 <= simclr["history"][-1]["valid/probe_accuracy"] <= 1.0  # the online probe on classes
+
+
+def test_cli_ctrl_c_prints_how_to_resume(monkeypatch, capsys, tmp_path):
+    import clmr.train.run
+    from clmr.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clmr.train.run, "pretrain", interrupted)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", "STORE", "--out", str(run), "--preset", "tiny"]) == 130
+    assert f"clmr pretrain --data STORE --out {run} --resume" in capsys.readouterr().err
