@@ -80,7 +80,8 @@ def test_pretrained_probe_beats_random_init(world, tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["baseline"]["roc_auc_macro"] == pytest.approx(base["roc_auc_macro"])
     assert saved["store"]["path"] == str(world["tags"].path) and saved["checkpoint"]["sha256"]
-    assert "random init" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| random init (same architecture) |" in md and "| cosine 5-NN, random init (no training) |" in md
     for png in ("per_tag_pr_auc.png", "embeddings_pca.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     tagger = load_model(world["trained"], head=tmp_path / "head.safetensors")

@@ -105,10 +105,10 @@ def markdown(report: dict[str, Any]) -> str:
             for k in keys
         ]
         scores.append(["gain from pre-training", *gain])
-    if report.get("knn"):
-        scores.append(
-            [f"cosine {report['knn']['k']}-NN (no training)", *(_fmt(report["knn"].get(k)) for k in keys)]
-        )
+    for name, source in [("", report), (", random init", base or {})]:
+        if source.get("knn"):
+            knn = source["knn"]
+            scores.append([f"cosine {knn['k']}-NN{name} (no training)", *(_fmt(knn.get(k)) for k in keys)])
     lines = [f"# clmr {report['mode']} report", "", *_table(["", ""], identity)]
     lines += ["", "## Test scores (%)", "", *_table(["model", *keys], scores)]
     if len(report.get("by_fraction", {})) > 1 or len(config.get("seeds", [])) > 1:
