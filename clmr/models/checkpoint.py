@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,16 +90,15 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as err:
             raise CheckpointError(path, f"truncated or corrupt safetensors file ({err})") from err
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # old plain pickles
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
             path, f"not a PyTorch checkpoint, or truncated ({str(err).splitlines()[0]})"
         ) from err
     except Exception as err:  # pickle.UnpicklingError and friends from weights_only loading
-        raise CheckpointError(
-            path, f"not a loadable weights-only checkpoint ({str(err).splitlines()[0]})"
-        ) from err
+        raise CheckpointError(path, _unpickling_problem(err)) from err
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # Lightning checkpoint
     if not isinstance(obj, Mapping):
@@ -107,6 +107,21 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise CheckpointError(path, "holds no tensors")
     return tensors
+
+
+def _unpickling_problem(err: Exception) -> str:
+    """What a weights-only load failure means for the user, without torch's advice to disable it."""
+    message = str(err)
+    if "Weights only load failed" not in message:
+        detail = f": {message}" if re.search(r"[a-zA-Z]", message) else ""  # torch may say just "101"
+        return f"not a PyTorch checkpoint (neither a torch zip archive nor a pickle{detail})"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    what = f" such as {found.group(1)}" if found else ""
+    return (
+        f"holds pickled Python objects{what} besides tensors; clmr reads checkpoints with "
+        "torch.load(weights_only=True) and never runs code from a file, so save the state dict "
+        "(model.state_dict()) instead"
+    )
 
 
 def _strip(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
