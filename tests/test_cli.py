@@ -38,6 +38,16 @@ def test_each_command_has_help(name, capsys):
     assert name in capsys.readouterr().out
 
 
+def test_help_does_not_import_torch_or_sklearn():
+    """Every command's parser is built for `clmr --help`: heavy imports must wait for `run`."""
+    code = (
+        "import sys; from clmr.cli import build_parser; build_parser(); "
+        "heavy = sorted(m for m in ('torch', 'sklearn', 'lightning') if m in sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "COMMAND" in capsys.readouterr().out
