@@ -33,7 +33,8 @@ def generate_music(out: Path, config: Config, tracks: int, seconds: float, seed:
 
 
 def build_store(music, out: Path, config: Config, progress: bool):
-    """Step 2: decode once into a memory-mapped store at the config's sample rate, with the tags."""
+    """Step 2: decode once into a memory-mapped store at the config's sample rate, with the tags; a
+    previous demo's store is replaced (the music was just regenerated, maybe with other settings)."""
     from clmr.data import preprocess
 
     _say(f"[2/4] preprocessing into {out}")
@@ -44,6 +45,7 @@ def build_store(music, out: Path, config: Config, progress: bool):
         sample_rate=config.sample_rate,
         min_length=config.crop_length,
         progress=progress,
+        overwrite=True,
     )
 
 

@@ -33,6 +33,8 @@ def test_run_demo_small(tmp_path, capsys, one_thread):
     assert (summary["eval_dir"] / "report.md").is_file() and "test probe" in text
     again = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
     assert again["steps"] == summary["steps"]  # a second demo replaces its previous run
+    other = run_demo(tmp_path / "demo", tracks=24, seconds=1.5, overrides=overrides, progress=False)
+    assert len(clmr.data.Store(other["store"])) == 24  # ... and its store, made with other settings
 
 
 @pytest.mark.parametrize(
