@@ -9,7 +9,9 @@ import torch
 from clmr.augment.base import Params, Step, Workspace, place, uniform
 
 _TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
-_TAIL_S = 0.1  # zero padding (seconds) that keeps the filter's two-sided tails from wrapping around
+# zero padding (seconds) that keeps the filter's two-sided tails from wrapping around; 0.2 s rather than the
+# ample 0.1 s because it puts 59,049-sample crops on a 64,000-point FFT, ~15% faster in MKL than 61,440
+_TAIL_S = 0.2
 
 
 def fft_size(n: int) -> int:
