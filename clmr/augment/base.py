@@ -36,13 +36,14 @@ class Workspace:
         self.buffers: dict[str, torch.Tensor] = {}
 
     def get(
-        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zero: bool = False
     ) -> torch.Tensor:
-        """An uninitialised tensor of `shape` (the buffer `name`, grown or re-typed when needed)."""
+        """An uninitialised tensor of `shape` (the buffer `name`, grown or re-typed when needed); with `zero`
+        a new buffer starts as zeros (for a caller that rewrites only part of it on every call)."""
         n = math.prod(shape)
         buf = self.buffers.get(name)
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
-            buf = self.buffers[name] = torch.empty(n, dtype=dtype, device=device)
+            buf = self.buffers[name] = (torch.zeros if zero else torch.empty)(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
 
 

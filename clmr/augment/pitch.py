@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from clmr.augment.base import Params, Step, Workspace, place
 
@@ -16,8 +17,9 @@ class PitchShift(Step):
     window when it drifts `window_ms` away, and are cross-faded with complementary sin^2 weights that are
     zero at the jumps. Every output sample therefore reads the input within +-window/2 of its own time:
     the length and the onset times stay put while every frequency is scaled. All examples run at once
-    (per-example speed vectors, two gathers); no FFT, so it is cheap on CPU as well as on GPU. Pitching up
-    reads faster than the sample rate without an anti-alias filter (content above sr / 2 / ratio folds).
+    (per-example speed vectors; one linear-interpolating `grid_sample` reads both heads); no FFT, so it is
+    cheap on CPU as well as on GPU. Pitching up reads faster than the sample rate without an anti-alias
+    filter (content above sr / 2 / ratio folds).
     """
 
     name = "pitch"
@@ -42,8 +44,13 @@ class PitchShift(Step):
         return {"cents": cents.float()}
 
     def pad(self) -> int:
-        """Edge padding each side of the input: the heads read up to window / 2 + 1 samples away."""
+        """Edge padding before the input: the heads read up to window / 2 + 1 samples away."""
         return self.window // 2 + 2
+
+    def row_width(self, length: int) -> int:
+        """Padded row length 2^k + 1 (>= length + 2 * pad + 1): `grid_sample` then maps whole-sample read
+        positions exactly, so that no shift is exactly the identity."""
+        return (1 << (length + 2 * self.pad()).bit_length()) + 1
 
     def slot(
         self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
@@ -51,7 +58,7 @@ class PitchShift(Step):
         if dtype not in (torch.float32, torch.float64):
             return None
         pad = self.pad()
-        return work.get("padded", (batch, length + 2 * pad + 1), dtype, device)[:, pad : pad + length]
+        return work.get("padded", (batch, self.row_width(length)), dtype, device)[:, pad : pad + length]
 
     def apply(
         self,
@@ -79,33 +86,24 @@ class PitchShift(Step):
         phase.frac_()
         weight0 = work.get("weight", (batch, length), real, device)
         torch.mul(phase[:, 0], math.pi, out=weight0).sin_().square_()  # head 1 gets 1 - weight0
-        # head h reads at t + window / 2 - window * phase = left + (1 - frac): left = t + window / 2 - 1 - floor(m)
-        offset = phase.mul_(float(window))  # m in [0, window)
-        # the input, edge-padded by pad samples each side; one int32 index into the flattened rows reads the
-        # left taps, the same index into the rows shifted by one sample the right taps
-        pad = self.pad()
-        width = length + 2 * pad + 1
-        itype = torch.int32 if batch * width < 2**31 else torch.int64
-        index = work.get("index", (batch, 2, length), itype, device)
-        index.copy_(offset)  # floor(m), m >= 0
-        rows = torch.arange(0, batch * width, width, device=device, dtype=itype)[:, None, None]
-        first = window // 2 - 1 + pad
-        base = torch.arange(first, first + length, device=device, dtype=itype)
-        torch.sub(rows + base, index, out=index)
-        frac = offset.frac_()
+        # the input, edge-padded, as images of height 1; head h reads position t + pad + window / 2 -
+        # window * phase, which is grid_sample's x coordinate scaled to [-1, 1] (y stays 0)
+        pad, width = self.pad(), self.row_width(length)
+        half = (width - 1) / 2
         padded = work.get("padded", (batch, width), real, device)
         place(padded[:, pad : pad + length], x)
         padded[:, :pad] = padded[:, pad : pad + 1]
-        padded[:, pad + length :] = padded[:, pad + length - 1 : pad + length]
-        flat, index = padded.view(-1), index.view(-1)
-        left = torch.index_select(
-            flat, 0, index, out=work.get("left", (batch, 2, length), real, device).view(-1)
+        padded[:, pad + length : 2 * pad + length + 1] = padded[:, pad + length - 1 : pad + length]
+        grid = work.get("grid", (batch, 2, length, 2), real, device, zero=True)
+        base = (
+            torch.arange(length, device=device, dtype=real)
+            .mul_(1.0 / half)
+            .add_((pad + window / 2) / half - 1)
         )
-        right = torch.index_select(
-            flat[1:], 0, index, out=work.get("right", (batch, 2, length), real, device).view(-1)
-        )
-        # the left tap weighs 1 - frac: the heads' outputs overwrite their fractions
-        heads = torch.lerp(right.view_as(frac), left.view_as(frac), frac, out=frac)
+        torch.add(base, phase, alpha=-window / half, out=grid[..., 0])
+        heads = F.grid_sample(
+            padded.view(batch, 1, 1, width), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[:, 0]
         out = work.get("out", (batch, length), real, device)
         return torch.lerp(heads[:, 1], heads[:, 0], weight0, out=out).to(x.dtype)
 
