@@ -94,13 +94,12 @@ class PitchShift(Step):
         place(padded[:, pad : pad + length], x)
         padded[:, :pad] = padded[:, pad : pad + 1]
         padded[:, pad + length : 2 * pad + length + 1] = padded[:, pad + length - 1 : pad + length]
-        grid = work.get("grid", (batch, 2, length, 2), real, device, zero=True)
-        base = (
-            torch.arange(length, device=device, dtype=real)
-            .mul_(1.0 / half)
-            .add_((pad + window / 2) / half - 1)
-        )
-        torch.add(base, phase, alpha=-window / half, out=grid[..., 0])
+        # per row the x coordinates of both heads, then their y coordinates (zeros, made once per call)
+        coords = work.get("coords", (batch, 2, 2, length), real, device, zero=True)
+        step = 1.0 / half
+        base = torch.arange(length, device=device, dtype=real).mul_(step).add_((pad + window / 2) * step - 1)
+        torch.add(base, phase, alpha=-window * step, out=coords[:, 0])
+        grid = coords.permute(0, 2, 3, 1)  # (B, 2, T, 2)
         heads = F.grid_sample(
             padded.view(batch, 1, 1, width), grid, mode="bilinear", padding_mode="zeros", align_corners=True
         )[:, 0]
