@@ -76,12 +76,13 @@ class PitchShift(Step):
         speed = torch.expm1(params["cents"].to(real) * (math.log(2.0) / 1200.0)).mul_(-1.0 / window)
         lead = (speed.abs() * length).floor_().add_(1.0)
         start = torch.stack((lead + 0.5, lead), 1)
+        t = torch.arange(length, device=device, dtype=real)
         phase = work.get("phase", (batch, 2, length), real, device)
         torch.addmm(
             start.view(-1, 1),
             speed[:, None].expand(batch, 2).reshape(-1, 1),
-            torch.arange(length, device=device, dtype=real)[None],
-            out=phase.view(2 * batch, length),
+            t[None],
+            out=phase.view(-1, length),
         )
         phase.frac_()
         weight0 = work.get("weight", (batch, length), real, device)
@@ -97,7 +98,7 @@ class PitchShift(Step):
         # per row the x coordinates of both heads, then their y coordinates (zeros, made once per call)
         coords = work.get("coords", (batch, 2, 2, length), real, device, zero=True)
         step = 1.0 / half
-        base = torch.arange(length, device=device, dtype=real).mul_(step).add_((pad + window / 2) * step - 1)
+        base = t.mul_(step).add_((pad + window / 2) * step - 1)
         torch.add(base, phase, alpha=-window * step, out=coords[:, 0])
         grid = coords.permute(0, 2, 3, 1)  # (B, 2, T, 2)
         heads = F.grid_sample(
