@@ -125,8 +125,7 @@ def test_store_api_and_int16_roundtrip(tmp_path, synthetic):
         Store(tmp_path)
 
 
-def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic, monkeypatch):
-    monkeypatch.setattr("clmr.data.preprocessing.POOL_AFTER_S", 0.0)  # start the worker pool at once
+def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic):
     kw = dict(labels=synthetic.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False)
     preprocess(synthetic.root, tmp_path / "serial", workers=0, **kw)
     preprocess(synthetic.root, tmp_path / "parallel", workers=2, **kw)
@@ -173,14 +172,13 @@ def test_resume_after_sigkill_equals_clean_run(tmp_path, synthetic):
         "import os, signal, sys\n"
         "import clmr.data.preprocessing\n"
         "from clmr.data import preprocess\n"
-        "clmr.data.preprocessing.POOL_AFTER_S = 0.0\n"
         "def kill(shard):\n"
         "    if shard == 1:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         f"preprocess({str(synthetic.root)!r}, {str(tmp_path / 'killed')!r}, workers=2, on_shard=kill, **{kw!r})\n"
     )
     log = tmp_path / "log.txt"
-    with open(log, "w") as f:  # a file, not a pipe: worker processes must not keep the test waiting
+    with open(log, "w") as f:
         proc = subprocess.run([sys.executable, "-c", script], stdout=f, stderr=subprocess.STDOUT, timeout=60)
     assert proc.returncode == -9, log.read_text()
     assert (tmp_path / "killed" / ".partial").is_dir() and not (tmp_path / "killed" / "meta.json").exists()

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sample-rate", type=int, default=22050, help="store sample rate (Hz)")
     parser.add_argument(
-        "--workers", type=int, help="decoding processes (default: all cores; 0: in-process)" + _SAID
+        "--workers",
+        type=int,
+        help="decoding threads (default: one per core; 0: in the calling thread)" + _SAID,
     )
     parser.add_argument(
         "--min-length",

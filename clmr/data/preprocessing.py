@@ -18,9 +18,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,10 @@ from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreEr
 
 DEFAULT_SHARD_BYTES = 1 << 30
 DEFAULT_MIN_LENGTH = 59049  # one reference crop
-POOL_AFTER_S = 5.0  # start worker processes only when more serial work than this remains
 
 
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
-    """Worker job: ("ok", int16 PCM, "") or (reason, None, detail). Module level, so spawn can pickle it."""
+    """One file's job: ("ok", int16 PCM, "") or (reason, None, detail)."""
     from clmr.audio import AudioError, load
 
     try:
@@ -56,18 +54,6 @@ def to_pcm(audio: np.ndarray) -> np.ndarray:
     np.rint(audio, out=audio)
     np.clip(audio, -32768, 32767, out=audio)
     return audio.astype(np.int16)
-
-
-def _watch_parent(parent: int) -> None:
-    """Worker initialiser: exit when the parent dies (e.g. kill -9), instead of lingering forever."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def preprocess(
@@ -90,7 +76,7 @@ def preprocess(
 
     dataset: "folder" (any audio folder, optional `labels` CSV), "mtat", "msd", "gtzan".
     split: the dataset's named split (mtat: won|pons; gtzan: filtered|random; folder: hash|none).
-    workers: decoding processes (None: all cores; 0: decode in this process).
+    workers: decoding threads (None: one per core; 0: decode in the calling thread).
     min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short.
     on_shard: called with each shard number once that shard is durably written.
     """
@@ -168,49 +154,29 @@ def _check_arguments(sample_rate: int, workers: int | None, min_length: int, sha
 def _decoded(
     spec: DatasetSpec, start: int, sample_rate: int, min_length: int, workers: int | None
 ) -> Iterator[tuple[int, Entry, tuple[str, np.ndarray | None, str]]]:
-    """Decode entries[start:] in order.
-
-    Worker processes take seconds to start (each imports clmr), so decoding begins in this process
-    and a pool starts only once the remaining work is estimated above POOL_AFTER_S seconds. Jobs
-    then run in a bounded window; while the oldest is not done (workers still starting), this
-    process decodes the next entries itself.
-    """
+    """Decode entries[start:] in order, `workers` files at a time on threads (None: one per core; 0: in
+    this thread). libsndfile, mpg123 and soxr release the GIL, so threads use every core without the
+    start-up cost and result copies of worker processes; at most 2 x workers decoded tracks are held."""
     workers = (os.cpu_count() or 1) if workers is None else workers
-    jobs = deque(
-        (i, entry, str(spec.root / entry.path), sample_rate, min_length)
-        for i, entry in enumerate(spec.entries)
-    )
-    for _ in range(start):
-        jobs.popleft()
-    began, done = time.perf_counter(), 0
-    while jobs:
-        elapsed = time.perf_counter() - began
-        if workers > 0 and done and elapsed / done * len(jobs) > POOL_AFTER_S and len(jobs) > 1:
-            break
-        i, entry, *args = jobs.popleft()
-        yield i, entry, decode(*args)
-        done += 1
-    if not jobs:
+    jobs = [(i, entry, str(spec.root / entry.path)) for i, entry in enumerate(spec.entries) if i >= start]
+    if workers == 0:
+        for i, entry, path in jobs:
+            yield i, entry, decode(path, sample_rate, min_length)
         return
-    ahead, cap = 4 * workers, 16 * workers
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
-        mp_context=get_context("spawn"),
-        initializer=_watch_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clmr-decode") as pool:
         window: deque[tuple[int, Entry, Future]] = deque()
-        while jobs or window:
-            while jobs and sum(not f.done() for _, _, f in window) < ahead:
-                i, entry, *args = jobs.popleft()
-                window.append((i, entry, pool.submit(decode, *args)))
-            while jobs and not window[0][2].done() and len(window) < cap:
-                i, entry, *args = jobs.popleft()
-                local: Future = Future()
-                local.set_result(decode(*args))
-                window.append((i, entry, local))
-            i, entry, future = window.popleft()
-            yield i, entry, future.result()
+        try:
+            for i, entry, path in jobs:
+                window.append((i, entry, pool.submit(decode, path, sample_rate, min_length)))
+                if len(window) >= 2 * workers:
+                    i, entry, future = window.popleft()
+                    yield i, entry, future.result()
+            while window:
+                i, entry, future = window.popleft()
+                yield i, entry, future.result()
+        finally:
+            for *_, future in window:  # interrupted: do not decode what nobody will write
+                future.cancel()
 
 
 class _ShardWriter:
