@@ -14,7 +14,7 @@ from clmr.cli import main
 from clmr.data import ContrastivePairs, Store, preprocess
 from clmr.data.synthetic import generate
 from clmr.evaluate import Recipe, evaluate
-from clmr.evaluate import run as run_module
+from clmr.evaluate import features as features_module
 from clmr.evaluate.features import extract
 from clmr.evaluate.inputs import EvaluationError
 from clmr.losses import nt_xent
@@ -117,8 +117,8 @@ def test_track_of_five_and_a_half_crops_gives_five(tmp_path):
 
 def test_feature_cache_reused_and_keyed_by_checkpoint(world, tmp_path, monkeypatch):
     calls = []
-    real = run_module.extract
-    monkeypatch.setattr(run_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = features_module.extract
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
     assert not first["features"]["reused"] and len(calls) == 3  # train, valid, test
     second = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
@@ -128,6 +128,31 @@ def test_feature_cache_reused_and_keyed_by_checkpoint(world, tmp_path, monkeypat
     assert not other["features"]["reused"] and len(calls) == 6
     assert len(list((tmp_path / "features").glob("features-*.npz"))) == 2
     assert not list((tmp_path / "features").glob("*.tmp"))
+    assert not list((tmp_path / "features").glob("*.parts"))  # parts are removed once the cache is whole
+
+
+def test_interrupted_extraction_resumes_from_saved_parts(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(features_module, "RESUME_TRACKS", 40)
+    real = features_module.extract
+    before, after = [], []  # tracks encoded per call, before and after the interruption
+
+    def interrupted_at_the_fourth_part(*args, **kwargs):
+        if len(before) == 3:
+            raise KeyboardInterrupt
+        before.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract", interrupted_at_the_fourth_part)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(world["init"], world["tags"], tmp_path / "a", progress=False, recipe=QUICK)
+    assert len(list((tmp_path / "a" / "features").rglob("*.npz"))) == 3  # three parts saved
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: after.append(len(a[2])) or real(*a, **k))
+    resumed = evaluate(world["init"], world["tags"], tmp_path / "a", progress=False, recipe=QUICK)
+    splits = resumed["store"]["splits"]
+    assert sum(before) + sum(after) == splits["train"] + splits["valid"] + splits["test"]  # none twice
+    monkeypatch.setattr(features_module, "extract", real)
+    whole = evaluate(world["init"], world["tags"], tmp_path / "b", progress=False, recipe=QUICK)
+    assert resumed["roc_auc_macro"] == whole["roc_auc_macro"]
 
 
 def test_single_label_report_fractions_and_seeds(world, tmp_path):

@@ -17,6 +17,7 @@ from clmr.evaluate.files import atomic_open
 from clmr.models import CLMR
 
 CACHE_VERSION = 1
+RESUME_TRACKS = 256  # tracks per saved part of an extraction in progress (what an interruption can lose)
 
 
 @dataclass
@@ -124,6 +125,41 @@ def extract(
     features = np.concatenate(chunks) if chunks else np.zeros((0, model.embedding_dim), np.float32)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return SplitFeatures(features.astype(np.float32), offsets, np.asarray(indices, dtype=np.int64))
+
+
+def extract_resumable(
+    model: CLMR,
+    store,
+    indices: Sequence[int],
+    parts_dir: Path,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress=None,
+) -> SplitFeatures:
+    """`extract` in parts of RESUME_TRACKS tracks, each saved to `parts_dir` as soon as it is done, so that
+    an interrupted extraction (hours for a large store on a CPU) continues where it stopped."""
+    indices = np.asarray(indices, dtype=np.int64)
+    pieces = []
+    for start in range(0, len(indices), RESUME_TRACKS):
+        chunk = indices[start : start + RESUME_TRACKS]
+        part = parts_dir / f"{start:09d}.npz"
+        done = load_features(part).get("part") if part.exists() else None
+        if done is not None and np.array_equal(done.tracks, chunk):
+            if progress is not None:
+                progress(len(chunk))
+        else:
+            done = extract(model, store, chunk, batch_size=batch_size, device=device, progress=progress)
+            save_features(part, {"part": done})
+        pieces.append(done)
+    if not pieces:
+        return extract(model, store, indices, batch_size=batch_size, device=device)
+    counts = np.concatenate([p.counts for p in pieces])
+    return SplitFeatures(
+        np.concatenate([p.features for p in pieces]),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        indices,
+    )
 
 
 def file_fingerprint(path: str | Path) -> str:

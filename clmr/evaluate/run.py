@@ -3,6 +3,7 @@ label fractions, several seeds, an optional k-NN and random-init baseline, and a
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from clmr.evaluate import plots
 from clmr.evaluate.features import (
     SplitFeatures,
     cache_key,
-    extract,
+    extract_resumable,
     load_features,
     save_features,
     store_fingerprint,
@@ -61,12 +62,16 @@ def cached_split_features(
         if all(name in feats and np.array_equal(feats[name].tracks, idx) for name, idx in wanted.items()):
             return feats, path, True
     n_tracks = sum(len(v) for v in wanted.values())
+    parts = cache_dir / f"features-{key}.parts"  # an interrupted extraction resumes from these
     with task_bar("extracting features", n_tracks, progress) as advance:
         feats = {
-            name: extract(model, store, idx, batch_size=batch_size, device=device, progress=advance)
+            name: extract_resumable(
+                model, store, idx, parts / name, batch_size=batch_size, device=device, progress=advance
+            )
             for name, idx in wanted.items()
         }
     save_features(path, feats)
+    shutil.rmtree(parts, ignore_errors=True)
     return feats, path, False
 
 
