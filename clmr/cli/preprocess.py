@@ -1,6 +1,6 @@
 """Decode a dataset or any audio folder once into a store: int16 PCM shards that training memory-maps,
 index.parquet (track, split, labels, shard, offset, length), meta.json and skipped.csv (every file not
-stored, with the reason). Parallel over processes; rerun the same command to resume an interrupted
+stored, with the reason). Parallel over a thread per core; rerun the same command to resume an interrupted
 run. See docs/data.md for the layouts and the store format."""
 
 from __future__ import annotations
