@@ -201,7 +201,8 @@ def _quiet_lightning() -> None:
 
     class NoTips(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage()
+            message = record.getMessage()
+            return "Tip:" not in message and not message.startswith(("TPU available", "HPU available"))
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         info = logging.getLogger(name)
