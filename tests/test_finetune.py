@@ -100,3 +100,29 @@ def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
     with pytest.raises(EvaluationError, match=message):
         finetune(world["ckpt"], world["store"], out, max_epochs=1, progress=False, **kwargs)
     assert not out.exists()
+
+
+def test_interrupted_finetune_resumes_to_the_uninterrupted_result(world, tmp_path, monkeypatch):
+    from clmr.evaluate import finetuning
+
+    kw = dict(max_epochs=4, patience=10, baseline="random", progress=False)
+    whole = finetune(world["ckpt"], world["store"], tmp_path / "whole", **kw)
+    real, calls = finetuning._valid_loss, []
+
+    def interrupted_in_the_baselines_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # 4 epochs of the checkpoint run, then the baseline's 2nd
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetuning, "_valid_loss", interrupted_in_the_baselines_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(world["ckpt"], world["store"], tmp_path / "cut", **kw)
+    assert len(list((tmp_path / "cut").glob(".finetune-*.pt"))) == 2
+    monkeypatch.setattr(finetuning, "_valid_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = finetune(world["ckpt"], world["store"], tmp_path / "cut", **kw)
+    assert len(calls) == 6 + 3  # the baseline's epochs 2-4 only: the checkpoint run was finished
+    assert resumed["history"] == whole["history"]
+    assert resumed["roc_auc_macro"] == whole["roc_auc_macro"]
+    assert resumed["baseline"]["roc_auc_macro"] == whole["baseline"]["roc_auc_macro"]
+    assert not list((tmp_path / "cut").glob(".finetune-*.pt"))  # removed once the report is written

@@ -4,6 +4,8 @@ rate), early stopping on validation loss, then the same song-level test and repo
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from clmr.evaluate.features import extract
+from clmr.evaluate.features import extract, store_fingerprint
+from clmr.evaluate.files import atomic_open
 from clmr.evaluate.inputs import (
     EvaluationError,
     check_choices,
@@ -58,9 +61,14 @@ def train_end_to_end(
     device: str,
     num_workers: int,
     progress: bool,
+    state_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model` (encoder + head) in place on one random crop per training track per epoch;
-    keeps the weights of the epoch with the lowest validation loss. Returns the training history."""
+    keeps the weights of the epoch with the lowest validation loss. Returns the training history.
+
+    With `state_path`, the whole training state (weights, optimizer, scheduler, best epoch, RNGs) is
+    saved there atomically after every epoch, and a run that finds it continues from it: an
+    interrupted fine-tuning resumes to the same result as an uninterrupted one."""
     from clmr.data import LabelledCrops
 
     task = store.task
@@ -85,9 +93,25 @@ def train_end_to_end(
     criterion = loss_fn(task)
     y_valid = store.targets(valid_idx)
     best, best_epoch, best_state, stale, history = float("inf"), 0, None, 0, []
+    first, stopped = 1, False
+    if state_path is not None and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        best, best_epoch, stale, history = (
+            saved["best"],
+            saved["best_epoch"],
+            saved["stale"],
+            saved["history"],
+        )
+        best_state, stopped, first = saved["best_state"] or None, saved["stopped"], saved["epoch"] + 1
+        torch.set_rng_state(saved["torch_rng"])
+        loader.generator.set_state(saved["loader_rng"])
     model.to(dev)
     with task_bar("fine-tuning (epochs)", max_epochs, progress) as advance:
-        for epoch in range(1, max_epochs + 1):
+        advance(first - 1)
+        for epoch in range(first, 1 if stopped else max_epochs + 1):
             crops.set_epoch(epoch)
             model.train()
             total, seen = 0.0, 0
@@ -111,20 +135,43 @@ def train_end_to_end(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-                if stale >= patience:
-                    break
+            stopped = stale >= patience
+            if state_path is not None:
+                state = {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state or {},
+                    "stale": stale,
+                    "stopped": stopped,
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                    "loader_rng": loader.generator.get_state(),
+                }
+                with atomic_open(state_path, "wb") as f:
+                    torch.save(state, f)
+            if stopped:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"epochs": len(history), "best_epoch": best_epoch, "best_valid_loss": best, "history": history}
 
 
-def _finetune_one(model: CLMR, store, splits, train_pos, head: str, names, settings: dict, progress: bool):
-    """Attach a fresh head, fine-tune, and test: (metrics, training summary, test features)."""
+def _finetune_one(
+    model: CLMR, store, splits, train_pos, head: str, names, settings: dict, progress: bool, state_path: Path
+):
+    """Attach a fresh head, fine-tune (resumable from `state_path`), and test: (metrics, training
+    summary, test features)."""
     task = store.task
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings["seed"])
         model.head = Head(head, model.embedding_dim, len(names))
-    summary = train_end_to_end(model, store, train_pos, splits.valid, progress=progress, **settings)
+    summary = train_end_to_end(
+        model, store, train_pos, splits.valid, progress=progress, state_path=state_path, **settings
+    )
     model.eval()
     test = extract(
         model, store, splits.test, batch_size=settings["eval_batch_size"], device=settings["device"]
@@ -195,9 +242,16 @@ def finetune(
         device=device,
         num_workers=num_workers,
     )
+    # training state of each run in progress, named by everything that shapes it: a rerun of the same
+    # command resumes; a changed option starts afresh
+    identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, settings]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    states = {run: out / f".finetune-{run}-{key}.pt" for run in ("checkpoint", "baseline")}
     model = inputs.model
     tuned = CLMR(model.encoder, head=None, sample_rate=model.sample_rate)
-    metrics, summary, test = _finetune_one(tuned, store, splits, train_pos, head, names, settings, progress)
+    metrics, summary, test = _finetune_one(
+        tuned, store, splits, train_pos, head, names, settings, progress, states["checkpoint"]
+    )
     report: dict[str, Any] = {
         "mode": "finetune",
         "task": task,
@@ -219,7 +273,7 @@ def finetune(
     if baseline == "random":
         rand = random_init_like(model, seed)
         base_metrics, base_summary, _ = _finetune_one(
-            rand, store, splits, train_pos, head, names, settings, progress
+            rand, store, splits, train_pos, head, names, settings, progress, states["baseline"]
         )
         report["baseline"] = {
             "kind": "random",
@@ -232,4 +286,6 @@ def finetune(
     report["model_path"] = "model.safetensors"
     report["plots"] = write_plots(report, test, store.targets(splits.test), names, out)
     write_report(report, out)
+    for state in states.values():
+        state.unlink(missing_ok=True)
     return report
