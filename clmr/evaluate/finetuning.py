@@ -107,6 +107,8 @@ def train_end_to_end(
         )
         best_state, stopped, first = saved["best_state"] or None, saved["stopped"], saved["epoch"] + 1
         torch.set_rng_state(saved["torch_rng"])
+        if dev.type == "cuda" and saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])  # dropout in the head runs on the GPU
         loader.generator.set_state(saved["loader_rng"])
     model.to(dev)
     with task_bar("fine-tuning (epochs)", max_epochs, progress) as advance:
@@ -149,6 +151,7 @@ def train_end_to_end(
                     "stopped": stopped,
                     "history": history,
                     "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else [],
                     "loader_rng": loader.generator.get_state(),
                 }
                 with atomic_open(state_path, "wb") as f:
