@@ -105,7 +105,7 @@ def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
 def test_interrupted_finetune_resumes_to_the_uninterrupted_result(world, tmp_path, monkeypatch):
     from clmr.evaluate import finetuning
 
-    kw = dict(max_epochs=4, patience=10, baseline="random", progress=False)
+    kw = dict(max_epochs=4, patience=10, baseline="random", head="marble", progress=False)  # dropout
     whole = finetune(world["ckpt"], world["store"], tmp_path / "whole", **kw)
     real, calls = finetuning._valid_loss, []
 

@@ -44,6 +44,23 @@ def _valid_loss(
     return float(loss_fn(task)(logits, crop_targets(y_valid, feats, task)))
 
 
+def _rng_states(loader_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The random states an epoch draws from: torch's (dropout; the device's on CUDA) and the loader's."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "loader": loader_generator.get_state(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any], loader_generator: torch.Generator, device: torch.device) -> None:
+    """Restore what `_rng_states` saved."""
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    loader_generator.set_state(states["loader"])
+
+
 def train_end_to_end(
     model: CLMR,
     store,
@@ -82,6 +99,7 @@ def train_end_to_end(
         generator=torch.Generator().manual_seed(seed),
         drop_last=len(train_pos) > batch_size,
     )
+    model.to(dev)  # before any optimizer state is loaded: Adam puts its moments where the parameters are
     opt = torch.optim.Adam(
         [
             {"params": model.encoder.parameters(), "lr": lr * encoder_lr_factor},
@@ -93,27 +111,19 @@ def train_end_to_end(
     criterion = loss_fn(task)
     y_valid = store.targets(valid_idx)
     best, best_epoch, best_state, stale, history = float("inf"), 0, None, 0, []
-    first, stopped = 1, False
     if state_path is not None and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        best, best_epoch, stale, history = (
-            saved["best"],
-            saved["best_epoch"],
-            saved["stale"],
-            saved["history"],
-        )
-        best_state, stopped, first = saved["best_state"] or None, saved["stopped"], saved["epoch"] + 1
-        torch.set_rng_state(saved["torch_rng"])
-        if dev.type == "cuda" and saved["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])  # dropout in the head runs on the GPU
-        loader.generator.set_state(saved["loader_rng"])
-    model.to(dev)
+        best, best_epoch, best_state = saved["best"], saved["best_epoch"], saved["best_state"]
+        stale, history = saved["stale"], saved["history"]
+        _set_rng_states(saved["rng"], loader.generator, dev)
     with task_bar("fine-tuning (epochs)", max_epochs, progress) as advance:
-        advance(first - 1)
-        for epoch in range(first, 1 if stopped else max_epochs + 1):
+        advance(len(history))
+        for epoch in range(len(history) + 1, max_epochs + 1):
+            if stale >= patience:
+                break
             crops.set_epoch(epoch)
             model.train()
             total, seen = 0.0, 0
@@ -137,27 +147,20 @@ def train_end_to_end(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-            stopped = stale >= patience
             if state_path is not None:
                 state = {
-                    "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "best": best,
                     "best_epoch": best_epoch,
-                    "best_state": best_state or {},
+                    "best_state": best_state,
                     "stale": stale,
-                    "stopped": stopped,
                     "history": history,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else [],
-                    "loader_rng": loader.generator.get_state(),
+                    "rng": _rng_states(loader.generator, dev),
                 }
                 with atomic_open(state_path, "wb") as f:
                     torch.save(state, f)
-            if stopped:
-                break
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"epochs": len(history), "best_epoch": best_epoch, "best_valid_loss": best, "history": history}
@@ -172,9 +175,12 @@ def _finetune_one(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings["seed"])
         model.head = Head(head, model.embedding_dim, len(names))
-    summary = train_end_to_end(
-        model, store, train_pos, splits.valid, progress=progress, state_path=state_path, **settings
-    )
+    device = torch.device(settings["device"])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings["seed"])  # dropout draws are fixed by the seed too
+        summary = train_end_to_end(
+            model, store, train_pos, splits.valid, progress=progress, state_path=state_path, **settings
+        )
     model.eval()
     test = extract(
         model, store, splits.test, batch_size=settings["eval_batch_size"], device=settings["device"]
@@ -205,7 +211,10 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
     (encoder + head + tag names), report.json, report.md and plots; returns the report dict.
-    `baseline="random"` also trains the same architecture from a random initialisation (supervised)."""
+    `baseline="random"` also trains the same architecture from a random initialisation (supervised).
+    Each run's training state is saved after every epoch to OUT/.finetune-{checkpoint,baseline}-KEY.pt
+    (KEY: checkpoint, store and options), so rerunning an interrupted call resumes; the files are removed
+    once the report is written."""
     check_choices(head, baseline)
     check_device(device)
     check_fractions([label_fraction])
@@ -247,7 +256,8 @@ def finetune(
     )
     # training state of each run in progress, named by everything that shapes it: a rerun of the same
     # command resumes; a changed option starts afresh
-    identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, settings]
+    shaping = {k: v for k, v in settings.items() if k != "num_workers"}  # workers do not change the result
+    identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, shaping]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     states = {run: out / f".finetune-{run}-{key}.pt" for run in ("checkpoint", "baseline")}
     model = inputs.model
@@ -289,6 +299,8 @@ def finetune(
     report["model_path"] = "model.safetensors"
     report["plots"] = write_plots(report, test, store.targets(splits.test), names, out)
     write_report(report, out)
-    for state in states.values():
+    for state in out.glob(
+        ".finetune-*.pt"
+    ):  # this run's, and any left by an interrupted run with other options
         state.unlink(missing_ok=True)
     return report

@@ -53,7 +53,8 @@ def cached_split_features(
 ) -> tuple[dict[str, SplitFeatures], Path, bool]:
     """Features of every crop of the train/valid/test tracks, read from `cache_dir` when an earlier
     run with the same encoder, store, crop length and precision wrote them; else extracted and saved.
-    Returns (features by split, cache file, whether it was a cache hit)."""
+    While extracting, parts are saved to `features-KEY.parts/` so that an interrupted run resumes; they
+    are removed once the cache file is written. Returns (features by split, cache file, cache hit)."""
     key = cache_key(encoder_id, store_fingerprint(store), model.crop_length, device)
     path = cache_dir / f"features-{key}.npz"
     wanted = {"train": splits.train, "valid": splits.valid, "test": splits.test}
