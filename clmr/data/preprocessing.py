@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from clmr.data.datasets import scan
 from clmr.data.datasets.base import DatasetSpec, Entry, Skip
 from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
+from clmr.files import atomic_open, atomic_write_bytes
 
 DEFAULT_SHARD_BYTES = 1 << 30
 DEFAULT_MIN_LENGTH = 59049  # one reference crop
@@ -114,7 +115,7 @@ def preprocess(
         raise StoreError(
             f"{out}: an unfinished store made with other parameters; pass overwrite=True (--overwrite)"
         )
-    _atomic_write(params_file, json.dumps(params, indent=1).encode())
+    atomic_write_bytes(params_file, json.dumps(params, indent=1).encode())
     for tmp in out.rglob("*.tmp"):
         tmp.unlink()  # left by an interrupted write
 
@@ -218,17 +219,15 @@ class _ShardWriter:
         """Write the current shard and its journal; `end` is the first entry not covered."""
         if self._chunks:
             target = shard_path(self.root, self.shard)
-            tmp = target.with_suffix(".npy.tmp")
-            with open(tmp, "wb") as f:
+            with atomic_open(target, "wb") as f:
                 header = {"descr": "<i2", "fortran_order": False, "shape": (self._samples,)}
                 np.lib.format.write_array_header_1_0(f, header)
                 for chunk in self._chunks:
                     f.write(chunk.astype("<i2", copy=False).tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
             journal = {"end": end, "rows": self._rows, "skipped": [asdict(s) for s in self._skipped]}
-            _atomic_write(self.root / ".partial" / f"{self.shard:05d}.json", json.dumps(journal).encode())
+            atomic_write_bytes(
+                self.root / ".partial" / f"{self.shard:05d}.json", json.dumps(journal).encode()
+            )
             if self.on_shard is not None:
                 self.on_shard(self.shard)
             self.shard += 1
@@ -263,12 +262,12 @@ def _finish(
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    _atomic_write(out / "index.parquet", buffer.getvalue().to_pybytes())
+    atomic_write_bytes(out / "index.parquet", buffer.getvalue().to_pybytes())
     text = io.StringIO()
     w = csv.writer(text, lineterminator="\n")
     w.writerow(["path", "reason", "detail"])
     w.writerows([s.path, s.reason, s.detail] for s in sorted(skipped, key=lambda s: (s.path, s.reason)))
-    _atomic_write(out / "skipped.csv", text.getvalue().encode())
+    atomic_write_bytes(out / "skipped.csv", text.getvalue().encode())
     samples = int(sum(r["length"] for r in rows))
     meta = {
         "format": FORMAT,
@@ -287,7 +286,7 @@ def _finish(
         "skipped": _count(s.reason for s in skipped),
         "params": params,
     }
-    _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
     shutil.rmtree(out / ".partial", ignore_errors=True)
     store = Store(out)
     _say(
@@ -295,15 +294,6 @@ def _finish(
         f"{out}: {len(rows)} tracks, {meta['hours']:.2f} h in {shards} shard(s); skipped {_describe(meta['skipped']) or 'none'}",
     )
     return store
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _clear(out: Path) -> None:

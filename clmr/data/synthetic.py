@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from clmr.errors import ClmrError
+from clmr.files import atomic_open, atomic_path
 
 TABLE_SIZE = 4096
 
@@ -227,9 +228,8 @@ def generate(
         piece = draw_piece(rng)
         audio = render(piece, seconds, sample_rate, rng)
         path = audio_dir / f"track_{i:05d}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        sf.write(tmp, audio, sample_rate, format=sf_format, subtype=subtype)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(tmp, audio, sample_rate, format=sf_format, subtype=subtype)
         files.append(path)
         pieces.append(piece)
     keep = set(files)
@@ -373,9 +373,7 @@ def _drums(rng: np.random.Generator, beat: float, sample_rate: int, n: int) -> n
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)

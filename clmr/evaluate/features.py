@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clmr.evaluate.files import atomic_open
+from clmr.files import atomic_open
 from clmr.models import CLMR
 
 CACHE_VERSION = 1

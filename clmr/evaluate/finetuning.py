@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from clmr.evaluate.features import extract, store_fingerprint
-from clmr.evaluate.files import atomic_open
 from clmr.evaluate.inputs import (
     EvaluationError,
     check_choices,
@@ -31,6 +30,7 @@ from clmr.evaluate.progress import task_bar
 from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
 from clmr.evaluate.selection import select_fraction
+from clmr.files import atomic_open
 from clmr.models import CLMR, Head, save_model
 
 

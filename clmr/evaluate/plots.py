@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clmr.evaluate.files import atomic_open
+from clmr.files import atomic_open
 
 
 def _pyplot():

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clmr.evaluate.files import atomic_open
+from clmr.files import atomic_open
 
 HEADLINE = {"multilabel": ("roc_auc_macro", "pr_auc_macro"), "multiclass": ("accuracy", "f1_macro")}
 """Top-level metric keys of a report, per task."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from clmr.errors import ClmrError
+from clmr.files import atomic_path
 from clmr.models import CLMR
 
 FORMATS = ("onnx", "torchscript")
@@ -135,10 +136,9 @@ def export_model(
     config = json.dumps(model.config())
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(2, model.crop_length, generator=generator)
-    # Written and verified under a temporary name, then renamed: an interrupted or failed export
-    # never leaves a half-written file at `path` (nor replaces a good one).
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    # written and verified under a temporary name, then renamed: a failed export never leaves a
+    # half-written file at `path` (nor replaces a good one)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
         try:
             if format == "onnx":
                 _export_onnx(module, example, tmp, names, config)
@@ -159,7 +159,4 @@ def export_model(
                         f"{path}: output shape {have.shape} for batch {size}, expected {want.shape}"
                     )
                 worst = max(worst, float(np.abs(want - have).max()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path, format, names, worst, tuple(verify_batches))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clmr.errors import ClmrError
+from clmr.files import atomic_path
 from clmr.inference.engine import TrackOutput
 
 META_KEY = b"clmr"
@@ -108,14 +108,8 @@ def _check_compatible(source: Path, found: dict[str, Any], wanted: dict[str, Any
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class EmbeddingWriter:
@@ -192,16 +186,9 @@ class EmbeddingWriter:
             if not self.out.exists():
                 _write_atomic(self.schema.empty_table(), self.out)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
-        os.close(fd)
-        try:
-            with pq.ParquetWriter(tmp, self.schema) as writer:
-                for table in iter_tables(self.out):
-                    writer.write_table(table.replace_schema_metadata(self.schema.metadata))
-            os.replace(tmp, self.out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self.out) as tmp, pq.ParquetWriter(tmp, self.schema) as writer:
+            for table in iter_tables(self.out):
+                writer.write_table(table.replace_schema_metadata(self.schema.metadata))
         for part in self.parts.glob("part-*.parquet"):
             part.unlink()
         self.parts.rmdir()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from clmr.errors import ClmrError
+from clmr.files import atomic_path
 from clmr.models.clmr import CLMR
 from clmr.models.heads import Head, Projector
 from clmr.models.samplecnn import REFERENCE_CHANNELS, SampleCNN
@@ -43,19 +42,13 @@ class CheckpointError(ClmrError):
 
 
 def save_model(model: CLMR, path: str | Path) -> Path:
-    """Write `model` to `path` (.safetensors) atomically: a temp file in the same folder, then rename."""
+    """Write `model` to `path` (.safetensors) atomically (`clmr.files.atomic_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"clmr": json.dumps(model.config())}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
