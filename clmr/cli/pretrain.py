@@ -7,6 +7,7 @@ interrupted run. Any config key can be overridden: --batch-size 96 --augment.pit
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 USAGE = (
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             f"clmr pretrain: interrupted; continue from the last checkpoint with\n"
-            f"  clmr pretrain --data {args.data} --out {args.out} --resume",
+            f"  clmr pretrain --data {shlex.quote(str(args.data))} --out {shlex.quote(str(args.out))} --resume",
             file=sys.stderr,
         )
         return 130

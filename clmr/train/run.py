@@ -133,7 +133,11 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
     logs = run_dir / "logs"
     try:
         return _trainer(L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live)
-    except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError, RuntimeError) as err:
+    except (
+        MisconfigurationException,
+        ValueError,
+        ModuleNotFoundError,
+    ) as err:  # what Lightning raises for them
         # Lightning's own check of the device settings: one line naming the keys, not a traceback
         settings = ", ".join(
             f"{k}={getattr(t, k)!r}" for k in ("accelerator", "devices", "strategy", "precision")
