@@ -166,6 +166,7 @@ def test_bad_options_fail_with_a_message_before_anything_is_written(tmp_path, ck
 
 def test_undecodable_formats_in_folders_are_reported(tmp_path, ckpt, music):
     (music / "sub" / "song.m4a").write_bytes(b"AAC audio libsndfile cannot decode")
+    (music / "sub" / "._song.mp3").write_bytes(b"macOS resource fork: hidden, not audio")
     from clmr.models import load_model
 
     out = tmp_path / "emb.parquet"
@@ -173,11 +174,14 @@ def test_undecodable_formats_in_folders_are_reported(tmp_path, ckpt, music):
     assert summary.embedded == 4
     reasons = {path.rsplit("/", 1)[1]: reason for path, reason, _ in summary.failed}
     assert reasons["song.m4a"] == "unsupported"
+    assert "._song.mp3" not in reasons  # hidden files are left out, as preprocess leaves them
     only = tmp_path / "only"
     only.mkdir()
     (only / "a.m4a").write_bytes(b"x")
     with pytest.raises(ClmrError, match="a.m4a.*convert"):
         embed_catalogue(load_model(ckpt), ckpt, [str(only)], tmp_path / "x.parquet", progress=False)
+    with pytest.raises(ClmrError, match="a.m4a.*convert"):  # named, not found in a folder
+        embed_catalogue(load_model(ckpt), ckpt, [str(only / "a.m4a")], tmp_path / "y.parquet", progress=False)
 
 
 def test_similar_embeds_a_query_at_the_rate_the_index_was_made_at(tmp_path, music, capsys):

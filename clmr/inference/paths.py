@@ -7,19 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
+from clmr.audio import UNSUPPORTED_EXTENSIONS
+from clmr.data.datasets.base import scan_files
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(audio files, files of undecodable audio formats) under `folder`, recursive, sorted; one walk."""
-    audio, odd = [], []
-    for p in folder.rglob("*"):
-        suffix = p.suffix.lower()
-        if suffix in AUDIO_EXTENSIONS and p.is_file():
-            audio.append(p)
-        elif suffix in UNSUPPORTED_EXTENSIONS and p.is_file():
-            odd.append(p)
-    return sorted(audio), sorted(odd)
+    """(audio files, files of undecodable audio formats) under `folder`, as `clmr preprocess` finds
+    them: recursive, hidden files and folders (e.g. macOS `._song.mp3`) left out, sorted."""
+    audio, odd = scan_files(folder)
+    return [folder / p for p in audio], [folder / p for p in odd]
 
 
 @dataclass
@@ -35,7 +31,8 @@ class Inputs:
 def find_audio(inputs: Iterable[str]) -> Inputs:
     """Expand files, folders and glob patterns into audio files.
 
-    A named file is kept whatever its extension (the decoder judges it); folders contribute their
+    A named file is kept whatever its extension (the decoder judges it) unless its audio format is
+    one clmr cannot decode (listed as `unsupported`); folders contribute their
     audio files (by extension, recursively), and list the files of undecodable audio formats
     (`clmr.audio.UNSUPPORTED_EXTENSIONS`) as `unsupported`; anything else is a glob pattern (`**`
     recursive). Order follows the inputs, files within a folder or pattern sorted; duplicates are
@@ -47,7 +44,9 @@ def find_audio(inputs: Iterable[str]) -> Inputs:
     for item in inputs:
         path = Path(item).expanduser()
         odd: list[Path] = []
-        if path.is_file():
+        if path.is_file() and path.suffix.lower() in UNSUPPORTED_EXTENSIONS:
+            matches, odd = [], [path]
+        elif path.is_file():
             matches = [path]
         elif path.is_dir():
             matches, odd = _scan(path)
