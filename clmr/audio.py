@@ -1,4 +1,4 @@
-"""Audio decoding: any wav/flac/ogg/mp3/opus file -> float32 mono at the requested sample rate.
+"""Audio decoding: any wav/flac/ogg/mp3/opus/aiff/au file -> float32 mono at the requested sample rate.
 
 Decoding uses libsndfile (through soundfile; 1.1+ reads mp3 and opus) and resampling uses soxr at
 HQ quality. Every failure is a typed `AudioError` that names the file, so callers (the preprocessor's
@@ -78,7 +78,7 @@ def info(path: str | os.PathLike) -> tuple[int, int, int]:
     try:
         meta = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise _unreadable(path, err) from err
+        raise open_error(path, err) from err
     return int(meta.samplerate), int(meta.channels), int(meta.frames)
 
 
@@ -88,7 +88,7 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
     try:
         data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise _unreadable(path, err) from err
+        raise open_error(path, err) from err
     if data.shape[0] == 0:
         raise EmptyAudioError(path, "the file holds no audio samples")
     if not np.isfinite(data).all():
@@ -116,10 +116,6 @@ def downmix(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def _unreadable(path: str | os.PathLike, err: BaseException) -> AudioError:
-    return open_error(path, err)
-
-
 def open_error(path: str | os.PathLike, err: BaseException) -> AudioError:
     """The typed error for a file that the decoder could not open: missing, a folder, 0 bytes
     (EmptyAudioError), or not decodable (with the decoder's reason, unless it is misleading)."""
@@ -130,7 +126,9 @@ def open_error(path: str | os.PathLike, err: BaseException) -> AudioError:
         return UnreadableAudioError(path, "a folder, not an audio file")
     if p.stat().st_size == 0:
         return EmptyAudioError(path, "the file is empty (0 bytes)")
-    message = str(err)
+    if not os.access(p, os.R_OK):
+        return UnreadableAudioError(path, "permission denied")
+    message = str(err).split("': ", 1)[-1]  # libsndfile repeats the path: "Error opening 'x.wav': ..."
     # libsndfile says "File does not exist or is not a regular file" about existing files it cannot
     # parse (e.g. a corrupt mp3): name the real problem instead.
     if "does not exist" in message or not message:

@@ -35,6 +35,11 @@ DEFAULT_SHARD_BYTES = 1 << 30
 DEFAULT_MIN_LENGTH = 59049  # one reference crop
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's or `taskset`'s share, not the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
     """One file's job: ("ok", int16 PCM, "") or (reason, None, detail)."""
     from clmr.audio import AudioError, load
@@ -77,7 +82,7 @@ def preprocess(
 
     dataset: "folder" (any audio folder, optional `labels` CSV), "mtat", "msd", "gtzan".
     split: the dataset's named split (mtat: won|pons; gtzan: filtered|random; folder: hash|none).
-    workers: decoding threads (None: one per core; 0: decode in the calling thread).
+    workers: decoding threads (None: one per usable core; 0: decode in the calling thread).
     min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short.
     on_shard: called with each shard number once that shard is durably written.
     """
@@ -149,7 +154,7 @@ def _check_arguments(sample_rate: int, workers: int | None, min_length: int, sha
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise StoreError(f"{name} must be a whole number >= {least} ({unit}), got {value!r}")
     if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 0):
-        raise StoreError(f"workers must be >= 0 (0: decode in this process) or None, got {workers!r}")
+        raise StoreError(f"workers must be >= 0 (0: decode in the calling thread) or None, got {workers!r}")
 
 
 def _decoded(
@@ -158,7 +163,7 @@ def _decoded(
     """Decode entries[start:] in order, `workers` files at a time on threads (None: one per core; 0: in
     this thread). libsndfile, mpg123 and soxr release the GIL, so threads use every core without the
     start-up cost and result copies of worker processes; at most 2 x workers decoded tracks are held."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     jobs = [(i, entry, str(spec.root / entry.path)) for i, entry in enumerate(spec.entries) if i >= start]
     if workers == 0:
         for i, entry, path in jobs:
@@ -176,8 +181,7 @@ def _decoded(
                 i, entry, future = window.popleft()
                 yield i, entry, future.result()
         finally:
-            for *_, future in window:  # interrupted: do not decode what nobody will write
-                future.cancel()
+            pool.shutdown(cancel_futures=True)  # interrupted: do not decode what nobody will write
 
 
 class _ShardWriter:
