@@ -259,3 +259,17 @@ def test_random_crop():
 def test_chain_keeps_the_dtype(dtype):
     y = Chain(SR, **{name: 1.0 for name in STEPS})(torch.randn(2, 4000, dtype=dtype), gen(15))
     assert y.dtype == dtype and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "length"), [("pitch", 3000), ("delay", 3000), ("filter", 20000), ("reverb", 20000)]
+)
+def test_cpu_row_blocks_match_one_masked_batch(name, length, monkeypatch):
+    """On CPU the firing rows go through in blocks that reuse scratch buffers (a smaller last block
+    included); the result must equal computing every row at once and masking, as accelerators do."""
+    step = Chain(SR, **{name: 0.7}).steps[name]
+    x = torch.randn(130, length, generator=gen(1))
+    assert 130 * 0.7 > step.cpu_block_samples // length  # at least two blocks
+    blocked = step(x, gen(3))
+    monkeypatch.setattr(type(step), "compute_all", lambda self, x: True)
+    torch.testing.assert_close(blocked, step(x, gen(3)))
