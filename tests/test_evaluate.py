@@ -203,7 +203,7 @@ def test_sample_rate_mismatch_is_a_clear_error(world, tmp_path):
         ({"train_crops": 0}, "--train-crops must be at least 1"),
         ({"knn": 0}, "--knn must be at least 1"),
         ({"head": "huge"}, "unknown head 'huge'"),
-        ({"device": "bogus"}, "--device 'bogus' is not a device name"),
+        ({"device": "bogus"}, "--device 'bogus': unknown device name"),
         ({"device": "cuda:99"}, "CUDA device"),
     ],
 )

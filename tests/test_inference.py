@@ -180,7 +180,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     for bad in (0, -3, 2.5):
         with pytest.raises(ClmrError, match="batch size"):
             embed_files(model, [path], batch_size=bad)  # -3 used to loop forever
-    with pytest.raises(ClmrError, match="unknown device"):
+    with pytest.raises(ClmrError, match="unknown device name"):
         embed_file(model, path, device="tpu")
     with pytest.raises(ClmrError, match="sample_rate"):
         embed_audio(model, x, 0)

@@ -150,22 +150,12 @@ def check_choices(head: str, baseline: str | None) -> None:
 
 def check_device(device: str) -> str:
     """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error."""
-    import torch
+    from clmr.devices import DeviceError, usable_device
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise EvaluationError(
-            f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps ...)"
-        ) from err
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0 or (dev.index is not None and dev.index >= n):
-            raise EvaluationError(f"--device {device}: this machine has {n} CUDA device(s) torch can use")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise EvaluationError(f"--device {device}: MPS is not available on this machine")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise EvaluationError(f"--device {device}: only cpu, cuda and mps devices are supported")
+        usable_device(device)
+    except DeviceError as err:
+        raise EvaluationError(f"--{err}") from err
     return device
 
 

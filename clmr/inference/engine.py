@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from clmr.audio import AudioError
+from clmr.devices import usable_device
 from clmr.errors import ClmrError
 from clmr.models import CLMR
 
@@ -92,26 +93,12 @@ class _Accumulator:
 
 def resolve_device(device: str | torch.device | None, model: torch.nn.Module | None = None) -> torch.device:
     """`device` as a torch.device; None or "auto" means the model's device, else CUDA when available.
-
-    A device string torch does not know, or a CUDA device this machine does not have, is a
-    `ClmrError` naming it (the CLI prints it without a traceback)."""
+    Anything else must be a device this machine has (`clmr.devices.usable_device`)."""
     if device is None or device == "auto":
         if model is not None and device is None:
             return next(model.parameters()).device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ClmrError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ClmrError(f"device {device!r}: no CUDA GPU is available here; use --device cpu")
-        if dev.index is not None and dev.index >= count:
-            raise ClmrError(
-                f"device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})"
-            )
-    return dev
+    return usable_device(device)
 
 
 def check_batch_size(batch_size: int | None) -> None:
