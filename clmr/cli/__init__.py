@@ -42,6 +42,17 @@ def _not_built(feature: str):
     return run
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where there is a default and the help does not
+    already speak of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if unset or "default" in (action.help or ""):  # `is`: a default of 0 is worth showing
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
     from clmr import __version__
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_line,
             description=(module.__doc__ or help_line).strip(),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_DefaultsFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(func=module.run)

@@ -10,18 +10,16 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=["mtat", "gtzan", "msd"], help="what to download")
-    parser.add_argument("--root", required=True, help="dataset folder to download into (created)" + _SAID)
+    parser.add_argument("--root", required=True, help="dataset folder to download into (created)")
     parser.add_argument(
         "--mirror",
-        help="base URL serving the same files under their ROOT-relative paths (default: the upstream URLs)"
-        + _SAID,
+        help="base URL serving the same files under their ROOT-relative paths (default: the upstream URLs)",
     )
-    parser.add_argument("--no-extract", action="store_true", help="keep the archives, do not extract" + _SAID)
+    parser.add_argument("--no-extract", action="store_true", help="keep the archives, do not extract")
     parser.add_argument("--retries", type=int, default=4, help="retries per file on network errors")
 
 

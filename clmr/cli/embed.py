@@ -10,7 +10,6 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,22 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-crop",
         action="store_true",
-        help="also store every crop's embedding (column crop_embeddings)" + _SAID,
+        help="also store every crop's embedding (column crop_embeddings)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
-        "reference model)" + _SAID,
+        "reference model)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
     parser.add_argument(
         "--sample-rate",
         type=int,
-        help="sample rate of a reference checkpoint (default: the one a clmr file records, else 22050)"
-        + _SAID,
+        help="sample rate of a reference checkpoint (default: the one a clmr file records, else 22050)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar" + _SAID)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

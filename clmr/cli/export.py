@@ -10,7 +10,6 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         required=True,
-        help="file to write (.onnx or .pt); written under a temporary name, renamed once verified" + _SAID,
+        help="file to write (.onnx or .pt); written under a temporary name, renamed once verified",
     )
     parser.add_argument(
         "--head",
         help="also export this head (a fine-tuned or probe head file); a checkpoint's own head is "
-        "exported without it" + _SAID,
+        "exported without it",
     )
 
 

@@ -7,13 +7,12 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("--head", help="also load this head file" + _SAID)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table" + _SAID)
+    parser.add_argument("--head", help="also load this head file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,33 +9,30 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from clmr.data.datasets import DATASETS
 
     parser.add_argument("source", help="dataset root or any folder of audio (searched recursively)")
-    parser.add_argument("--out", required=True, help="store folder to write (or resume)" + _SAID)
+    parser.add_argument("--out", required=True, help="store folder to write (or resume)")
     parser.add_argument("--dataset", choices=DATASETS, default="folder", help="layout of SOURCE")
-    parser.add_argument(
-        "--labels", help="labels CSV: path,label or path,tags ('a;b'), optional split column" + _SAID
-    )
+    parser.add_argument("--labels", help="labels CSV: path,label or path,tags ('a;b'), optional split column")
     parser.add_argument(
         "--split",
         help="named split: mtat won|pons (default won), gtzan filtered|random (default filtered), "
-        "folder hash|none (default: the CSV's split column, else hash)" + _SAID,
+        "folder hash|none (default: the CSV's split column, else hash)",
     )
     parser.add_argument(
         "--task",
         choices=["multilabel", "multiclass"],
-        help="force the labels CSV's task (default: from the CSV)" + _SAID,
+        help="force the labels CSV's task (default: from the CSV)",
     )
     parser.add_argument("--sample-rate", type=int, default=22050, help="store sample rate (Hz)")
     parser.add_argument(
         "--workers",
         type=int,
-        help="decoding threads (default: one per core; 0: in the calling thread)" + _SAID,
+        help="decoding threads (default: one per core; 0: in the calling thread)",
     )
     parser.add_argument(
         "--min-length",
@@ -45,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shard-mb", type=float, default=1024, help="shard size budget in MiB")
     parser.add_argument(
-        "--overwrite", action="store_true", help="discard an existing or unfinished store at --out" + _SAID
+        "--overwrite", action="store_true", help="discard an existing or unfinished store at --out"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress output" + _SAID)
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:

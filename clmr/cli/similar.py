@@ -9,21 +9,20 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="a path in the index, or an audio file to embed")
-    parser.add_argument("--index", required=True, help="parquet table written by `clmr embed`" + _SAID)
+    parser.add_argument("--index", required=True, help="parquet table written by `clmr embed`")
     parser.add_argument("--k", type=int, default=10, help="number of neighbours")
     parser.add_argument(
         "--checkpoint",
-        help="the index's checkpoint, if it has moved (default: the path the table records)" + _SAID,
+        help="the index's checkpoint, if it has moved (default: the path the table records)",
     )
     parser.add_argument(
         "--device", default="cpu", help="device for embedding a query file: cpu, cuda, cuda:N or auto"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table" + _SAID)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,27 +7,24 @@ import argparse
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
-_SAID = "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
     parser.add_argument("songs", nargs="+", help="audio files (any format clmr reads, any sample rate)")
     parser.add_argument(
-        "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one" + _SAID
+        "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
     )
-    parser.add_argument(
-        "--tags", help="text file with one tag name per line, for heads without names" + _SAID
-    )
+    parser.add_argument("--tags", help="text file with one tag name per line, for heads without names")
     parser.add_argument("--top", type=int, default=10, help="tags to show per song")
     parser.add_argument(
         "--batch-size",
         type=int,
         help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
-        "reference model)" + _SAID,
+        "reference model)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda...")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables" + _SAID)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
 def run(args: argparse.Namespace) -> int:
