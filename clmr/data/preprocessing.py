@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from clmr.data.datasets import scan
 from clmr.data.datasets.base import DatasetSpec, Entry, Skip
 from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
+from clmr.errors import check_whole
 from clmr.files import atomic_open, atomic_write_bytes
 
 DEFAULT_SHARD_BYTES = 1 << 30
@@ -151,8 +152,7 @@ def _check_arguments(sample_rate: int, workers: int | None, min_length: int, sha
         ("shard_bytes", shard_bytes, 2, "bytes"),
     )
     for name, value, least, unit in checks:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise StoreError(f"{name} must be a whole number >= {least} ({unit}), got {value!r}")
+        check_whole(name, value, least, StoreError, unit)
     if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 0):
         raise StoreError(f"workers must be >= 0 (0: decode in the calling thread) or None, got {workers!r}")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from clmr.errors import ClmrError
+from clmr.errors import ClmrError, check_whole
 from clmr.files import atomic_open, atomic_path
 
 TABLE_SIZE = 4096
@@ -209,8 +209,7 @@ def generate(
     """
     if fmt not in FORMATS:
         raise GenerateError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if isinstance(tracks, bool) or not isinstance(tracks, (int, np.integer)) or tracks < 1:
-        raise GenerateError(f"tracks must be a whole number >= 1, got {tracks!r}")
+    check_whole("tracks", tracks, error=GenerateError)
     if not sample_rate >= 1000:
         raise GenerateError(f"sample_rate must be at least 1000 Hz, got {sample_rate!r}")
     if not (np.isfinite(seconds) and seconds * sample_rate >= 1):

@@ -17,7 +17,7 @@ import soxr
 import torch
 
 from clmr.audio import EmptyAudioError, UnreadableAudioError
-from clmr.errors import ClmrError
+from clmr.errors import ClmrError, check_whole
 from clmr.inference.engine import (
     CropSource,
     TrackOutput,
@@ -155,8 +155,7 @@ def embed_audio(
     """
     check_batch_size(batch_size)
     resolve_device(device, model)
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
-        raise ClmrError(f"sample_rate must be a whole number of Hz >= 1, got {sample_rate!r}")
+    check_whole("sample_rate", sample_rate, unit="Hz")
     x = _as_mono(waveform)
     if sample_rate != model.sample_rate:
         x = soxr.resample(x, sample_rate, model.sample_rate, quality="HQ")
@@ -200,5 +199,4 @@ def top_tags(model: CLMR, probs: np.ndarray, top: int = 10) -> list[tuple[str, f
 
 def check_top(top: int) -> None:
     """`top` (how many tags to show) is a whole number >= 1."""
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ClmrError(f"top must be a whole number >= 1, got {top!r}")
+    check_whole("top", top)

@@ -22,7 +22,7 @@ import torch
 
 from clmr.audio import AudioError
 from clmr.devices import usable_device
-from clmr.errors import ClmrError
+from clmr.errors import check_whole
 from clmr.models import CLMR
 
 T = TypeVar("T")
@@ -103,10 +103,8 @@ def resolve_device(device: str | torch.device | None, model: torch.nn.Module | N
 
 def check_batch_size(batch_size: int | None) -> None:
     """None (the default) or a whole number >= 1."""
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-    ):
-        raise ClmrError(f"batch size must be >= 1 crop, got {batch_size!r}")
+    if batch_size is not None:
+        check_whole("batch size", batch_size, unit="crops")
 
 
 CPU_ACTIVATION_BUDGET = 16 << 20

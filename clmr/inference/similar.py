@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clmr.errors import ClmrError
+from clmr.errors import ClmrError, check_whole
 from clmr.inference.engine import resolve_device
 from clmr.inference.table import read_index
 from clmr.models import CLMR, load_model
@@ -90,5 +90,4 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 def check_k(k: int) -> None:
     """`k` (how many neighbours) is a whole number >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ClmrError(f"k must be a whole number >= 1, got {k!r}")
+    check_whole("k", k)
