@@ -91,9 +91,10 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
         raise open_error(path, err) from err
     if data.shape[0] == 0:
         raise EmptyAudioError(path, "the file holds no audio samples")
-    if not np.isfinite(data).all():
+    high, low = float(data.max()), float(data.min())  # no temporaries; NaN and inf carry through
+    if not (np.isfinite(high) and np.isfinite(low)):
         raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
-    if float(np.abs(data).max()) < SILENCE_PEAK:
+    if max(high, -low) < SILENCE_PEAK:
         raise SilentAudioError(path, "the file is silent (every sample is below one 16-bit step)")
     data = downmix(data) if mono else data
     if source_rate != sample_rate:
