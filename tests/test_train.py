@@ -171,7 +171,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(store, tmp_path):
     # (an epoch's train-loss row is logged after its checkpoint: the kill may take the last one's)
     with open(tmp_path / "killed" / "logs" / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    epochs = {int(r["epoch"]) for r in rows if r.get("train/loss_epoch")}
+    epoch_rows = [int(r["epoch"]) for r in rows if r.get("train/loss_epoch")]
+    step_rows = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    # rows logged after the last checkpoint are dropped on resume, not repeated
+    assert len(epoch_rows) == len(set(epoch_rows)) and len(step_rows) == len(set(step_rows))
+    epochs = set(epoch_rows)
     assert set(range(partial_epoch)) | set(range(partial_epoch + 1, 14)) <= epochs <= set(range(14))
     assert {"lr-Adam/pg1", "perf/pairs_per_s", "perf/data_wait_s", "valid/loss"} <= set(rows[0])
 
@@ -315,3 +319,17 @@ def test_cli_ctrl_c_prints_how_to_resume(monkeypatch, capsys, tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", "--data", "STORE", "--out", str(run), "--preset", "tiny"]) == 130
     assert f"clmr pretrain --data STORE --out {run} --resume" in capsys.readouterr().err
+
+
+def test_resumed_csv_log_drops_rows_logged_after_the_checkpoint(tmp_path):
+    from clmr.train.run import _csv_logger
+
+    log = tmp_path / "csv" / "metrics.csv"
+    log.parent.mkdir()
+    log.write_text("epoch,step,train/loss_step\n" + "".join(f"0,{s},1.0\n" for s in range(0, 50, 10)))
+    assert _csv_logger(tmp_path, resume_step=20).experiment is not None  # opening the log trims it
+    with open(log) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 10, 20]
+    with pytest.warns(UserWarning, match="will be deleted"):  # a fresh run starts a new log
+        assert _csv_logger(tmp_path, resume_step=None).experiment is not None
+    assert not log.exists() or log.read_text() == ""

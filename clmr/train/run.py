@@ -16,6 +16,7 @@ from typing import Any
 
 from clmr.config import Config, ConfigError, load_config, save_config
 from clmr.errors import ClmrError
+from clmr.files import atomic_open
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -42,6 +43,17 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     if not path.is_file():
         raise RunDirError(f"{path}: no checkpoint to resume from")
     return path
+
+
+def _checkpoint_step(ckpt_path: Path) -> int:
+    """The global step a Lightning checkpoint was saved at; if it cannot be read here (Lightning reports
+    that when it restores it), a step past every logged row, so that no log row is dropped."""
+    import torch
+
+    try:
+        return int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return sys.maxsize
 
 
 def _check_resumable(ckpt_path: Path, config: Config, module) -> None:
@@ -100,7 +112,14 @@ def _progress_callbacks(config: Config, progress: bool | None) -> tuple[list, bo
     return [PlainProgress(config.trainer.log_every_n_steps)], False
 
 
-def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: bool | None = None):
+def build_trainer(
+    config: Config,
+    run_dir: Path,
+    callbacks: list,
+    *,
+    progress: bool | None = None,
+    resume_step: int | None = None,
+):
     """A Lightning Trainer with our checkpoint layout, loggers, progress display and device settings."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -132,7 +151,9 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
     shown, live = _progress_callbacks(config, progress)
     logs = run_dir / "logs"
     try:
-        return _trainer(L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live)
+        return _trainer(
+            L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live, resume_step
+        )
     except (
         MisconfigurationException,
         ValueError,
@@ -146,19 +167,32 @@ def build_trainer(config: Config, run_dir: Path, callbacks: list, *, progress: b
         raise ConfigError(f"config keys trainer.*: Lightning cannot run with {settings}: {problem}") from err
 
 
-def _csv_logger(logs: Path):
-    """Lightning's CSVLogger, except that a resumed run appends to the run's metrics.csv instead of
-    deleting it (Lightning removes an existing metrics.csv when a logger opens its folder)."""
+def _csv_logger(logs: Path, resume_step: int | None):
+    """Lightning's CSVLogger (a fresh run starts a new metrics.csv), except that a run resumed from a
+    checkpoint saved at `resume_step` keeps the rows up to that step and appends to them: rows logged
+    after the checkpoint would otherwise appear twice (Lightning itself deletes the file)."""
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+    if resume_step is None:
+        return CSVLogger(logs, name="", version="csv")
+
     class AppendingWriter(ExperimentWriter):
         def _check_log_dir_exists(self) -> None:
-            if self._fs.isfile(self.metrics_file_path):
-                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                    self.metrics_keys = sorted(next(csv.reader(f), []))
+            path = Path(self.metrics_file_path)
+            if path.is_file():
+                with open(path, newline="") as f:
+                    reader = csv.DictReader(f)
+                    rows, keys = list(reader), reader.fieldnames or []
+                kept = [r for r in rows if not r.get("step") or int(r["step"]) <= resume_step]
+                if len(kept) < len(rows):
+                    with atomic_open(path, "w", newline="") as f:
+                        writer = csv.DictWriter(f, fieldnames=keys)
+                        writer.writeheader()
+                        writer.writerows(kept)
+                self.metrics_keys = sorted(keys)
 
     class ResumableCSVLogger(CSVLogger):
         @property
@@ -171,7 +205,9 @@ def _csv_logger(logs: Path):
     return ResumableCSVLogger(logs, name="", version="csv")
 
 
-def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live: bool):
+def _trainer(
+    L, config: Config, run_dir: Path, logs: Path, callbacks: list, live: bool, resume_step: int | None
+):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = config.trainer
@@ -189,7 +225,7 @@ def _trainer(L, config: Config, run_dir: Path, logs: Path, callbacks: list, live
         log_every_n_steps=t.log_every_n_steps,
         logger=[
             TensorBoardLogger(logs, name="", version="tensorboard"),
-            _csv_logger(logs),
+            _csv_logger(logs, resume_step),
         ],
         callbacks=callbacks,
         enable_progress_bar=live,
@@ -262,7 +298,10 @@ def pretrain(
     history, throughput = History(), Throughput()
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
     own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), FlushLogs(), history]
-    trainer = build_trainer(config, run_dir, [*own, *(callbacks or [])], progress=progress)
+    resume_step = _checkpoint_step(ckpt_path) if ckpt_path is not None else None
+    trainer = build_trainer(
+        config, run_dir, [*own, *(callbacks or [])], progress=progress, resume_step=resume_step
+    )
     check_batch(store, config, trainer.world_size, data)
     if config.trainer.sync_batchnorm and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
         raise ConfigError(
