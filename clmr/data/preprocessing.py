@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ from clmr.data.datasets.base import DatasetSpec, Entry, Skip
 from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
 from clmr.errors import check_whole
 from clmr.files import atomic_open, atomic_write_bytes
+from clmr.progress import progress_bar
 
 DEFAULT_SHARD_BYTES = 1 << 30
 DEFAULT_MIN_LENGTH = 59049  # one reference crop
@@ -130,15 +130,19 @@ def preprocess(
     rows = [r for j in journals for r in j["rows"]]
     skipped = [Skip(**s) for j in journals for s in j["skipped"]]
     writer = _ShardWriter(out, len(journals), shard_bytes, on_shard)
-    meter = _Meter(len(spec.entries), done, sample_rate, progress)
-    for i, entry, (status, pcm, detail) in _decoded(spec, done, sample_rate, min_length, workers):
-        if status == "ok":
-            writer.add(i, entry, pcm)
-        else:
-            writer.skip(Skip(entry.path, status, detail))
-        meter.update(0 if pcm is None else len(pcm))
-    writer.close(len(spec.entries))
-    meter.finish()
+    if done:
+        _say(progress, f"{out}: resuming after {done} of {len(spec.entries)} files")
+    total = len(spec.entries)
+    with progress_bar(
+        "preprocess", total, enabled=progress, completed=done, unit="files", audio=True
+    ) as advance:
+        for i, entry, (status, pcm, detail) in _decoded(spec, done, sample_rate, min_length, workers):
+            if status == "ok":
+                writer.add(i, entry, pcm)
+            else:
+                writer.skip(Skip(entry.path, status, detail))
+            advance(1, 0.0 if pcm is None else len(pcm) / sample_rate)
+    writer.close(total)
     rows += writer.rows
     skipped += writer.skipped
     return _finish(out, spec, params, rows, skipped + spec.skipped, progress)
@@ -321,48 +325,3 @@ def _describe(counts: dict[str, int]) -> str:
 def _say(progress: bool, line: str) -> None:
     if progress:
         print(line, file=sys.stderr)
-
-
-class _Meter:
-    """Files done, hours of audio and x real-time: a rich bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, total: int, done: int, sample_rate: int, enabled: bool) -> None:
-        self.total, self.done, self.sample_rate, self.enabled = total, done, sample_rate, enabled
-        self.start = time.perf_counter()
-        self.samples = 0
-        self.last_line = self.start
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("preprocess"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.task = self.bar.add_task("files", total=total, completed=done, stats="")
-            self.bar.start()
-        elif enabled and done:
-            print(f"resuming after {done} of {total} files", file=sys.stderr)
-
-    def stats(self) -> str:
-        hours = self.samples / self.sample_rate / 3600
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return f"{hours:.2f} h of audio, {hours * 3600 / elapsed:.0f}x real-time"
-
-    def update(self, samples: int) -> None:
-        self.done += 1
-        self.samples += samples
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, stats=self.stats())
-        elif self.enabled and (time.perf_counter() - self.last_line > 10 or self.done == self.total):
-            self.last_line = time.perf_counter()
-            print(f"preprocess: {self.done}/{self.total} files, {self.stats()}", file=sys.stderr)
-
-    def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -26,12 +26,12 @@ from clmr.evaluate.inputs import (
 )
 from clmr.evaluate.metrics import metrics_for
 from clmr.evaluate.probe import crop_targets, loss_fn, predict
-from clmr.evaluate.progress import task_bar
 from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
 from clmr.evaluate.selection import select_fraction
 from clmr.files import atomic_open
 from clmr.models import CLMR, Head, save_model
+from clmr.progress import progress_bar
 
 
 def _valid_loss(
@@ -119,7 +119,7 @@ def train_end_to_end(
         best, best_epoch, best_state = saved["best"], saved["best_epoch"], saved["best_state"]
         stale, history = saved["stale"], saved["history"]
         _set_rng_states(saved["rng"], loader.generator, dev)
-    with task_bar("fine-tuning (epochs)", max_epochs, progress) as advance:
+    with progress_bar("fine-tuning", max_epochs, enabled=progress, unit="epochs") as advance:
         advance(len(history))
         for epoch in range(len(history) + 1, max_epochs + 1):
             if stale >= patience:

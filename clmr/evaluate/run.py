@@ -32,10 +32,10 @@ from clmr.evaluate.inputs import (
 )
 from clmr.evaluate.metrics import metrics_for
 from clmr.evaluate.probe import Recipe, TrainedHead, knn_scores, predict, train_head
-from clmr.evaluate.progress import task_bar
 from clmr.evaluate.report import HEADLINE, details, model_meta, write_report
 from clmr.evaluate.selection import select_fraction
 from clmr.models import CLMR, SampleCNN, save_model
+from clmr.progress import progress_bar
 
 PROTOCOL = "all consecutive non-overlapping crops per test track (remainder dropped), sigmoid/softmax per crop, mean per track"
 
@@ -64,7 +64,7 @@ def cached_split_features(
             return feats, path, True
     n_tracks = sum(len(v) for v in wanted.values())
     parts = cache_dir / f"features-{key}.parts"  # an interrupted extraction resumes from these
-    with task_bar("extracting features", n_tracks, progress) as advance:
+    with progress_bar("extracting features", n_tracks, enabled=progress, unit="tracks") as advance:
         feats = {
             name: extract_resumable(
                 model, store, idx, parts / name, batch_size=batch_size, device=device, progress=advance
@@ -103,7 +103,8 @@ def probe_suite(
     runs, by_fraction, first = [], {}, None
     keys = HEADLINE[task]
     knn_runs = []
-    with task_bar(f"training {head} heads ({title})", len(fractions) * len(seeds), progress) as advance:
+    label = f"training {head} heads ({title})"
+    with progress_bar(label, len(fractions) * len(seeds), enabled=progress, unit="heads") as advance:
         for frac in fractions:
             frac_runs = []
             for seed in seeds:

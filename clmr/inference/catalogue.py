@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,8 @@ from clmr.inference.paths import find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
 from clmr.models.checkpoint import RUN_DIR_MODEL
+from clmr.progress import progress_bar
 
-PROGRESS_EVERY_S = 10.0
 """Seconds between progress lines when stderr is not a terminal."""
 
 EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
@@ -96,54 +94,6 @@ class _ErrorLog:
             self._file.close()
 
 
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[float], None]]:
-    """Yield `advance(audio_seconds)`: on a terminal a rich bar over tracks showing x real-time (on
-    stderr); otherwise (a log file) a plain line every `PROGRESS_EVERY_S` seconds and at the end."""
-    if not enabled:
-        yield lambda seconds: None
-        return
-    start, audio, done = time.monotonic(), 0.0, 0
-
-    def speed() -> str:
-        return f"{audio / max(time.monotonic() - start, 1e-9):,.1f}x real-time"
-
-    if not sys.stderr.isatty():
-        last = start
-
-        def line(seconds: float) -> None:
-            nonlocal audio, done, last
-            audio, done = audio + seconds, done + 1
-            if time.monotonic() - last >= PROGRESS_EVERY_S or done == total:
-                last = time.monotonic()
-                print(
-                    f"embedding: {done}/{total} tracks, {audio / 3600:.2f} h of audio, {speed()}",
-                    file=sys.stderr,
-                )
-
-        yield line
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[speed]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task("embed", total=total, speed="")
-
-        def advance(seconds: float) -> None:
-            nonlocal audio
-            audio += seconds
-            bar.update(task, advance=1, speed=speed())
-
-        yield advance
-
-
 def embed_catalogue(
     model: CLMR,
     checkpoint: str | os.PathLike,
@@ -185,7 +135,7 @@ def embed_catalogue(
     summary.skipped = len(files) - len(todo)
     start = time.monotonic()
     try:
-        with _progress(len(todo), progress) as advance:
+        with progress_bar("embedding", len(todo), enabled=progress, unit="tracks", audio=True) as advance:
             for result in embed_files(model, todo, batch_size=batch_size, device=device, per_crop=per_crop):
                 if result.ok:
                     writer.add(result)
@@ -193,7 +143,7 @@ def embed_catalogue(
                     summary.audio_seconds += result.duration
                 else:
                     errors.add(result.key, result.error.reason, result.error.detail)
-                advance(result.duration)
+                advance(1, result.duration)
     finally:
         writer.close()
         errors.close()
