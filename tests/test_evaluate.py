@@ -131,6 +131,16 @@ def test_feature_cache_reused_and_keyed_by_checkpoint(world, tmp_path, monkeypat
     assert not list((tmp_path / "features").glob("*.parts"))  # parts are removed once the cache is whole
 
 
+def test_a_damaged_feature_cache_is_recomputed_with_a_warning(world, tmp_path):
+    first = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
+    (cache,) = (tmp_path / "features").glob("features-*.npz")
+    cache.write_bytes(cache.read_bytes()[:1000])  # a disk fault: the file is there but cut short
+    with pytest.warns(UserWarning, match="unreadable cached features"):
+        again = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
+    assert not again["features"]["reused"] and again["accuracy"] == first["accuracy"]
+    assert evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)["features"]["reused"]
+
+
 def test_interrupted_extraction_resumes_from_saved_parts(world, tmp_path, monkeypatch):
     monkeypatch.setattr(features_module, "RESUME_TRACKS", 40)
     real = features_module.extract

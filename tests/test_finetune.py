@@ -126,3 +126,15 @@ def test_interrupted_finetune_resumes_to_the_uninterrupted_result(world, tmp_pat
     assert resumed["roc_auc_macro"] == whole["roc_auc_macro"]
     assert resumed["baseline"]["roc_auc_macro"] == whole["baseline"]["roc_auc_macro"]
     assert not list((tmp_path / "cut").glob(".finetune-*.pt"))  # removed once the report is written
+
+
+def test_a_damaged_finetune_state_starts_over_with_a_warning(tmp_path):
+    from clmr.evaluate.finetuning import _readable_state
+
+    state = tmp_path / ".finetune-checkpoint-x.pt"
+    torch.save({"history": [1.0]}, state)
+    assert _readable_state(state) == {"history": [1.0]}
+    state.write_bytes(state.read_bytes()[:50])
+    with pytest.warns(UserWarning, match="unreadable fine-tuning state"):
+        assert _readable_state(state) is None
+    assert _readable_state(tmp_path / "missing.pt") is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +146,7 @@ def extract_resumable(
     for start in range(0, len(indices), RESUME_TRACKS):
         chunk = indices[start : start + RESUME_TRACKS]
         part = parts_dir / f"{start:09d}.npz"
-        done = load_features(part).get("part") if part.exists() else None
+        done = readable_features(part).get("part")
         if done is not None and np.array_equal(done.tracks, chunk):
             if progress is not None:
                 progress(len(chunk))
@@ -211,6 +213,18 @@ def save_features(path: Path, splits: dict[str, SplitFeatures]) -> None:
         }
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def readable_features(path: Path) -> dict[str, SplitFeatures]:
+    """`load_features`, or {} when the file is missing or unreadable (a damaged cache is recomputed with
+    a warning, never the end of a long run)."""
+    if not path.exists():
+        return {}
+    try:
+        return load_features(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        warnings.warn(f"{path}: unreadable cached features ({err}); computing them again", stacklevel=2)
+        return {}
 
 
 def load_features(path: Path) -> dict[str, SplitFeatures]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,20 @@ def _rng_states(loader_generator: torch.Generator, device: torch.device) -> dict
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "loader": loader_generator.get_state(),
     }
+
+
+def _readable_state(path: Path | None) -> dict | None:
+    """A saved fine-tuning state, or None when there is none or it cannot be read (a damaged state file
+    costs the epochs it held, with a warning, not the run)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        warnings.warn(
+            f"{path}: unreadable fine-tuning state ({err}); starting from the first epoch", stacklevel=2
+        )
+        return None
 
 
 def _set_rng_states(states: dict[str, Any], loader_generator: torch.Generator, device: torch.device) -> None:
@@ -111,8 +127,8 @@ def train_end_to_end(
     criterion = loss_fn(task)
     y_valid = store.targets(valid_idx)
     best, best_epoch, best_state, stale, history = float("inf"), 0, None, 0, []
-    if state_path is not None and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = _readable_state(state_path)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])

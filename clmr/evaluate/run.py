@@ -16,7 +16,7 @@ from clmr.evaluate.features import (
     SplitFeatures,
     cache_key,
     extract_resumable,
-    load_features,
+    readable_features,
     save_features,
     store_fingerprint,
 )
@@ -58,10 +58,9 @@ def cached_split_features(
     key = cache_key(encoder_id, store_fingerprint(store), model.crop_length, device)
     path = cache_dir / f"features-{key}.npz"
     wanted = {"train": splits.train, "valid": splits.valid, "test": splits.test}
-    if path.exists():
-        feats = load_features(path)
-        if all(name in feats and np.array_equal(feats[name].tracks, idx) for name, idx in wanted.items()):
-            return feats, path, True
+    feats = readable_features(path)
+    if all(name in feats and np.array_equal(feats[name].tracks, idx) for name, idx in wanted.items()):
+        return feats, path, True
     n_tracks = sum(len(v) for v in wanted.values())
     parts = cache_dir / f"features-{key}.parts"  # an interrupted extraction resumes from these
     with progress_bar("extracting features", n_tracks, enabled=progress, unit="tracks") as advance:
