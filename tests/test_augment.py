@@ -49,26 +49,32 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 @pytest.mark.parametrize("cents", [300, -700, 700])
-def test_pitch_shift_moves_a_tone_and_keeps_length(cents):
-    x = tone(440.0, 1.5)
+@pytest.mark.parametrize("freq", [100.0, 220.0, 300.0, 440.0, 660.0, 1500.0])
+def test_pitch_shift_moves_a_tone_keeps_its_level_and_length(cents, freq):
+    # 220, 300 and 660 Hz are where a two-head delay-line shifter cancels itself (heads in antiphase)
+    x = tone(freq, 1.5)
     y = PitchShift(SR).apply(x, {"cents": torch.tensor([float(cents)])})
     assert y.shape == x.shape
-    expected = 440.0 * 2 ** (cents / 1200)
+    expected = freq * 2 ** (cents / 1200)
     assert abs(peak_hz(y) - expected) / expected < 0.01
+    assert abs(rms_db(y) - rms_db(x)) < 1.0
 
 
-@pytest.mark.parametrize("cents", [300, -700])
+@pytest.mark.parametrize("cents", [300, -700, 700])
 def test_pitch_shift_keeps_click_onsets(cents):
     x = torch.zeros(1, 2 * SR)
     clicks = [int(s * SR) for s in (0.25, 0.6, 1.0, 1.4, 1.75)]
     x[0, clicks] = 1.0
     y = PitchShift(SR).apply(x, {"cents": torch.tensor([float(cents)])})[0]
     near = torch.zeros_like(y, dtype=torch.bool)
-    tol = int(0.03 * SR)
+    tol = int(0.025 * SR)
+    energy = y.pow(2)
+    around = torch.arange(-tol, tol, dtype=torch.float32)
     for c in clicks:
         near[c - tol : c + tol] = True
-        assert y[c - tol : c + tol].abs().max() > 0.2, "a click vanished"
-    energy = y.pow(2)
+        local = energy[c - tol : c + tol]
+        assert local.sum() > 0.05, "a click vanished"  # the input click has energy 1
+        assert abs(float((local * around).sum() / local.sum())) < 0.01 * SR, "a click moved"
     assert energy[~near].sum() < 0.01 * energy.sum(), "energy moved away from the onsets (tempo changed)"
 
 
@@ -272,4 +278,7 @@ def test_cpu_row_blocks_match_one_masked_batch(name, length, monkeypatch):
     assert 130 * 0.7 > step.cpu_block_samples // length  # at least two blocks
     blocked = step(x, gen(3))
     monkeypatch.setattr(type(step), "compute_all", lambda self, x: True)
-    torch.testing.assert_close(blocked, step(x, gen(3)))
+    # the phase vocoder's peak picking can flip on a last-bit difference of SIMD vs scalar code (a row's
+    # offset in the batch): near-tied bins then lock to another peak, a change far below the signal
+    tolerance = {"atol": 5e-3, "rtol": 0.0} if name == "pitch" else {}
+    torch.testing.assert_close(blocked, step(x, gen(3)), **tolerance)

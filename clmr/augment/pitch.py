@@ -1,4 +1,4 @@
-"""Pitch shift that keeps tempo and length: a batched two-head delay-line (granular) shifter."""
+"""Pitch shift that keeps tempo and length: a batched, phase-locked phase vocoder plus resampling."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clmr.augment.base import Params, Step, Workspace, place
+from clmr.augment.base import Params, Step, Workspace
 
 
 class PitchShift(Step):
     """Shifts pitch by c cents, c ~ integers in [100 * min_semitones, 100 * max_semitones] (reference p = 0.6).
 
-    Two read heads sweep through the signal at speed 2^(c / 1200), each jumping back (or ahead) by one
-    window when it drifts `window_ms` away, and are cross-faded with complementary sin^2 weights that are
-    zero at the jumps. Every output sample therefore reads the input within +-window/2 of its own time:
-    the length and the onset times stay put while every frequency is scaled. All examples run at once
-    (per-example speed vectors; one linear-interpolating `grid_sample` reads both heads); no FFT, so it is
-    cheap on CPU as well as on GPU. Pitching up reads faster than the sample rate without an anti-alias
-    filter (content above sr / 2 / ratio folds).
+    Each example is time-stretched by r = 2^(c / 1200) with a phase vocoder (STFT frames of about
+    `window_ms`, hop a quarter of that, frames read at 1 / r of the synthesis rate, magnitudes
+    interpolated, phases advanced by each bin's measured frequency), then read back at r times the sample
+    rate: every frequency is scaled by r while length and onset times stay put. Identity phase locking
+    (every bin turns with the strongest bin within `lock_bins`) keeps the bins of one partial coherent, so
+    a tone keeps its level at any frequency. Bins that the read-out would fold above the Nyquist
+    frequency are dropped first (anti-aliasing). All examples run at once (per-example frame positions,
+    gathers, one cumulative product over time); transients are smeared over about one window.
     """
 
     name = "pitch"
-    cpu_block_samples = 1 << 18
+    cpu_block_samples = 1 << 17  # 2 crops of 59,049 samples: the (frames x bins) intermediates stay cached
 
     def __init__(
         self,
@@ -31,34 +32,26 @@ class PitchShift(Step):
         p: float = 0.6,
         min_semitones: float = -7.0,
         max_semitones: float = 7.0,
-        window_ms: float = 50.0,
+        window_ms: float = 30.0,
+        lock_bins: int = 2,
     ) -> None:
         super().__init__(p)
         self.sample_rate = int(sample_rate)
         self.min_cents = int(round(100 * float(min_semitones)))
         self.max_cents = int(round(100 * float(max_semitones)))
-        self.window = max(2, int(round(window_ms * self.sample_rate / 1000.0)))
+        self.n_fft = 1 << max(4, round(math.log2(float(window_ms) * self.sample_rate / 1000.0)))
+        self.hop = self.n_fft // 4
+        self.lock_bins = int(lock_bins)
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         cents = torch.randint(self.min_cents, self.max_cents + 1, (n,), device=device, generator=generator)
         return {"cents": cents.float()}
 
-    def pad(self) -> int:
-        """Edge padding before the input: the heads read up to window / 2 + 1 samples away."""
-        return self.window // 2 + 2
-
-    def row_width(self, length: int) -> int:
-        """Padded row length 2^k + 1 (>= length + 2 * pad + 1): `grid_sample` then maps whole-sample read
-        positions exactly, so that no shift is exactly the identity."""
-        return (1 << (length + 2 * self.pad()).bit_length()) + 1
-
-    def slot(
-        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor | None:
-        if dtype not in (torch.float32, torch.float64):
-            return None
-        pad = self.pad()
-        return work.get("padded", (batch, self.row_width(length)), dtype, device)[:, pad : pad + length]
+    def stretched_length(self, ratio: torch.Tensor, length: int) -> int:
+        """Samples of the time-stretched signal the read-out needs: from the drawn ratios on CPU (no sync
+        cost there), from the largest ratio the step can draw elsewhere (no host sync on an accelerator)."""
+        top = ratio.max().item() if ratio.device.type == "cpu" else 2.0 ** (self.max_cents / 1200)
+        return math.ceil(length * max(1.0, top)) + 2
 
     def apply(
         self,
@@ -67,48 +60,53 @@ class PitchShift(Step):
         generator: torch.Generator | None = None,
         work: Workspace | None = None,
     ) -> torch.Tensor:
-        work = work or Workspace()
         batch, length = x.shape
-        device, window = x.device, self.window
+        device = x.device
         real = torch.float64 if x.dtype == torch.float64 else torch.float32
-        # each head's phase within its window (B, 2, T) = start + t * speed (one rank-1 matrix product), kept
-        # positive by a whole number of windows `lead`; head 0 starts at 0.5 so that no shift is the identity
-        speed = torch.expm1(params["cents"].to(real) * (math.log(2.0) / 1200.0)).mul_(-1.0 / window)
-        lead = (speed.abs() * length).floor_().add_(1.0)
-        start = torch.stack((lead + 0.5, lead), 1)
-        t = torch.arange(length, device=device, dtype=real)
-        phase = work.get("phase", (batch, 2, length), real, device)
-        torch.addmm(
-            start.view(-1, 1),
-            speed[:, None].expand(batch, 2).reshape(-1, 1),
-            t[None],
-            out=phase.view(-1, length),
+        n_fft, hop = self.n_fft, self.hop
+        ratio = torch.exp2(params["cents"].to(device=device, dtype=real) / 1200.0)
+        window = torch.hann_window(n_fft, device=device, dtype=real)
+        spec = torch.stft(
+            x.to(real), n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True
         )
-        phase.frac_()
-        weight0 = work.get("weight", (batch, length), real, device)
-        torch.mul(phase[:, 0], math.pi, out=weight0).sin_().square_()  # head 1 gets 1 - weight0
-        # the input, edge-padded, as images of height 1; head h reads position t + pad + window / 2 -
-        # window * phase, which is grid_sample's x coordinate scaled to [-1, 1] (y stays 0)
-        pad, width = self.pad(), self.row_width(length)
-        half = (width - 1) / 2
-        padded = work.get("padded", (batch, width), real, device)
-        place(padded[:, pad : pad + length], x)
-        padded[:, :pad] = padded[:, pad : pad + 1]
-        padded[:, pad + length : 2 * pad + length + 1] = padded[:, pad + length - 1 : pad + length]
-        # per row the x coordinates of both heads, then their y coordinates (zeros, made once per call)
-        coords = work.get("coords", (batch, 2, 2, length), real, device, zero=True)
-        step = 1.0 / half
-        base = t.mul_(step).add_((pad + window / 2) * step - 1)
-        torch.add(base, phase, alpha=-window * step, out=coords[:, 0])
-        grid = coords.permute(0, 2, 3, 1)  # (B, 2, T, 2)
-        heads = F.grid_sample(
-            padded.view(batch, 1, 1, width), grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )[:, 0]
-        out = work.get("out", (batch, length), real, device)
-        return torch.lerp(heads[:, 1], heads[:, 0], weight0, out=out).to(x.dtype)
+        bins, frames = spec.shape[-2:]
+        spec = spec.transpose(1, 2).reshape(batch * frames, bins)  # one analysis frame per row
+        magnitude = spec.abs()
+        # unit phasors; a silent bin gets phase 0 (a zero would end the running product below)
+        phasor = torch.where(magnitude > 0, spec / magnitude.clamp_min(torch.finfo(real).tiny), 1.0)
+        # synthesis frame k reads analysis position k / r: rows i0 and i0 + 1 of each example
+        stretched = self.stretched_length(ratio, length)
+        steps = (stretched + n_fft) // hop + 1  # every sample read is inside a full overlap of frames
+        position = (torch.arange(steps, device=device, dtype=real) / ratio[:, None]).clamp_(max=frames - 1)
+        first = position.floor()
+        frac = (position - first).view(-1, 1)
+        offset = torch.arange(batch, device=device)[:, None] * frames
+        row0 = (first.long() + offset).view(-1)
+        row1 = ((first.long() + 1).clamp_(max=frames - 1) + offset).view(-1)
+        mag = torch.lerp(magnitude[row0], magnitude[row1], frac).view(batch, steps, bins)
+        phase0 = phasor[row0].view(batch, steps, bins)
+        # each synthesis frame turns by the phase its analysis position advances in one hop (a phasor
+        # product, so no angle unwrapping); the first frame starts at the analysis phase
+        turn = phasor[row1].view(batch, steps, bins) * phase0.conj()
+        turn = torch.cat((phase0[:, :1], turn[:, :-1]), 1).cumprod_(1)
+        if self.lock_bins > 0:  # identity phase locking: a bin keeps its phase relative to its peak
+            _, peak = F.max_pool1d(
+                mag.view(-1, 1, bins), 2 * self.lock_bins + 1, 1, self.lock_bins, return_indices=True
+            )
+            turn = (turn * phase0.conj()).gather(2, peak.view(batch, steps, bins)).mul_(phase0)
+        nyquist = (bins - 1) / ratio[:, None, None]  # read-out at r: bins above (bins - 1) / r would fold
+        mag = mag.masked_fill_(torch.arange(bins, device=device) > nyquist, 0.0)
+        y = torch.istft(
+            (turn * mag).transpose(1, 2), n_fft, hop, window=window, center=True, length=stretched
+        )
+        # read the stretched signal at r x the sample rate (linear interpolation)
+        t = torch.arange(length, device=device, dtype=real) * ratio[:, None]
+        left = t.floor()
+        out = torch.lerp(y.gather(1, left.long()), y.gather(1, left.long() + 1), t - left)
+        return torch.where(ratio[:, None] == 1.0, x, out.to(x.dtype))
 
     def extra_repr(self) -> str:
         return (
             f"sample_rate={self.sample_rate}, p={self.p}, cents=[{self.min_cents}, {self.max_cents}], "
-            f"window={self.window}"
+            f"n_fft={self.n_fft}, hop={self.hop}, lock_bins={self.lock_bins}"
         )
