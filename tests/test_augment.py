@@ -250,6 +250,28 @@ def test_chain_overrides_and_config():
         Chain(SR, reverb={"wetness": 1})
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"pitch": {"min_semitones": 3, "max_semitones": -3}}, "'pitch'.*low <= high"),
+        ({"reverb": {"room_size": (-5, 50)}}, "'reverb'.*room_size.*within \\[0.0, 100.0\\]"),
+        ({"reverb": {"room_size": 200}}, "'reverb'.*room_size must be a \\(low, high\\) pair"),
+        ({"delay": {"step_ms": 0}}, "'delay'.*step_ms must be > 0"),
+        ({"gain": {"min_db": 0, "max_db": -6}}, "'gain'.*low <= high"),
+        ({"noise": {"min_snr": -1}}, "'noise'.*within"),
+        ({"filter": {"lowpass_hz": (2000, 20000)}}, "'filter'.*lowpass_hz.*11025"),
+    ],
+)
+def test_bad_step_settings_fail_when_the_chain_is_built(override, message):
+    with pytest.raises(AugmentError, match=message):
+        Chain(SR, **override)
+
+
+def test_bad_chain_sample_rate():
+    with pytest.raises(AugmentError, match="sample_rate must be a positive whole number"):
+        Chain(0)
+
+
 def test_random_crop():
     x = torch.arange(5000, dtype=torch.float32)[None].repeat(64, 1)
     crop = RandomCrop(1000)

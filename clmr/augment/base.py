@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +60,33 @@ def check_probability(p: float, name: str) -> float:
     if not 0.0 <= p <= 1.0:
         raise AugmentError(f"augmentation '{name}': probability p={p} is not in [0, 1]")
     return p
+
+
+def check_range(
+    step: str, what: str, value: Any, least: float | None = None, most: float | None = None
+) -> tuple[float, float]:
+    """A (low, high) pair of floats with least <= low <= high <= most, or an AugmentError naming the step."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise AugmentError(
+            f"augmentation '{step}': {what} must be a (low, high) pair, got {value!r}"
+        ) from None
+    if not low <= high or (least is not None and low < least) or (most is not None and high > most):
+        bounds = f" within [{least if least is not None else '-inf'}, {most if most is not None else 'inf'}]"
+        raise AugmentError(
+            f"augmentation '{step}': {what} needs low <= high{bounds}, got ({low:g}, {high:g})"
+        )
+    return low, high
+
+
+def check_sample_rate(step: str, sample_rate: Any) -> int:
+    """A positive whole sample rate, or an AugmentError naming the step."""
+    if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or int(sample_rate) <= 0:
+        raise AugmentError(
+            f"augmentation '{step}': sample_rate must be a positive whole number, got {sample_rate!r}"
+        )
+    return int(sample_rate)
 
 
 class Step(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clmr.augment.base import AugmentError, Step
+from clmr.augment.base import AugmentError, Step, check_sample_rate
 from clmr.augment.delay import Delay
 from clmr.augment.filter import HighLowPass
 from clmr.augment.gain import Gain
@@ -61,7 +61,7 @@ class Chain(nn.Module):
         unknown = sorted(set(overrides) - set(STEPS))
         if unknown:
             raise AugmentError(f"unknown augmentation step '{unknown[0]}' (steps: {', '.join(STEPS)})")
-        self.sample_rate = int(sample_rate)
+        self.sample_rate = check_sample_rate("chain", sample_rate)
         self.steps = nn.ModuleDict(
             {name: build_step(name, overrides.get(name), self.sample_rate) for name in STEPS}
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import AugmentError, Params, Step, Workspace, place
+from clmr.augment.base import AugmentError, Params, Step, Workspace, check_range, check_sample_rate, place
 
 
 class Delay(Step):
@@ -23,8 +23,11 @@ class Delay(Step):
         volume: float = 0.5,
     ) -> None:
         super().__init__(p)
-        self.sample_rate = int(sample_rate)
-        self.min_ms, self.max_ms, self.step_ms = float(min_ms), float(max_ms), float(step_ms)
+        self.sample_rate = check_sample_rate(self.name, sample_rate)
+        self.min_ms, self.max_ms = check_range(self.name, "(min_ms, max_ms)", (min_ms, max_ms), 0.0)
+        self.step_ms = float(step_ms)
+        if not self.step_ms > 0:
+            raise AugmentError(f"augmentation 'delay': step_ms must be > 0, got {step_ms!r}")
         self.volume = float(volume)
         self.choices = int(round((self.max_ms - self.min_ms) / self.step_ms))
         if self.choices < 1:

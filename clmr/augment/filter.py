@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, place, uniform
+from clmr.augment.base import Params, Step, Workspace, check_range, check_sample_rate, place, uniform
 
 _TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
 # zero padding (seconds) that keeps the filter's two-sided tails from wrapping around; 0.2 s rather than the
@@ -57,9 +57,10 @@ class HighLowPass(Step):
         highpass_hz: tuple[float, float] = (200.0, 1200.0),
     ) -> None:
         super().__init__(p)
-        self.sample_rate = int(sample_rate)
-        self.lowpass_hz = (float(lowpass_hz[0]), float(lowpass_hz[1]))
-        self.highpass_hz = (float(highpass_hz[0]), float(highpass_hz[1]))
+        self.sample_rate = check_sample_rate(self.name, sample_rate)
+        nyquist = self.sample_rate / 2
+        self.lowpass_hz = check_range(self.name, "lowpass_hz", lowpass_hz, 0.0, nyquist)
+        self.highpass_hz = check_range(self.name, "highpass_hz", highpass_hz, 0.0, nyquist)
         self.max_cutoff = max(self.lowpass_hz[1], self.highpass_hz[1])  # `apply` clamps cutoffs to this
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:

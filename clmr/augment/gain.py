@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import Params, ScaleStep, uniform
+from clmr.augment.base import Params, ScaleStep, check_range, uniform
 
 
 class Gain(ScaleStep):
@@ -14,7 +14,7 @@ class Gain(ScaleStep):
 
     def __init__(self, p: float = 0.3, min_db: float = -20.0, max_db: float = -1.0) -> None:
         super().__init__(p)
-        self.min_db, self.max_db = float(min_db), float(max_db)
+        self.min_db, self.max_db = check_range(self.name, "(min_db, max_db)", (min_db, max_db))
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         return {"gain_db": uniform(n, self.min_db, self.max_db, device, generator)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, uniform
+from clmr.augment.base import Params, Step, Workspace, check_range, uniform
 
 
 class Noise(Step):
@@ -17,7 +17,7 @@ class Noise(Step):
 
     def __init__(self, p: float = 0.01, min_snr: float = 1e-4, max_snr: float = 1e-2) -> None:
         super().__init__(p)
-        self.min_snr, self.max_snr = float(min_snr), float(max_snr)
+        self.min_snr, self.max_snr = check_range(self.name, "(min_snr, max_snr)", (min_snr, max_snr), 0.0)
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         return {"snr": uniform(n, self.min_snr, self.max_snr, device, generator)}

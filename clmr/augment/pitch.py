@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clmr.augment.base import Params, Step, Workspace
+from clmr.augment.base import AugmentError, Params, Step, Workspace, check_range, check_sample_rate
 
 
 class PitchShift(Step):
@@ -36,9 +36,13 @@ class PitchShift(Step):
         lock_bins: int = 2,
     ) -> None:
         super().__init__(p)
-        self.sample_rate = int(sample_rate)
-        self.min_cents = int(round(100 * float(min_semitones)))
-        self.max_cents = int(round(100 * float(max_semitones)))
+        self.sample_rate = check_sample_rate(self.name, sample_rate)
+        low, high = check_range(self.name, "(min_semitones, max_semitones)", (min_semitones, max_semitones))
+        self.min_cents, self.max_cents = int(round(100 * low)), int(round(100 * high))
+        if not float(window_ms) * self.sample_rate >= 16_000:  # at least 16 samples per frame
+            raise AugmentError(f"augmentation 'pitch': window_ms={window_ms!r} is under 16 samples")
+        if int(lock_bins) < 0:
+            raise AugmentError(f"augmentation 'pitch': lock_bins must be >= 0, got {lock_bins!r}")
         self.n_fft = 1 << max(4, round(math.log2(float(window_ms) * self.sample_rate / 1000.0)))
         self.hop = self.n_fft // 4
         self.lock_bins = int(lock_bins)

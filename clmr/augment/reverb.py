@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, place, uniform
+from clmr.augment.base import Params, Step, Workspace, check_range, check_sample_rate, place, uniform
 from clmr.augment.filter import fft_size
 
 IR_SECONDS = 1.0  # impulse responses are cut (with a fade) after this long
@@ -46,10 +46,10 @@ class Reverb(Step):
         damping: tuple[float, float] = (0.0, 100.0),
     ) -> None:
         super().__init__(p)
-        self.sample_rate = int(sample_rate)
-        self.room_size = (float(room_size[0]), float(room_size[1]))
-        self.reverberance = (float(reverberance[0]), float(reverberance[1]))
-        self.damping = (float(damping[0]), float(damping[1]))
+        self.sample_rate = check_sample_rate(self.name, sample_rate)
+        self.room_size = check_range(self.name, "room_size", room_size, 0.0, 100.0)
+        self.reverberance = check_range(self.name, "reverberance", reverberance, 0.0, 100.0)
+        self.damping = check_range(self.name, "damping", damping, 0.0, 100.0)
         # decay times the basis must span: the shortest damped one up to the longest undamped one
         zero = torch.zeros(())
         self.t60_min = float(decay_seconds(zero, zero)) / 5.0
