@@ -228,3 +228,47 @@ def test_unextracted_archives_get_a_hint(mtat, tmp_path):
     (gtzan / "genres.tar.gz").write_bytes(b"archive")
     with pytest.raises(DatasetError, match="clmr download gtzan"):
         scan("gtzan", gtzan)
+
+
+def test_symlink_loops_and_repeated_links_list_each_file_once(tmp_path):
+    """`loop/a/up -> ..` used to list a/x.wav 41 times (once per level until the path got too long)."""
+    from clmr.data.datasets.base import scan_files
+
+    root = tmp_path / "loop"
+    _audio(root / "a" / "x.wav")
+    _audio(root / "b" / "y.wav")
+    (root / "a" / "up").symlink_to("..")
+    (root / "c").symlink_to("b")  # a second name for b
+    (root / "outside").symlink_to(tmp_path / "elsewhere")
+    _audio(tmp_path / "elsewhere" / "z.wav")  # a link out of the root is followed, once
+    assert scan_files(root) == (["a/x.wav", "b/y.wav", "outside/z.wav"], [])
+    spec = scan("folder", root)
+    assert [e.path for e in spec.entries] == ["a/x.wav", "b/y.wav", "outside/z.wav"]
+
+
+def test_vocab_holds_only_labels_of_stored_tracks(tmp_path):
+    """A label only on missing, unsupported, unlabelled-in-folder or undecodable files is no class of
+    the store (a class with zero tracks)."""
+    root = tmp_path / "music"
+    for name in ("a.wav", "b.wav", "c.wav"):
+        _audio(root / name)
+    (root / "broken.wav").write_bytes(b"RIFF not really audio")
+    (root / "song.m4a").write_bytes(b"AAC")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(
+        "path,label\na.wav,rock\nb.wav,jazz\nc.wav,rock\ngone.wav,polka\nsong.m4a,blues\nbroken.wav,metal\n"
+    )
+    spec = scan("folder", root, labels=csv_path)
+    assert spec.vocab == ["jazz", "metal", "rock"]  # not polka (missing) nor blues (unsupported)
+    store = preprocess(
+        root, tmp_path / "s", labels=csv_path, sample_rate=SR, workers=0, min_length=1, progress=False
+    )
+    assert store.vocab == ["jazz", "rock"]  # metal's only file does not decode
+    assert store.meta["skipped"] == {"missing": 1, "unreadable": 1, "unsupported": 1}
+    assert sorted(store.labels(i)[0] for i in range(len(store))) == ["jazz", "rock", "rock"]
+    tags = tmp_path / "tags.csv"
+    tags.write_text("path,tags\na.wav,x;y\nb.wav,y\nbroken.wav,z;y\ngone.wav,w\n")
+    multi = preprocess(
+        root, tmp_path / "m", labels=tags, sample_rate=SR, workers=0, min_length=1, progress=False
+    )
+    assert multi.vocab == ["x", "y"] and multi.targets([0]).shape == (1, 2)

@@ -236,3 +236,25 @@ def test_tag_command_prints_a_table_or_json_per_song(tmp_path, capsys):
     headless = save_model(tiny(), tmp_path / "headless.safetensors")
     assert main(["tag", str(headless), str(songs[0])]) == 2
     assert "no classification head" in capsys.readouterr().err
+
+
+def test_embed_audio_takes_channels_first_or_last_and_refuses_ambiguous_shapes(tmp_path):
+    """soundfile reads (T, C): a stereo array in that layout must give the mono mix's embedding, not
+    the mean over time of each frame pair."""
+    from clmr.errors import ClmrError
+
+    model = tiny()
+    left, right = piece(5, 2.0), piece(6, 2.0)
+    mono = embed_audio(model, (left + right) / 2, SR)
+    stereo_last = np.stack([left, right], axis=1)  # (T, 2), as soundfile reads a stereo file
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo_last, SR, subtype="FLOAT")
+    read, rate = sf.read(path, dtype="float32")
+    assert read.shape == (len(left), 2)
+    np.testing.assert_allclose(model.embed_audio(read, rate), mono, atol=1e-5)
+    np.testing.assert_allclose(embed_audio(model, stereo_last.T, SR), mono, atol=1e-5)  # (C, T)
+    np.testing.assert_allclose(embed_audio(model, torch.from_numpy(stereo_last), SR), mono, atol=1e-5)
+    np.testing.assert_allclose(embed_audio(model, left[:, None], SR), embed_audio(model, left, SR), atol=1e-5)
+    for shape in ((4, 6), (16, 4000), (4000, 16), (3, 2, 100)):
+        with pytest.raises(ClmrError, match="shape"):
+            embed_audio(model, np.ones(shape, np.float32), SR)

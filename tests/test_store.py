@@ -295,3 +295,44 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, synthetic,
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(StoreError, match="not a folder"):
         preprocess(src, tmp_path / "a-file", progress=False)
+
+
+def test_default_min_length_follows_the_sample_rate(tmp_path, capsys):
+    """The default keeps one reference crop's duration (59049 / 22050 s) at any store rate: 3 s tracks
+    are kept at 8 kHz; explicit values still apply, and the refusal names --min-length."""
+    from clmr.cli import main
+    from clmr.data.preprocessing import default_min_length
+
+    assert default_min_length(22050) == 59049 and default_min_length(8000) == 21424
+    src = tmp_path / "music"
+    src.mkdir()
+    for k in range(3):
+        sf.write(src / f"{k}.wav", _tone(3.0, SR, freq=200.0 + 50 * k), SR)
+    sf.write(src / "short.wav", _tone(2.0, SR), SR)  # under 2.68 s: too short by default
+    out = tmp_path / "store"
+    assert main(["preprocess", str(src), "--out", str(out), "--sample-rate", "8000", "--quiet"]) == 0
+    store = Store(out)
+    assert len(store) == 3 and store.meta["params"]["min_length"] == 21424
+    assert store.meta["skipped"] == {"too_short": 1}
+    assert "--min-length" in (out / "skipped.csv").read_text()
+    api = preprocess(src, tmp_path / "api", sample_rate=SR, workers=0, progress=False)
+    assert len(api) == 3 and api.meta["params"]["min_length"] == 21424
+    kept = preprocess(src, tmp_path / "explicit", sample_rate=SR, workers=0, min_length=100, progress=False)
+    assert len(kept) == 4 and kept.meta["params"]["min_length"] == 100
+    capsys.readouterr()
+    options = ["--sample-rate", str(SR), "--min-length", str(4 * SR), "--quiet"]
+    assert main(["preprocess", str(src), "--out", str(tmp_path / "x"), *options]) == 2
+    err = capsys.readouterr().err
+    assert "no track could be stored (4 too_short)" in err and "--min-length" in err
+
+
+def test_complete_store_rerun_removes_a_leftover_partial(tmp_path, synthetic):
+    """A run killed after meta.json was written, while .partial/ was being deleted: the rerun reuses the
+    store and finishes the cleanup."""
+    kw = dict(labels=synthetic.tags_csv, sample_rate=SR, workers=0, min_length=1, progress=False)
+    out = tmp_path / "s"
+    preprocess(synthetic.root, out, **kw)
+    (out / ".partial").mkdir()
+    (out / ".partial" / "00000.json").write_text("{}")
+    store = preprocess(synthetic.root, out, **kw)
+    assert len(store) == len(synthetic.files) and not (out / ".partial").exists()

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-rate",
         type=int,
-        help="sample rate of a reference checkpoint (default: the one a clmr file records, else 22050)",
+        help="sample rate of a reference checkpoint (default 22050); a clmr checkpoint records its own "
+        "rate, and a different one is refused",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -43,10 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from clmr.inference.catalogue import embed_catalogue
-    from clmr.models import load_model
+    from clmr.inference.catalogue import embed_catalogue, load_embedding_model
 
-    model = load_model(args.checkpoint, sample_rate=args.sample_rate)
+    model = load_embedding_model(args.checkpoint, sample_rate=args.sample_rate)
     summary = embed_catalogue(
         model,
         args.checkpoint,

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-length",
         type=int,
-        default=59049,
-        help="skip tracks shorter than this many samples (as too_short)",
+        help="skip tracks shorter than this many samples at --sample-rate (as too_short; default: one "
+        "reference crop's duration, 59049 / 22050 s, at --sample-rate: 59049 at 22050 Hz, 21424 at 8000 Hz)"
+        "%(default).0s",
     )
     parser.add_argument("--shard-mb", type=float, default=1024, help="shard size budget in MiB")
     parser.add_argument(

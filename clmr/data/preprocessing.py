@@ -33,7 +33,14 @@ from clmr.files import atomic_open, atomic_write_bytes
 from clmr.progress import progress_bar
 
 DEFAULT_SHARD_BYTES = 1 << 30
-DEFAULT_MIN_LENGTH = 59049  # one reference crop
+REFERENCE_CROP = 59049  # samples of the reference model's crop ...
+REFERENCE_RATE = 22050  # ... at its sample rate (2.68 s)
+DEFAULT_MIN_LENGTH = REFERENCE_CROP  # at REFERENCE_RATE; see default_min_length for other rates
+
+
+def default_min_length(sample_rate: int) -> int:
+    """The default --min-length: one reference crop's duration (59049 / 22050 s) at `sample_rate`."""
+    return max(1, round(REFERENCE_CROP * sample_rate / REFERENCE_RATE))
 
 
 def usable_cores() -> int:
@@ -50,7 +57,11 @@ def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarra
     except AudioError as err:
         return err.reason, None, err.detail
     if len(audio) < min_length:
-        return "too_short", None, f"{len(audio)} samples at {sample_rate} Hz < min_length {min_length}"
+        return (
+            "too_short",
+            None,
+            f"{len(audio)} samples at {sample_rate} Hz < min_length {min_length} (lower --min-length to keep it)",
+        )
     return "ok", to_pcm(audio), ""
 
 
@@ -73,7 +84,7 @@ def preprocess(
     task: str | None = None,
     sample_rate: int = 22050,
     workers: int | None = None,
-    min_length: int = DEFAULT_MIN_LENGTH,
+    min_length: int | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     overwrite: bool = False,
     progress: bool = True,
@@ -84,9 +95,13 @@ def preprocess(
     dataset: "folder" (any audio folder, optional `labels` CSV), "mtat", "msd", "gtzan".
     split: the dataset's named split (mtat: won|pons; gtzan: filtered|random; folder: hash|none).
     workers: decoding threads (None: one per usable core; 0: decode in the calling thread).
-    min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short.
+    min_length: tracks shorter than this many samples (at `sample_rate`) are skipped as too_short
+        (None: one reference crop's duration, 59049 / 22050 s, at `sample_rate`).
     on_shard: called with each shard number once that shard is durably written.
     """
+    if min_length is None:
+        check_whole("sample_rate", sample_rate, 1000, StoreError, "Hz")
+        min_length = default_min_length(sample_rate)
     _check_arguments(sample_rate, workers, min_length, shard_bytes)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -111,6 +126,8 @@ def preprocess(
             raise StoreError(
                 f"{out}: a store made with other parameters exists; pass overwrite=True (--overwrite)"
             )
+        # meta.json is written last, so a run killed while deleting .partial/ is complete: finish the cleanup
+        shutil.rmtree(out / ".partial", ignore_errors=True)
         _say(progress, f"{out}: store already complete ({len(store)} tracks)")
         return store
     partial = out / ".partial"
@@ -260,8 +277,14 @@ def _finish(
 ) -> Store:
     if not rows:
         reasons = _count(s.reason for s in skipped)
+        hint = ""
+        if reasons.get("too_short"):
+            hint = (
+                f"; {reasons['too_short']} track(s) are shorter than min_length {params['min_length']} samples"
+                f" at {params['sample_rate']} Hz: lower --min-length (min_length=) to keep them"
+            )
         raise StoreError(
-            f"{spec.root}: no track could be stored ({_describe(reasons) or 'no audio files found'})"
+            f"{spec.root}: no track could be stored ({_describe(reasons) or 'no audio files found'}){hint}"
         )
     shards = 1 + max(r["shard"] for r in rows)
     for stale in (out / "shards").glob("*.npy"):  # shards beyond the final count (from another budget)
@@ -277,6 +300,10 @@ def _finish(
     w.writerows([s.path, s.reason, s.detail] for s in sorted(skipped, key=lambda s: (s.path, s.reason)))
     atomic_write_bytes(out / "skipped.csv", text.getvalue().encode())
     samples = int(sum(r["length"] for r in rows))
+    vocab = spec.vocab
+    if spec.vocab_from_tracks:  # no label whose every file was skipped (a class with zero tracks)
+        stored = {t for r in rows for t in r["labels"]}
+        vocab = [t for t in vocab if t in stored]
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -284,7 +311,7 @@ def _finish(
         "sample_rate": params["sample_rate"],
         "dtype": "int16",
         "task": spec.task,
-        "vocab": spec.vocab,
+        "vocab": vocab,
         "split": spec.split_name,
         "tracks": len(rows),
         "samples": samples,
@@ -297,9 +324,11 @@ def _finish(
     atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
     shutil.rmtree(out / ".partial", ignore_errors=True)
     store = Store(out)
+    short = meta["skipped"].get("too_short", 0)
     _say(
         progress,
-        f"{out}: {len(rows)} tracks, {meta['hours']:.2f} h in {shards} shard(s); skipped {_describe(meta['skipped']) or 'none'}",
+        f"{out}: {len(rows)} tracks, {meta['hours']:.2f} h in {shards} shard(s); skipped {_describe(meta['skipped']) or 'none'}"
+        + (f" (too_short: under --min-length {params['min_length']} samples)" if short else ""),
     )
     return store
 

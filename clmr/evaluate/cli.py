@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clmr.evaluate.report import HEADLINE, row_names
+from clmr.evaluate.report import HEADLINE, row_names, training_data
 
 
 def add_common_arguments(
@@ -45,6 +45,10 @@ def run_and_print(fn: Callable[..., dict[str, Any]], args: argparse.Namespace, *
     """Call `evaluate` or `finetune` with the common options and `options`, then print the summary."""
     import torch
 
+    from clmr.evaluate.inputs import check_seeds
+
+    # evaluate takes --seed N [N ...] (seeds=), finetune one --seed (seed=): refused before any work
+    check_seeds([*options.get("seeds", ()), *([options["seed"]] if "seed" in options else [])])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = fn(
         args.checkpoint,
@@ -79,4 +83,5 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
         table.add_row(f"{report['knn']['k']}-NN", *(pct(report["knn"].get(k)) for k in keys))
     console = Console()
     console.print(table)
+    console.print(training_data(report))
     console.print(f"report: {Path(out) / 'report.md'}")

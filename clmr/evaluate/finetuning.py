@@ -22,6 +22,7 @@ from clmr.evaluate.inputs import (
     check_device,
     check_fractions,
     check_positive,
+    check_seeds,
     prepare,
     store_identity,
     store_path,
@@ -234,6 +235,7 @@ def finetune(
     check_choices(head, baseline)
     check_device(device)
     check_fractions([label_fraction])
+    check_seeds([seed])
     check_positive(max_epochs=max_epochs, patience=patience, eval_batch_size=eval_batch_size)
     if batch_size < 2:
         raise EvaluationError(

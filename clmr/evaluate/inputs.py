@@ -3,6 +3,7 @@ each other (sample rate, labels), and the identities a report records for both."
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ def check_fractions(fractions) -> None:
     for f in fractions:
         if not 0.0 < float(f) <= 1.0:
             raise EvaluationError(f"--label-fraction must be in (0, 1] (1 = every labelled track), got {f}")
+
+
+def check_seeds(seeds) -> None:
+    """Seeds must be whole numbers >= 0 (numpy's generators refuse negative seeds, which would otherwise
+    fail with a traceback only once the features are extracted)."""
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise EvaluationError(f"--seed must be a whole number >= 0, got {seed!r}")
 
 
 def split_plan(store, seed: int = 0) -> Splits:

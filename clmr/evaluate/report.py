@@ -71,6 +71,26 @@ def row_names(mode: str) -> tuple[str, str]:
     return "checkpoint", "random init (same architecture)"
 
 
+def training_data(report: dict[str, Any]) -> str:
+    """How much labelled data the (headline) head learned from: "label fraction F: N of M training
+    tracks", noting when the at-least-one-track rule raised the count above round(F * M)."""
+    config = report.get("config", {})
+    if "label_fractions" in config:  # evaluate: the headline is the largest fraction
+        fraction, used = float(config["label_fractions"][0]), report.get("n_train_tracks")
+    else:  # finetune
+        fraction, used = float(config.get("label_fraction", 1.0)), config.get("n_train_tracks")
+    pool = report.get("store", {}).get("splits", {}).get("train")
+    if used is None or pool is None:
+        return f"label fraction {fraction:g}"
+    text = f"label fraction {fraction:g}: {used} of {pool} training tracks"
+    exact = fraction * pool
+    if used > round(exact):
+        text += (
+            f" ({fraction:g} × {pool} = {exact:.3g}, raised to {used}: a head trains on at least one track)"
+        )
+    return text
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     """A Markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -93,6 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
         ],
         ["tracks train / valid / test", f"{splits['train']} / {splits['valid']} / {splits['test']}"],
         ["head", config["head"]],
+        ["label fraction / training tracks", training_data(report)],
         ["song-level protocol", config["protocol"]],
     ]
     base = report.get("baseline")

@@ -27,6 +27,7 @@ from clmr.evaluate.inputs import (
     check_device,
     check_fractions,
     check_positive,
+    check_seeds,
     prepare,
     store_identity,
 )
@@ -199,6 +200,7 @@ def evaluate(
     if not seeds or not label_fractions:
         raise EvaluationError("give at least one seed and one label fraction")
     check_fractions(label_fractions)
+    check_seeds(seeds)
     recipe = Recipe(**{**(recipe or Recipe()).__dict__, "train_crops": int(train_crops)})
     check_positive(
         knn=knn,

@@ -35,15 +35,32 @@ CHUNK_CROPS = 16
 """Crops decoded per chunk at least (a chunk is split across batches as needed)."""
 
 
+MAX_CHANNELS = 8
+"""A 2-D waveform's channel axis is the one of at most this many entries (the other must be longer)."""
+
+
 def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
-    """float32 (T,) from (T,) or channels-first (C, T)."""
+    """float32 (T,) from (T,), channels-first (C, T) (torch, librosa) or channels-last (T, C)
+    (soundfile), where C <= MAX_CHANNELS < T tells the axes apart; other 2-D shapes are refused."""
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()
     x = np.asarray(waveform, dtype=np.float32)
     if x.ndim == 2:
-        x = x.mean(axis=0, dtype=np.float32)
+        rows, cols = x.shape
+        if rows <= MAX_CHANNELS < cols:
+            x = x.mean(axis=0, dtype=np.float32)  # (C, T)
+        elif cols <= MAX_CHANNELS < rows:
+            x = x.mean(axis=1, dtype=np.float32)  # (T, C)
+        else:
+            raise ClmrError(
+                f"ambiguous waveform shape {x.shape}: expected (T,), (C, T) or (T, C) with at most "
+                f"{MAX_CHANNELS} channels and more than {MAX_CHANNELS} samples; pass a mono (T,) array "
+                "(e.g. the mean over the channel axis)"
+            )
     if x.ndim != 1:
-        raise ClmrError(f"expected a mono (T,) or channels-first (C, T) waveform, got shape {x.shape}")
+        raise ClmrError(
+            f"expected a mono (T,), channels-first (C, T) or channels-last (T, C) waveform, got shape {x.shape}"
+        )
     if len(x) == 0:
         raise EmptyAudioError("<waveform>", "the waveform holds no samples")
     if not np.isfinite(x).all():

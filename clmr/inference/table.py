@@ -99,10 +99,15 @@ def read_index(out: str | os.PathLike) -> tuple[list[str], np.ndarray, dict[str,
 
 
 def _check_compatible(source: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
-    for key in ("checkpoint_sha256", "per_crop"):
-        if found.get(key) != wanted.get(key):
+    """The same weights, layout and sample rate (a reference checkpoint's rate is set by --sample-rate,
+    so the same file can give different embeddings)."""
+    pairs = [(key, found.get(key), wanted.get(key)) for key in ("checkpoint_sha256", "per_crop")]
+    rate = (found.get("config") or {}).get("sample_rate"), (wanted.get("config") or {}).get("sample_rate")
+    pairs.append(("sample_rate", *rate))
+    for key, was, now in pairs:
+        if was != now:
             raise TableError(
-                f"{source}: made with a different {key} ({found.get(key)!r}, now {wanted.get(key)!r}); "
+                f"{source}: made with a different {key} ({was!r}, now {now!r}); "
                 "write to another --out or delete it"
             )
 

@@ -50,6 +50,9 @@ class DatasetSpec:
     entries: list[Entry]
     skipped: list[Skip] = field(default_factory=list)
     split_name: str | None = None  # e.g. "won", "pons", "filtered", "hash", "csv"
+    # True: `vocab` is just the labels of the entries (a folder's CSV), so the store keeps only those of
+    # the tracks it actually stores (decode failures are known only then); False: a fixed list (top-50).
+    vocab_from_tracks: bool = False
 
     def __post_init__(self) -> None:
         self.entries.sort(key=lambda e: e.path)
@@ -72,10 +75,24 @@ def find_audio(root: Path) -> list[str]:
 
 def scan_files(root: Path) -> tuple[list[str], list[str]]:
     """(audio files, files in an audio format clmr cannot decode such as .m4a) under `root`,
-    recursive, hidden files and folders left out; relative POSIX paths, sorted."""
+    recursive, hidden files and folders left out; relative POSIX paths, sorted.
+
+    Symbolic links to folders are followed, but each folder (by device and inode) is read once, so a
+    link loop (`a/up -> ..`) or a second link to the same folder does not list its files again; the
+    walk goes in sorted order, so which path names a folder reached twice is deterministic."""
     found, unsupported = [], []
+    visited: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        try:
+            st = os.stat(dirpath)
+        except OSError:  # vanished or unreadable since it was listed
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith("."):
                 continue

@@ -63,9 +63,13 @@ def scan_folder(
         else:
             entries.append(Entry(path, path, _split(path, row_split, split), tags))
     skipped += [Skip(p, "unlabelled", f"not listed in {labels}") for p in files if p not in rows]
-    vocab = sorted({t for tags, _ in rows.values() for t in tags})
+    # labels of the files that will be decoded only: not those of missing, unsupported or unlabelled
+    # files (the store narrows it again to the tracks that decode, see `vocab_from_tracks`)
+    vocab = sorted({t for e in entries for t in e.labels})
     split_name = split or ("csv" if has_split else "hash")
-    return DatasetSpec(name, root, task, vocab, entries, skipped, split_name=split_name)
+    return DatasetSpec(
+        name, root, task, vocab, entries, skipped, split_name=split_name, vocab_from_tracks=True
+    )
 
 
 def read_labels_csv(
