@@ -1,6 +1,9 @@
 """Our checkpoint format and every reference layout; clear errors on bad files."""
 
 import json
+import pickle
+import types
+import zipfile
 from collections import OrderedDict
 
 import pytest
@@ -91,9 +94,11 @@ def test_bare_encoder_dict_and_supervised_encoder(tmp_path, model, x):
     supervised = SampleCNN(WIDTH, BLOCKS, n_classes=7).eval()
     torch.save(supervised.state_dict(), tmp_path / "supervised.pt")
     sup = load_model(tmp_path / "supervised.pt")
-    assert sup.encoder.n_classes == 7
+    # fc becomes a linear head: embed gives the features before fc, classify the reference logits
+    assert sup.encoder.n_classes is None and sup.head.kind == "linear" and sup.head.n_classes == 7
     with torch.no_grad():
-        torch.testing.assert_close(sup.encoder(x), supervised(x))
+        assert sup.embed(x).shape == (3, sup.embedding_dim) == (3, 32)
+        torch.testing.assert_close(sup.classify(x), supervised(x))
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
@@ -196,3 +201,257 @@ def test_cli_convert_and_info(tmp_path, model, x, capsys):
     (tmp_path / "junk.ckpt").write_text("junk")
     assert cli(["info", str(tmp_path / "junk.ckpt")]) == 2
     assert "junk.ckpt" in capsys.readouterr().err
+
+
+# --- regressions -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """Ten generated 1 s pieces at 8 kHz with tags, preprocessed (for the `clmr pretrain` checkpoints)."""
+    from clmr.data import preprocess
+    from clmr.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("ckpt-store")
+    music = generate(root / "music", 10, seconds=1.0, seed=0, sample_rate=8000)
+    preprocess(
+        music.root,
+        root / "store",
+        labels=music.tags_csv,
+        sample_rate=8000,
+        min_length=729,
+        workers=0,
+        progress=False,
+    )
+    return root / "store"
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_pretrain_lightning_checkpoints_carry_the_clmr_config(tiny_store, tmp_path, supervised):
+    from clmr.config import load_config
+    from clmr.data import Store
+    from clmr.train import pretrain
+
+    overrides = {
+        "model.width": 1 / 16,
+        "model.n_blocks": 5,
+        "batch_size": 4,
+        "trainer.accelerator": "cpu",
+        "trainer.devices": 1,
+        "trainer.num_workers": 0,
+        "trainer.max_epochs": 1,
+        "augment.enabled": False,
+        "supervised": supervised,
+    }
+    pretrain(tiny_store, tmp_path / "run", load_config("tiny", overrides=overrides), progress=False)
+    exported = load_model(tmp_path / "run")
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = tmp_path / "run" / "checkpoints" / name
+        assert "clmr_config" in torch.load(ckpt, map_location="cpu", weights_only=True)
+        loaded = load_model(ckpt)
+        assert loaded.sample_rate == 8000 and loaded.crop_length == 729
+        assert loaded.config()["encoder"] == exported.config()["encoder"]
+        x = torch.randn(2, 729)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.embed(x), exported.embed(x))
+        if supervised:
+            assert loaded.tags == Store(tiny_store).vocab and loaded.task == "multilabel"
+            assert loaded.meta["objective"] == "supervised" and loaded.projector is None
+            with torch.no_grad():
+                torch.testing.assert_close(loaded.classify(x), exported.classify(x))
+        else:
+            assert loaded.meta["objective"] == "contrastive" and loaded.head is None
+            assert loaded.meta["store"] == exported.meta["store"]
+            torch.testing.assert_close(loaded.projector[2].weight, exported.projector[2].weight)
+
+
+def test_reference_supervised_fc_becomes_a_head_and_zero_fc_is_dropped(tmp_path, model, x):
+    supervised = SampleCNN(WIDTH, BLOCKS, n_classes=4).eval()
+    state = {f"encoder.{k}": v for k, v in supervised.state_dict().items()}
+    torch.save(state, tmp_path / "sup.pt")
+    loaded = load_model(tmp_path / "sup.pt", tags=["a", "b", "c", "d"])
+    assert loaded.embedding_dim == 32 and loaded.tags == ["a", "b", "c", "d"]
+    with torch.no_grad():
+        assert loaded.embed(x).shape == (3, 32)
+        torch.testing.assert_close(loaded.classify(x), supervised(x))
+    save_model(loaded, tmp_path / "sup.safetensors")  # and it stays so through our format
+    again = load_model(tmp_path / "sup.safetensors")
+    assert again.config()["encoder"]["n_classes"] is None and again.head.n_classes == 4
+    # the reference's zero-filled fc carries no classifier: dropped
+    state["encoder.fc.weight"] = torch.zeros(50, 32)
+    state["encoder.fc.bias"] = torch.zeros(50)
+    torch.save(state, tmp_path / "zero.pt")
+    zero = load_model(tmp_path / "zero.pt")
+    assert zero.head is None and zero.embed(x).shape == (3, 32)
+
+
+def test_our_older_file_with_a_supervised_encoder_loads_with_a_head(tmp_path, x):
+    from safetensors.torch import save_file
+
+    supervised = SampleCNN(WIDTH, BLOCKS, n_classes=3).eval()
+    config = CLMR(SampleCNN(WIDTH, BLOCKS), sample_rate=8000).config()
+    config["encoder"]["n_classes"] = 3
+    tensors = {f"encoder.{k}": v.contiguous() for k, v in supervised.state_dict().items()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"clmr": json.dumps(config)})
+    loaded = load_model(tmp_path / "old.safetensors")
+    with torch.no_grad():
+        assert loaded.embed(x).shape == (3, 32)
+        torch.testing.assert_close(loaded.classify(x), supervised(x))
+
+
+def test_head_trained_on_another_encoder_is_refused(tmp_path, model, x):
+    other = _trained_like_model(seed=1)
+    save_model(model, tmp_path / "base.safetensors")
+    save_model(other, tmp_path / "other.safetensors")
+    head_model = CLMR(
+        model.encoder,
+        head=Head("linear", 32, 2),
+        sample_rate=8000,
+        tags=["x", "y"],
+        meta={"checkpoint": "base.safetensors", "checkpoint_sha256": "0" * 64},
+    )
+    save_model(head_model, tmp_path / "head.safetensors")
+    assert load_model(tmp_path / "base.safetensors", head=tmp_path / "head.safetensors").tags == ["x", "y"]
+    with pytest.raises(
+        CheckpointError, match=r"head.safetensors: .*different encoder.*other.safetensors"
+    ) as err:
+        load_model(tmp_path / "other.safetensors", head=tmp_path / "head.safetensors")
+    assert "on its own" in str(err.value)
+    # a fine-tuned model (its encoder changed) used as a head on its base
+    tuned = CLMR(other.encoder, head=Head("linear", 32, 2), sample_rate=8000, meta={"finetuned_from": "base"})
+    save_model(tuned, tmp_path / "tuned.safetensors")
+    with pytest.raises(
+        CheckpointError,
+        match=r"tuned.safetensors: .*whole fine-tuned model: load .*tuned.safetensors on its own",
+    ):
+        load_model(tmp_path / "base.safetensors", head=tmp_path / "tuned.safetensors")
+    # a reference fine-tuning file that holds its frozen encoder is checked the same way
+    ref = {f"encoder.{k}": v for k, v in other.encoder.state_dict().items()}
+    ref.update({f"model.{k}": v for k, v in Head("linear", 32, 2).state_dict().items()})
+    torch.save(ref, tmp_path / "ref_head.pt")
+    with pytest.raises(CheckpointError, match="ref_head.pt: .*different encoder"):
+        load_model(tmp_path / "base.safetensors", head=tmp_path / "ref_head.pt")
+
+
+@pytest.mark.parametrize(
+    ("width", "n_blocks"), [(0.1, 5), (0.3, 5), (0.05, 5), (0.25, 7), (1.0, 9), (0.07, 9)]
+)
+def test_width_is_inferred_from_every_block(tmp_path, width, n_blocks):
+    encoder = SampleCNN(width, n_blocks).eval()
+    torch.save({f"encoder.{k}": v for k, v in encoder.state_dict().items()}, tmp_path / "w.pt")
+    loaded = load_model(tmp_path / "w.pt")
+    assert loaded.encoder.width == pytest.approx(width) and loaded.encoder.n_blocks == n_blocks
+    x = torch.randn(2, encoder.input_length)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), encoder(x))
+
+
+def test_lightning_1x_checkpoint_with_callback_classes_and_attribute_dict(tmp_path, model, x):
+    """Lightning 1.0-1.4 pickles callback classes as keys of "callbacks" and an AttributeDict."""
+
+    def stand_in(module, name, base=object):
+        cls = type(name, (base,), {})
+        cls.__module__, cls.__qualname__ = module, name
+        return cls
+
+    checkpoint_cls = stand_in("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint")
+    early_cls = stand_in("pytorch_lightning.callbacks.early_stopping", "EarlyStopping")
+    custom_cls = stand_in(
+        "pytorch_lightning.callbacks.gradient_accumulation_scheduler", "GradientAccumulationScheduler"
+    )
+    attribute_dict = stand_in("pytorch_lightning.utilities.parsing", "AttributeDict", dict)
+    state = {f"model.encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    state.update({f"model.projector.{k}": v for k, v in model.projector.state_dict().items()})
+    hparams = attribute_dict()
+    hparams.update(batch_size=48, temperature=0.5)
+    ckpt = {
+        "pytorch-lightning_version": "1.2.10",
+        "epoch": 10,
+        "state_dict": state,
+        "callbacks": {
+            checkpoint_cls: {"best_model_score": torch.tensor(1.5), "best_model_path": "x.ckpt"},
+            early_cls: {"wait_count": 0, "patience": 3},
+            custom_cls: {},
+        },
+        "hyper_parameters": hparams,
+    }
+
+    stand_ins = (checkpoint_cls, early_cls, custom_cls, attribute_dict)
+
+    class Pickler(pickle._Pickler):  # writes the stand-ins under their Lightning names, unimported
+        def save_global(self, obj, name=None):
+            if obj not in stand_ins:
+                return super().save_global(obj, name)
+            self.write(pickle.GLOBAL + f"{obj.__module__}\n{obj.__qualname__}\n".encode())
+            self.memoize(obj)
+
+    torch.save(
+        ckpt, tmp_path / "pl1.ckpt", pickle_module=types.SimpleNamespace(Pickler=Pickler, __name__="pickle")
+    )
+    with zipfile.ZipFile(tmp_path / "pl1.ckpt") as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"pytorch_lightning.callbacks.model_checkpoint" in data
+    assert b"pytorch_lightning.utilities.parsing" in data
+    _same(model, load_model(tmp_path / "pl1.ckpt"), x)
+
+
+def test_empty_and_truncated_old_format_files(tmp_path, model, capsys):
+    (tmp_path / "e.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"e.pt: not a checkpoint: an empty file \(0 bytes\)"):
+        load_model(tmp_path / "e.pt")
+    assert cli(["info", str(tmp_path / "e.pt")]) == 2
+    assert "empty file" in capsys.readouterr().err
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "old.pt").read_bytes()
+    for cut in (3, len(data) // 2, len(data) - 5):
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=r"cut.pt: .*truncated"):
+            load_model(tmp_path / "cut.pt")
+
+
+def test_projector_input_must_match_the_encoder(tmp_path, model):
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    state["projector.0.weight"] = torch.zeros(128, 99)
+    state["projector.2.weight"] = torch.zeros(64, 128)
+    torch.save(state, tmp_path / "p.pt")
+    with pytest.raises(CheckpointError, match=r"p.pt: key 'projector.0.weight' has shape \(128, 99\).*32-d"):
+        load_model(tmp_path / "p.pt")
+
+
+def test_sample_rate_must_be_positive(tmp_path, model, capsys):
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    torch.save(state, tmp_path / "ref.pt")
+    with pytest.raises(SystemExit):
+        cli(["convert", str(tmp_path / "ref.pt"), str(tmp_path / "o"), "--sample-rate", "0"])
+    assert "positive" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
+    with pytest.raises(clmr.errors.ClmrError, match="positive"):
+        load_model(tmp_path / "ref.pt", sample_rate=0)
+    with pytest.raises(ValueError, match="sample_rate must be a positive"):
+        CLMR(model.encoder, sample_rate=0)
+    config = model.config()
+    config["sample_rate"] = 0
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp_path / "zero.safetensors"), metadata={"clmr": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="zero.safetensors: invalid clmr config"):
+        load_model(tmp_path / "zero.safetensors")
+
+
+@pytest.mark.filterwarnings("ignore")  # torch.jit.trace deprecation and tracer warnings
+def test_other_kinds_of_files_are_named(tmp_path, model):
+    encoder = SampleCNN(WIDTH, BLOCKS).eval()
+    torch.jit.save(torch.jit.trace(encoder, torch.randn(1, encoder.input_length)), str(tmp_path / "model.pt"))
+    with pytest.raises(CheckpointError, match="model.pt: not a checkpoint: a TorchScript archive"):
+        load_model(tmp_path / "model.pt")
+    (tmp_path / "t.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    with pytest.raises(CheckpointError, match="t.parquet: not a checkpoint: a Parquet table"):
+        load_model(tmp_path / "t.parquet")
+    (tmp_path / "c.json").write_text(json.dumps({"format": "clmr", "weights": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="c.json: not a checkpoint: a JSON file"):
+        load_model(tmp_path / "c.json")
+    # an ONNX ModelProto: ir_version (field 1), producer_name "pytorch" (field 2), ...
+    (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)
+    with pytest.raises(CheckpointError, match="m.bin: not a checkpoint: an ONNX model"):
+        load_model(tmp_path / "m.bin")

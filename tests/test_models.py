@@ -97,3 +97,26 @@ def test_top_level_names_load_on_demand():
     assert clmr.SampleCNN is SampleCNN and callable(clmr.load_model) and callable(clmr.losses.nt_xent)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         clmr.nope  # noqa: B018
+
+
+def test_clmr_splits_a_supervised_encoder_into_features_and_a_linear_head():
+    supervised = SampleCNN(width=1 / 16, n_blocks=5, n_classes=6).eval()
+    model = CLMR(supervised, sample_rate=8000).eval()
+    x = torch.randn(2, model.crop_length)
+    with torch.no_grad():
+        assert model.embed(x).shape == (2, model.embedding_dim) == (2, 32)
+        torch.testing.assert_close(model.classify(x), supervised(x))
+    assert model.config()["encoder"]["n_classes"] is None and model.config()["head"]["n_classes"] == 6
+    with pytest.raises(ValueError, match="positive"):
+        CLMR(SampleCNN(width=1 / 16, n_blocks=5), sample_rate=0)
+
+
+@pytest.mark.parametrize("width", [0.05, 0.1, 0.3, 1 / 16, 0.25, 1.0, 2.0])
+@pytest.mark.parametrize("n_blocks", [3, 5, 9])
+def test_infer_width_agrees_with_every_block(width, n_blocks):
+    from clmr.models.samplecnn import _block_channels, infer_width
+
+    channels = _block_channels(width, n_blocks)
+    found = infer_width(channels, n_blocks)
+    assert found is not None and _block_channels(found, n_blocks) == channels
+    assert infer_width([8, 8, 8, 16, 99, 32], 5) is None  # no width gives these

@@ -13,11 +13,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tags", help="text file with one tag name per line, in the head's output order")
     parser.add_argument(
         "--sample-rate",
-        type=int,
+        type=_positive_int,
         default=None,
         help="sample rate the model was trained at (reference: 22050)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+
+
+def _positive_int(text: str) -> int:
+    """A sample rate in Hz: a whole number above zero (0 would make every crop duration infinite)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of Hz, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of Hz, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,11 +15,26 @@ from clmr.models.samplecnn import SampleCNN
 TASKS = ("multilabel", "multiclass")
 
 
+def split_classifier(encoder: SampleCNN) -> tuple[SampleCNN, Head]:
+    """A supervised SampleCNN (with `fc`) as a feature encoder (h before `fc`) plus `fc` as a linear head.
+
+    The weights are copied; in eval mode `head(features(x))` equals `encoder(x)` (dropout is identity).
+    """
+    features = SampleCNN(width=encoder.width, n_blocks=encoder.n_blocks)
+    features.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")})
+    head = Head("linear", features.out_dim, int(encoder.fc.out_features))
+    head.model[0].load_state_dict(encoder.fc.state_dict())
+    features.train(encoder.training)
+    head.train(encoder.training)
+    return features, head
+
+
 class CLMR(nn.Module):
     """Encoder + optional projector + optional head, with the metadata that travels with the weights.
 
     `embed(x)` gives the representation h used downstream; `project(h)` the contrastive z;
-    `classify(x)` head logits. Tag names, sample rate and crop length are kept so that a saved model
+    `classify(x)` head logits. A supervised SampleCNN (with `fc`) given without a head is split: `fc`
+    becomes a linear head, so that `embed` always gives h. Tag names, sample rate and crop length are kept so that a saved model
     can be used on new audio without reconstructing anything by hand.
     """
 
@@ -35,8 +50,12 @@ class CLMR(nn.Module):
         meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
         if task is not None and task not in TASKS:
             raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+        if getattr(encoder, "n_classes", None) and head is None:
+            encoder, head = split_classifier(encoder)
         if head is not None and tags is not None and len(tags) != head.n_classes:
             raise ValueError(f"{len(tags)} tag names for a head with {head.n_classes} outputs")
         self.encoder = encoder

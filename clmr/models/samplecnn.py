@@ -15,6 +15,33 @@ def _block_channels(width: float, n_blocks: int) -> list[int]:
     return [max(1, round(c * width)) for c in outs]
 
 
+def infer_width(channels: list[int], n_blocks: int) -> float | None:
+    """The width whose block channels (blocks 0..n_blocks) are `channels`, or None if none fits.
+
+    Every block constrains the width to an interval (its channel count is round(base * width)); the
+    answer lies in their intersection. A short decimal (0.1, 0.25), a simple fraction (1/16) or a
+    block's exact ratio is preferred, so that the config shows the width the model was built with.
+    """
+    bases = list(REFERENCE_CHANNELS[:n_blocks]) + [REFERENCE_CHANNELS[-1]]
+    if len(channels) != len(bases) or min(channels) < 1:
+        return None
+    low, high = 0.0, float("inf")
+    for base, c in zip(bases, channels, strict=True):
+        low = max(low, (c - 0.5) / base if c > 1 else 0.0)
+        high = min(high, (c + 0.5) / base)
+    if low > high:
+        return None
+    candidates = [round(low + (high - low) / 2, d) for d in (1, 2)]
+    candidates += [round(low, d) for d in (1, 2)] + [round(high, d) for d in (1, 2)]
+    candidates += [k / 16 for k in range(1, 65)] + [1 / k for k in range(1, 129)]
+    candidates += [c / base for base, c in zip(bases, channels, strict=True)]
+    candidates += [round((low + high) / 2, d) for d in range(3, 10)] + [(low + high) / 2]
+    for width in candidates:
+        if width > 0 and _block_channels(width, n_blocks) == list(channels):
+            return float(width)
+    return None
+
+
 class SampleCNN(nn.Module):
     """Sample-level CNN on raw waveforms: 3^(n_blocks + 1) samples in, one feature vector out.
 

@@ -9,6 +9,7 @@ Lightning or the data loader consumed from the global RNG in between.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import lightning as L
@@ -71,6 +72,15 @@ class _Base(L.LightningModule):
             targets = self.all_gather(targets).flatten(0, 1)
         value = probe_metric(logits, targets, self.task)
         self.log(f"valid/probe_{metric_name(self.task)}", value, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the exported model's clmr config (architecture, sample rate, crop, tags, task, training
+        facts), the JSON that `save_model` writes, so that `clmr.load_model` reads a `.ckpt` of this run
+        as it reads the run's model.safetensors (with torch.load(weights_only=True): JSON text only)."""
+        from clmr.train.callbacks import ExportModel
+
+        meta = next((cb.meta for cb in self.trainer.callbacks if isinstance(cb, ExportModel)), {})
+        checkpoint["clmr_config"] = json.dumps(self.export(meta).config(), default=str)
 
     def export_meta(self) -> dict[str, Any]:
         """Training facts stored next to the exported weights."""
