@@ -217,6 +217,12 @@ def test_epoch_sampler_is_keyed_by_seed_and_epoch_and_shards_evenly():
     assert list(again) == keys[1]
     again.set_epoch(6)
     assert list(again) != keys[1]
+    # a run stopped after 2 keys of epoch 5 resumes after them; the pass after that is whole again
+    again.set_epoch(5)
+    again.resume(5, 2)
+    assert list(again) == keys[1][2:] and list(again) == keys[1]
+    again.resume(4, 2)  # for another epoch: no effect
+    assert list(again) == keys[1]
 
 
 def test_problems_are_reported_before_training(store, tmp_path):
@@ -333,3 +339,86 @@ def test_resumed_csv_log_drops_rows_logged_after_the_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="will be deleted"):  # a fresh run starts a new log
         assert _csv_logger(tmp_path, resume_step=None).experiment is not None
     assert not log.exists() or log.read_text() == ""
+
+
+def test_checkpoint_every_epoch_keeps_last_periodic_and_best(store, tmp_path):
+    # the "last" and "every 1 epoch" checkpoints once had one Lightning state key: a RuntimeError
+    run = tmp_path / "run"
+    pretrain(store, run, config(**{"trainer.max_epochs": 1, "trainer.checkpoint_every": 1}), progress=False)
+    ckpts = run / "checkpoints"
+    assert {p.name for p in ckpts.iterdir()} == {"last.ckpt", "best.ckpt", "epoch0000.ckpt"}
+    saved = torch.load(ckpts / "last.ckpt", weights_only=True)["callbacks"]
+    assert sum("Checkpoint{" in key for key in saved) == 3  # each restored on resume
+    result = pretrain(
+        store, run, config(**{"trainer.max_epochs": 2, "trainer.checkpoint_every": 1}), resume=True
+    )
+    assert result["epochs"] == 2
+    assert {p.name for p in ckpts.iterdir()} == {"last.ckpt", "best.ckpt", "epoch0000.ckpt", "epoch0001.ckpt"}
+
+
+def test_mid_epoch_stops_resume_to_the_uninterrupted_steps_and_weights(store, tmp_path):
+    """A stop inside an epoch (--max-steps here, --max-time alike) resumes inside it: the epoch's other
+    batches are trained, in the uninterrupted order, and the epoch is not counted twice."""
+    n_batches = len(clmr.data.Store(store).split_indices("train")) // 4
+    assert n_batches >= 3
+    whole = pretrain(store, tmp_path / "whole", config(**{"trainer.max_epochs": 3}), progress=False)
+    assert whole["steps"] == 3 * n_batches
+    run = tmp_path / "run"
+    steps = []
+    # stop in epoch 0, then (resuming with --max-steps, as a SLURM slot may) in epoch 1, then finish
+    for max_steps, resume in ((2, None), (n_batches + 2, True), (-1, True)):
+        c = config(**{"trainer.max_epochs": 3, "trainer.max_steps": max_steps, "trainer.checkpoint_every": 1})
+        steps.append(pretrain(store, run, c, resume=resume, progress=False)["steps"])
+    assert steps == [2, n_batches + 2, 3 * n_batches]
+    # the periodic checkpoints are of whole epochs: none at a stop, none twice ("epoch0000-v1.ckpt")
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert names == {"last.ckpt", "best.ckpt", "epoch0000.ckpt", "epoch0001.ckpt", "epoch0002.ckpt"}
+    # and a run stopped at an epoch's end, resumed with --max-steps (Lightning once ran an empty epoch
+    # there and trained the next one on the keys of the epoch after it)
+    ended = tmp_path / "ended"
+    pretrain(store, ended, config(**{"trainer.max_epochs": 1}), progress=False)
+    c = config(**{"trainer.max_epochs": 3, "trainer.max_steps": 3 * n_batches})
+    result = pretrain(store, ended, c, resume=True, progress=False)
+    assert result["steps"] == 3 * n_batches and [row["epoch"] for row in result["history"]] == [1, 2]
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    for other in (run, ended):
+        b = load_file(other / "model.safetensors")
+        for key in a:
+            assert torch.equal(a[key], b[key]), (other.name, key)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * n_batches
+
+
+def test_max_time_is_a_fresh_budget_for_each_resumed_invocation(store, tmp_path):
+    """The SLURM pattern: every job slot runs the same command with --resume and --max-time."""
+    c = config(batch_size=2, **{"trainer.max_epochs": 1000, "trainer.max_time": "00:00:00:01"})
+    first = pretrain(store, tmp_path / "run", c, progress=False)
+    assert 0 < first["steps"] < 1000
+    second = pretrain(store, tmp_path / "run", c, resume=True, progress=False)
+    assert second["steps"] > first["steps"]  # Lightning's Timer would restore the time spent: no step
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    assert not any("Timer" in key for key in saved)
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(store, tmp_path, capsys):
+    from clmr.cli import main
+
+    good = tmp_path / "good.ckpt"
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": {"w": torch.zeros(1000)}}, good)
+    data = good.read_bytes()
+    broken = {
+        "truncated.ckpt": data[: len(data) // 2],
+        "empty.ckpt": b"",
+        "damaged.ckpt": data[:200] + bytes(255 - b for b in data[200:2000]) + data[2000:],
+    }
+    for name, content in broken.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(RunDirError, match=f"{name}: not a readable checkpoint"):
+            pretrain(store, tmp_path / "run", config(), resume=path)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(broken["truncated.ckpt"])
+    assert main(["pretrain", "--data", str(store), "--out", str(run), "--preset", "tiny", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "last.ckpt: not a readable checkpoint" in err, err

@@ -1,15 +1,17 @@
 """Training callbacks: throughput and data-wait logging, export of the model at each checkpoint,
-plain progress lines off a terminal, and an in-memory per-epoch history."""
+plain progress lines off a terminal, an in-memory per-epoch history, and the checkpoint and
+time-limit pieces that make a stopped run resume where it stopped."""
 
 from __future__ import annotations
 
 import math
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 
 from clmr.models import save_model
 
@@ -27,6 +29,11 @@ class Throughput(Callback):
     def __init__(self) -> None:
         self.epoch = {"wait": 0.0, "busy": 0.0, "items": 0}
         self.run = {"wait": 0.0, "busy": 0.0, "items": 0}
+        self._last_end = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed in the middle of an epoch starts without `on_train_epoch_start`
+        self._last_end = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch = {"wait": 0.0, "busy": 0.0, "items": 0}
@@ -144,3 +151,79 @@ class PlainProgress(Callback):
             f"{k} {_scalar(v):.4f}" for k, v in sorted(m.items()) if k.endswith("_epoch") or "valid/" in k
         ]
         print(f"epoch {trainer.current_epoch} done  " + "  ".join(shown), flush=True)
+
+
+def epoch_finished(trainer: L.Trainer) -> bool:
+    """Whether the training epoch ending now ran all its batches (not stopped by --max-time/--max-steps)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """The `epochNNNN.ckpt` kept every `every_n_epochs` epochs, of finished epochs only (a run stopped in
+    the middle of an epoch writes it when the resumed run finishes the epoch). Lightning keys a
+    ModelCheckpoint's state by its class and trigger settings only, so with every epoch this one would
+    have the key of the `last.ckpt` one (and Lightning refuses the pair); its own class gives it its
+    own key."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if epoch_finished(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+
+class SessionTimer(Timer):
+    """`--max-time` for this invocation: the time budget starts afresh at every (resumed) start, so the
+    same command with `--resume` in each job slot trains for the slot's time. Lightning's own Timer
+    restores the time already spent from the checkpoint and would stop a resumed run at once."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The time spent by earlier invocations (saved by Lightning's Timer in older checkpoints) does
+        not count."""
+
+
+def max_time_timer(max_time: str) -> SessionTimer:
+    """A step-level SessionTimer for a `DD:HH:MM:SS` limit (fields of one or two digits)."""
+    days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+    return SessionTimer(
+        duration=timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds), interval="step"
+    )
+
+
+class MidEpochResume(Callback):
+    """Makes a checkpoint saved by a stop in the middle of an epoch (`--max-time`, `--max-steps`) resume
+    in the middle of that epoch.
+
+    Lightning saves such a stop like a finished epoch (the epoch-end hooks ran, checkpoints included),
+    so on resume it would either skip the rest of the epoch or run it under the next epoch's number.
+    When the checkpoint is loaded, the loop state is set back to "in the middle of the epoch": Lightning
+    then runs the epoch's remaining batches under its own number, and the training sampler
+    (`clmr.train.data.EpochSampler`) skips the batches already trained on. A checkpoint of a finished
+    epoch is set to "before the next epoch", which is where Lightning resumes it without `--max-steps`
+    and where, with it, it would otherwise run an empty epoch and shift the epoch numbers by one."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        fit = checkpoint.get("loops", {}).get("fit_loop")
+        try:
+            epochs = fit["epoch_progress"]
+            batches = fit["epoch_loop.batch_progress"]
+            ended = all(
+                epochs[part]["ready"] == epochs[part]["started"] == epochs[part]["processed"]
+                and epochs[part]["completed"] == epochs[part]["processed"] - 1
+                for part in ("total", "current")
+            )
+            done = batches["current"]["completed"]
+            last = bool(batches["is_last_batch"])
+        except (KeyError, TypeError):  # another layout (another Lightning): left as it is
+            return
+        if not ended:  # saved elsewhere than at the end of a training epoch
+            return
+        if not last and done > 0:  # stopped after `done` batches of the epoch
+            for part in ("total", "current"):
+                epochs[part]["processed"] -= 1
+        elif last:
+            for part in ("total", "current"):
+                epochs[part]["completed"] = epochs[part]["processed"]
+            batches["current"] = {key: 0 for key in batches["current"]}
+            batches["is_last_batch"] = False

@@ -2,7 +2,9 @@
 
 Every random choice of the data side is a function of (seed, epoch, track): the sampler's order
 comes from (seed, epoch) and each item asks the view for the crops of that epoch, so a resumed
-epoch draws the same batches and crops as the uninterrupted run, with any number of workers.
+epoch draws the same batches and crops as the uninterrupted run, with any number of workers. A run
+stopped in the middle of an epoch (`--max-time`, `--max-steps`) resumes there: the sampler skips the
+batches of the epoch that were already trained on.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ class EpochSampler(Sampler):
     def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch."""
         self.epoch = int(epoch)
+
+    def resume(self, epoch: int, done: int) -> None:
+        """The next pass, if it is over `epoch`, starts after this rank's first `done` keys (the batches
+        of that epoch trained on before the run stopped); later passes are whole again."""
+        self._resume = (int(epoch), int(done))
 
     def __len__(self) -> int:
         return -(-self.n // self.world)
@@ -43,7 +51,9 @@ class EpochSampler(Sampler):
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         order = np.resize(order, len(self) * self.world)
-        for i in order[self.rank :: self.world]:
+        start = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
+        self._resume = None
+        for i in order[self.rank :: self.world][start:]:
             yield int(i), self.epoch
 
 
@@ -130,16 +140,32 @@ class TrainData(L.LightningDataModule):
         dataset = KeyedView(view, targets)
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = EpochSampler(len(dataset), c.seed, shuffle, rank, world)
+        batch_size = min(c.batch_size, len(sampler))
+        if split == "train":
+            self._position(sampler, batch_size)
         workers = c.trainer.num_workers
         return DataLoader(
             dataset,
-            batch_size=min(c.batch_size, len(sampler)),
+            batch_size=batch_size,
             sampler=sampler,
             drop_last=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator",
         )
+
+    def _position(self, sampler: EpochSampler, batch_size: int) -> None:
+        """Start the training sampler where the (possibly resumed) fit loop is: at its epoch (workers
+        may draw keys before Lightning's `set_epoch`) and, in an epoch a stopped run left unfinished
+        (see `clmr.train.callbacks.MidEpochResume`), after the batches already trained on."""
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            return
+        epoch = loop.epoch_progress.current
+        sampler.set_epoch(epoch.processed)
+        done = loop.epoch_loop.batch_progress.current.completed
+        if loop.restarting and epoch.processed < epoch.started and done > 0:
+            sampler.resume(epoch.processed, done * batch_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

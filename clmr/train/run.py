@@ -1,9 +1,9 @@
 """A training run end to end: resolve the config, check the store, build the Lightning Trainer
 (devices, DDP, precision, checkpoints, logs, progress), fit, and export the model.
 
-Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` every epoch, `epochNNNN.ckpt` every
-`trainer.checkpoint_every` epochs, `best.ckpt` by valid loss), `model.safetensors`, `logs/`
-(TensorBoard under `logs/tensorboard`, CSV under `logs/csv`).
+Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` every epoch and at a stop, `epochNNNN.ckpt`
+every `trainer.checkpoint_every` finished epochs, `best.ckpt` by valid loss), `model.safetensors`,
+`logs/` (TensorBoard under `logs/tensorboard`, CSV under `logs/csv`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ MODEL_FILE = "model.safetensors"
 
 
 class RunDirError(ClmrError):
-    """The run directory cannot be used as asked (already holds a run, or nothing to resume)."""
+    """The run directory cannot be used as asked (already holds a run, or nothing to resume), or the
+    checkpoint to resume from cannot be read."""
 
 
 def _is_global_zero() -> bool:
@@ -45,27 +46,62 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
-def _checkpoint_step(ckpt_path: Path) -> int:
-    """The global step a Lightning checkpoint was saved at; if it cannot be read here (Lightning reports
-    that when it restores it), a step past every logged row, so that no log row is dropped."""
+def read_checkpoint(path: Path) -> dict | None:
+    """The checkpoint's contents (tensors memory-mapped), or None if it holds objects beyond tensors and
+    plain values (Lightning loads those itself). A file that is not a readable checkpoint (truncated,
+    corrupt, something else) is a RunDirError naming it, rather than torch's traceback at restore."""
+    import pickle
+    import zipfile
+
     import torch
 
+    def unreadable(why: str) -> RunDirError:
+        return RunDirError(
+            f"{path}: not a readable checkpoint ({why}); it may be truncated or corrupt: resume from "
+            "another one with --resume PATH (e.g. the run's checkpoints/epochNNNN.ckpt or best.ckpt)"
+        )
+
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise unreadable("empty file" if size == 0 else f"{size} bytes, not the zip archive torch saves")
     try:
-        return int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
+        try:  # objects beyond tensors, or damaged data: the archive's checksums tell which
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as zip_err:
+            raise unreadable(f"{type(zip_err).__name__}: {_first_line(zip_err)}") from err
+        if bad is not None:
+            raise unreadable(f"damaged entry '{bad}'") from err
+        return None
+    except Exception as err:
+        raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "no details"
+
+
+def _checkpoint_step(ckpt: dict | None) -> int:
+    """The global step a Lightning checkpoint was saved at; if it cannot be read here (Lightning reads
+    it when it restores it), a step past every logged row, so that no log row is dropped."""
+    try:
+        return int(ckpt["global_step"])
     except Exception:
         return sys.maxsize
 
 
-def _check_resumable(ckpt_path: Path, config: Config, module) -> None:
+def _check_resumable(ckpt_path: Path, ckpt: dict | None, config: Config, module) -> None:
     """A resumed run keeps its model and cannot stop before where it already is: a changed architecture
     (`--model.*`, `--supervised`, `--probe`) or a `--max-epochs` below the checkpoint's epoch is an error
     here, before the run's config.yaml is rewritten with the new settings."""
-    import torch
-
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         done, saved = int(ckpt["epoch"]), ckpt["state_dict"]
-    except Exception:  # not readable here: Lightning reports it when it restores the checkpoint
+    except Exception:  # not readable here: Lightning reads it when it restores the checkpoint
         return
     own = module.state_dict()
     for key in sorted(own.keys() | saved.keys()):
@@ -125,11 +161,13 @@ def build_trainer(
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+    from clmr.train.callbacks import MidEpochResume, PeriodicCheckpoint, max_time_timer
+
     t = config.trainer
     ckpt_dir = run_dir / CHECKPOINTS
     checkpoints = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False),
-        ModelCheckpoint(
+        PeriodicCheckpoint(  # its own state key: with every epoch, it triggers as the one above
             dirpath=ckpt_dir,
             filename="epoch{epoch:04d}",
             auto_insert_metric_name=False,
@@ -145,11 +183,13 @@ def build_trainer(
             enable_version_counter=False,
         ),
     ]
-    extra = [LearningRateMonitor(logging_interval="step")]
+    extra = [LearningRateMonitor(logging_interval="step"), MidEpochResume()]
     if config.supervised:
         extra.append(EarlyStopping(monitor="valid/loss", mode="min", patience=t.early_stopping_patience))
     shown, live = _progress_callbacks(config, progress)
     logs = run_dir / "logs"
+    if t.max_time:  # a fresh budget for each invocation, resumed or not (one SLURM slot each)
+        extra.append(max_time_timer(t.max_time))
     try:
         return _trainer(
             L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live, resume_step
@@ -220,7 +260,7 @@ def _trainer(
         sync_batchnorm=t.sync_batchnorm,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
-        max_time=t.max_time,
+        max_time=None,  # build_trainer adds a SessionTimer: Lightning's would count earlier invocations
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         logger=[
@@ -257,6 +297,8 @@ def _quiet_lightning() -> None:
         r".*all_gather is deprecated.*",
         # a resumed run writes into its own checkpoint folder; a fresh run refuses a used one (RunDirError)
         r".*Checkpoint directory .* exists and is not empty.*",
+        # a run stopped mid-epoch resumes there: MidEpochResume and EpochSampler.resume
+        r".*resuming from a checkpoint that ended before the epoch ended.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -286,6 +328,7 @@ def pretrain(
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: is a file; --out names the run directory")
     ckpt_path = resume_checkpoint(run_dir, resume)
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt_path is None and _is_global_zero() and any((run_dir / CHECKPOINTS).glob("*.ckpt")):
         raise RunDirError(
             f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out"
@@ -298,7 +341,7 @@ def pretrain(
     history, throughput = History(), Throughput()
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
     own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), FlushLogs(), history]
-    resume_step = _checkpoint_step(ckpt_path) if ckpt_path is not None else None
+    resume_step = _checkpoint_step(ckpt) if ckpt_path is not None else None
     trainer = build_trainer(
         config, run_dir, [*own, *(callbacks or [])], progress=progress, resume_step=resume_step
     )
@@ -312,7 +355,8 @@ def pretrain(
         # one process per device on CPU: share the cores instead of each process taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
     if ckpt_path is not None:
-        _check_resumable(ckpt_path, config, module)
+        _check_resumable(ckpt_path, ckpt, config, module)
+    del ckpt  # Lightning loads the checkpoint itself
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     try:
