@@ -25,6 +25,7 @@ demo: install
 	$(BIN)/clmr demo --out demo-run
 
 bench: install
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/augment.py
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/train.py

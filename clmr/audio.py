@@ -96,7 +96,12 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
         raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
     if max(high, -low) < SILENCE_PEAK:
         raise SilentAudioError(path, "the file is silent (every sample is below one 16-bit step)")
-    data = downmix(data) if mono else data
+    if mono and data.shape[1] > 1:
+        data = downmix(data)
+        if max(float(data.max()), -float(data.min())) < SILENCE_PEAK:
+            raise SilentAudioError(path, "the channels cancel out: the mono mix is silent")
+    elif mono:
+        data = data[:, 0]
     if source_rate != sample_rate:
         data = soxr.resample(data, source_rate, sample_rate, quality="HQ")
     data = np.ascontiguousarray(data, dtype=np.float32)

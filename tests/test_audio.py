@@ -123,6 +123,15 @@ def test_silent_file(tmp_path):
     assert "silence.wav" in str(err.value) and err.value.reason == "silent"
 
 
+def test_stereo_whose_channels_cancel_is_silent_in_mono_only(tmp_path):
+    path = tmp_path / "antiphase.wav"
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050).astype(np.float32)
+    sf.write(path, np.stack([tone, -tone], 1), 22050, subtype="FLOAT")
+    with pytest.raises(SilentAudioError, match="antiphase.wav.*channels cancel"):
+        load(path)
+    assert load(path, mono=False).shape == (2, 22050)
+
+
 def test_quiet_but_not_silent_file_loads(tmp_path):
     path = tmp_path / "quiet.wav"
     sf.write(path, np.full((100, 1), 4 / 32768, np.float32), 22050, subtype="PCM_16")
