@@ -52,3 +52,27 @@ def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "COMMAND" in capsys.readouterr().out
     assert build_parser().prog == "clmr"
+
+
+def test_abbreviated_or_misspelt_options_are_refused_with_suggestions(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "pretrain",
+                "--data",
+                "s",
+                "--out",
+                "r",
+                "--temp",
+                "0.1",
+                "--augment.pit",
+                "0",
+                "--bach-size",
+                "8",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.splitlines()[0].startswith("usage: clmr pretrain")
+    assert "--temp: did you mean --temperature?" in err
+    assert "--augment.pit: did you mean --augment.pitch?" in err
+    assert "--bach-size: did you mean --batch-size?" in err

@@ -7,39 +7,29 @@ happen inside `run` so that `clmr --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
 
 from clmr.errors import ClmrError
 
-# name -> (help line, issue that brings it)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": (
-        "generate music, preprocess, pre-train a tiny model and probe it (the main job)",
-        "pre-training",
-    ),
-    "generate": ("write a seeded set of synthetic music with tags and labels", "data"),
-    "download": ("download MagnaTagATune, GTZAN or MSD split files (resumable, checksummed)", "data"),
-    "preprocess": ("decode a dataset or audio folder once into a memory-mapped store", "data"),
-    "pretrain": ("contrastive (or --supervised) pre-training with Lightning", "pre-training"),
-    "evaluate": ("linear/MLP probe of a frozen encoder, label fractions, report", "evaluation"),
-    "finetune": ("fine-tune encoder and head end to end on a store's labels", "evaluation"),
-    "embed": ("embed audio files or folders into a parquet table", "inference"),
-    "tag": ("print the top tags of songs with a trained head", "inference"),
-    "similar": ("nearest neighbours of a song in an embedding table", "inference"),
-    "export": ("export a model to ONNX or TorchScript and verify it", "inference"),
-    "convert": ("convert a reference CLMR checkpoint to the clmr format", "foundation"),
-    "info": ("print a checkpoint's architecture, parameter count, tags and sample rate", "foundation"),
+# name -> help line
+COMMANDS: dict[str, str] = {
+    "demo": "generate music, preprocess, pre-train a tiny model and probe it (the main job)",
+    "generate": "write a seeded set of synthetic music with tags and labels",
+    "download": "download MagnaTagATune, GTZAN or MSD split files (resumable, checksummed)",
+    "preprocess": "decode a dataset or audio folder once into a memory-mapped store",
+    "pretrain": "contrastive (or --supervised) pre-training with Lightning",
+    "evaluate": "linear/MLP probe of a frozen encoder, label fractions, report",
+    "finetune": "fine-tune encoder and head end to end on a store's labels",
+    "embed": "embed audio files or folders into a parquet table",
+    "tag": "print the top tags of songs with a trained head",
+    "similar": "nearest neighbours of a song in an embedding table",
+    "export": "export a model to ONNX or TorchScript and verify it",
+    "convert": "convert a reference CLMR checkpoint to the clmr format",
+    "info": "print a checkpoint's architecture, parameter count, tags and sample rate",
 }
-
-
-def _not_built(feature: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"clmr {args.command}: not built yet; it arrives with the {feature} feature.", file=sys.stderr)
-        return 2
-
-    return run
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -63,30 +53,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"clmr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_line, feature) in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"clmr.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"clmr.cli.{name}":
-                raise
-            p = sub.add_parser(name, help=f"{help_line} [not built yet]", description=help_line)
-            p.set_defaults(func=_not_built(feature))
-            continue
+    for name, help_line in COMMANDS.items():
+        module = importlib.import_module(f"clmr.cli.{name}")
         p = sub.add_parser(
             name,
             help=help_line,
             description=(module.__doc__ or help_line).strip(),
             formatter_class=_DefaultsFormatter,
+            allow_abbrev=False,  # `--temp 0.1` or `--augment.pit 0` must not silently set another key
         )
         module.add_arguments(p)
-        p.set_defaults(func=module.run)
+        p.set_defaults(func=module.run, command_parser=p)
     return parser
+
+
+def _unknown_options(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    """ "unrecognized arguments: ..." with, for each unknown flag, the command's options it abbreviates or
+    the closest one by spelling."""
+    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--"):
+            continue
+        close = [o for o in known if o.startswith(flag)][:3]
+        if not close:
+            names = {o[2:]: o for o in known}
+            close = [names[n] for n in difflib.get_close_matches(flag[2:], list(names), n=1, cutoff=0.7)]
+        if close:
+            hints.append(f"\n  {flag}: did you mean {' or '.join(close)}?")
+    return "unrecognized arguments: " + " ".join(extra) + "".join(hints)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `clmr` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # reported by the command's own parser (its usage line), with suggestions
+        args.command_parser.error(_unknown_options(args.command_parser, extra))
     if args.command is None:
         parser.print_help()
         return 0
