@@ -3,6 +3,7 @@ cache, reports and plots, the saved head, sample-rate checks, and a briefly pre-
 whose probe beats a random-initialised one."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +185,14 @@ def test_single_label_report_fractions_and_seeds(world, tmp_path):
     assert set(report["by_fraction"]) == {"1.0", "0.1"}
     assert report["by_fraction"]["0.1"]["n_train_tracks"] == round(0.1 * report["store"]["splits"]["train"])
     assert len(report["runs"]) == 4 and "accuracy_std" in report["by_fraction"]["1.0"]
+    head_meta = load_model(tmp_path / "head.safetensors").meta  # the saved head is the first run's
+    first = report["runs"][0]
+    assert (
+        (head_meta["label_fraction"], head_meta["seed"])
+        == (first["label_fraction"], first["seed"])
+        == (1.0, 1)
+    )
+    assert head_meta["accuracy"] == first["accuracy"] and Path(head_meta["labels_from"]).is_absolute()
     assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
     assert (tmp_path / "confusion_matrix.png").exists()
     md = (tmp_path / "report.md").read_text()

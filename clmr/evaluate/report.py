@@ -29,16 +29,25 @@ def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {**{k: metrics[k] for k in HEADLINE[task]}, **details(task, metrics)}
 
 
-def model_meta(report: dict[str, Any], source_key: str) -> dict[str, Any]:
+def model_meta(report: dict[str, Any], source_key: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metadata stored with a trained head or fine-tuned model: where its encoder came from
-    (`source_key` names the relation), which store's labels it learned, and its test scores."""
+    (`source_key` names the relation, as an absolute path), which store's labels it learned, and its own
+    test scores (`run`: the entry of report["runs"] that produced it; else the report's headline)."""
     ckpt = report["checkpoint"]
+    scores = run if run is not None else report
+    extra = {k: run[k] for k in ("label_fraction", "seed") if k in run} if run is not None else {}
     return {
-        source_key: ckpt["path"],
+        source_key: _absolute(ckpt["path"]),
         "checkpoint_sha256": ckpt["sha256"],
-        "labels_from": report["store"]["path"],
-        **{k: report[k] for k in HEADLINE[report["task"]]},
+        "labels_from": _absolute(report["store"]["path"]),
+        **{k: scores[k] for k in HEADLINE[report["task"]]},
+        **extra,
     }
+
+
+def _absolute(path: str) -> str:
+    """`path` made absolute when it names an existing file or folder (else as given, e.g. a description)."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -279,7 +279,7 @@ def evaluate(
         sample_rate=inputs.model.sample_rate,
         tags=names,
         task=task,
-        meta=model_meta(report, "checkpoint"),
+        meta=model_meta(report, "checkpoint", report["runs"][0]),  # the saved head is the first run's
     )
     save_model(head_model, out / "head.safetensors")
     report["head_path"] = "head.safetensors"
