@@ -223,9 +223,13 @@ def test_same_seed_same_output_and_examples_differ():
         assert not torch.allclose(a[0], a[i])
 
 
-@pytest.mark.parametrize("kind", ["silence", "clipped"])
+@pytest.mark.parametrize("kind", ["silence", "clipped", "huge"])
 def test_chain_output_is_finite(kind):
-    x = torch.zeros(4, SR) if kind == "silence" else torch.sign(torch.randn(4, SR))
+    x = {
+        "silence": torch.zeros(4, SR),
+        "clipped": torch.sign(torch.randn(4, SR)),
+        "huge": 1e37 * torch.randn(4, SR),
+    }[kind]
     for chain in (Chain(SR), Chain(SR, **{name: 1.0 for name in STEPS})):
         y = chain(x, gen(13))
         assert y.shape == x.shape and torch.isfinite(y).all()

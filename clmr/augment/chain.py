@@ -84,8 +84,14 @@ class Chain(nn.Module):
         return {name: step.p for name, step in self.steps.items()}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        y = x
+        if x.dim() != 2:
+            raise ValueError(f"Chain expects a batch of shape (B, T), got {tuple(x.shape)}")
+        # Every step is homogeneous (f(c x) = c f(x)), so each row runs scaled by a power of two to a peak
+        # of at most 1 and is scaled back: the FFT steps' sums cannot overflow for any finite input, and
+        # scaling by powers of two is exact (the same result bit for bit otherwise).
+        _, exponent = torch.frexp(x.detach().abs().amax(dim=1, keepdim=True).clamp_(min=0.5))
+        scale = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), exponent)
+        y = x / scale
         for step in self.steps.values():
-            # once a step has produced a new tensor the chain owns it and later steps may write into it
-            y = step.run(y, generator, inplace=y is not x)
-        return y
+            y = step.run(y, generator, inplace=True)  # y is the chain's own tensor
+        return y.mul_(scale)
