@@ -1,8 +1,6 @@
 """NT-Xent against an obviously-correct loop, and the DDP gather against the single-process loss."""
 
 import math
-import os
-import socket
 
 import pytest
 import torch
@@ -54,19 +52,13 @@ def test_shape_mismatch_is_an_error():
         nt_xent(torch.randn(4, 8), torch.randn(5, 8))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, x_i, x_j, result_queue):
+def _ddp_worker(rank, world, rendezvous, x_i, x_j, result_queue):
     """Each rank holds its half of the batch; DDP averages gradients of the gathered loss."""
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no TCP port to race for with other processes on the machine
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.manual_seed(0)
     net = torch.nn.Linear(x_i.shape[1], 6)
     ddp = torch.nn.parallel.DistributedDataParallel(net)
@@ -81,7 +73,7 @@ def _ddp_worker(rank, world, port, x_i, x_j, result_queue):
     dist.destroy_process_group()
 
 
-def test_ddp_gathered_loss_and_gradients_equal_single_process():
+def test_ddp_gathered_loss_and_gradients_equal_single_process(tmp_path):
     torch.manual_seed(1)
     x_i, x_j = torch.randn(8, 10), torch.randn(8, 10)
     torch.manual_seed(0)
@@ -91,7 +83,7 @@ def test_ddp_gathered_loss_and_gradients_equal_single_process():
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), x_i, x_j, queue), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), x_i, x_j, queue), nprocs=2, join=True)
     results = [queue.get(timeout=30) for _ in range(2)]
     for _rank, rank_loss, w_grad, b_grad in results:
         assert rank_loss == pytest.approx(loss.item(), rel=1e-5)
