@@ -366,10 +366,17 @@ def test_mid_epoch_stops_resume_to_the_uninterrupted_steps_and_weights(store, tm
     run = tmp_path / "run"
     steps = []
     # stop in epoch 0, then (resuming with --max-steps, as a SLURM slot may) in epoch 1, then finish
+    epochs_reported = []
     for max_steps, resume in ((2, None), (n_batches + 2, True), (-1, True)):
         c = config(**{"trainer.max_epochs": 3, "trainer.max_steps": max_steps, "trainer.checkpoint_every": 1})
-        steps.append(pretrain(store, run, c, resume=resume, progress=False)["steps"])
+        result = pretrain(store, run, c, resume=resume, progress=False)
+        steps.append(result["steps"])
+        epochs_reported += [row["epoch"] for row in result["history"]]
+        if max_steps == 2:  # the stopped epoch's data position depends on the batch layout: kept on resume
+            with pytest.raises(ConfigError, match="stopped in the middle of epoch 0 with batch_size 4"):
+                pretrain(store, run, config(batch_size=2, **{"trainer.max_epochs": 3}), resume=True)
     assert steps == [2, n_batches + 2, 3 * n_batches]
+    assert epochs_reported == [0, 1, 2]  # an epoch is reported once, when it is finished
     # the periodic checkpoints are of whole epochs: none at a stop, none twice ("epoch0000-v1.ckpt")
     names = {p.name for p in (run / "checkpoints").iterdir()}
     assert names == {"last.ckpt", "best.ckpt", "epoch0000.ckpt", "epoch0001.ckpt", "epoch0002.ckpt"}
@@ -387,6 +394,29 @@ def test_mid_epoch_stops_resume_to_the_uninterrupted_steps_and_weights(store, tm
             assert torch.equal(a[key], b[key]), (other.name, key)
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 3 * n_batches
+
+
+def test_supervised_stops_mid_epoch_do_not_count_as_epochs_without_improvement(store, tmp_path):
+    """Early stopping looks at validations only: a stop before the first one must not fail, and stops
+    mid-epoch must not use up patience."""
+    n_batches = len(clmr.data.Store(store).split_indices("train")) // 4
+    run = tmp_path / "sup"
+    for max_steps, resume in ((1, None), (2, True), (-1, True)):
+        c = config(supervised=True, **{"trainer.max_epochs": 2, "trainer.max_steps": max_steps})
+        result = pretrain(store, run, c, resume=resume, progress=False)
+    assert result["steps"] == 2 * n_batches
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    (state,) = [v for k, v in saved.items() if k.startswith("EarlyStopping")]
+    assert state["wait_count"] <= 1  # one validation after the best at most, not one per stop
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_not_unpickled(store, tmp_path):
+    import argparse
+
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"epoch": 0, "global_step": 1, "hparams": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(RunDirError, match="pickled.ckpt: holds pickled Python objects"):
+        pretrain(store, tmp_path / "run", config(), resume=path)
 
 
 def test_max_time_is_a_fresh_budget_for_each_resumed_invocation(store, tmp_path):

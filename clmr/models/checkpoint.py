@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 import re
 import warnings
 import zipfile
@@ -248,7 +249,8 @@ def _load_problem(path: Path, err: Exception) -> str:
     """What a failed weights-only torch.load means for the user, without torch's advice to disable it."""
     message = str(err).strip()
     first = message.splitlines()[0] if message else type(err).__name__
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    # "Unsupported global: GLOBAL a.b", or for a blocked module "unsupported GLOBAL posix.system whose ..."
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", message, re.IGNORECASE)
     name = found.group(1).rstrip(".,") if found else None
     if name and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
         return (
@@ -423,7 +425,9 @@ def _load_ours(path: Path, config: dict[str, Any], tensors: Mapping[str, torch.T
 
 
 def _check_positive_rate(sample_rate: Any) -> None:
-    if sample_rate is not None and (isinstance(sample_rate, bool) or not sample_rate > 0):
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1
+    ):
         raise ClmrError(f"the sample rate must be a positive number of Hz, got {sample_rate!r}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class CLMR(nn.Module):
         meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or sample_rate <= 0:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1:
             raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
         if task is not None and task not in TASKS:
             raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")

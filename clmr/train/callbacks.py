@@ -115,6 +115,8 @@ class History(Callback):
         self.epochs: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not epoch_finished(trainer):  # a stop mid-epoch: the epoch ends in the resumed run
+            return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for key, value in trainer.callback_metrics.items():
             if key.endswith("_step"):
@@ -144,7 +146,7 @@ class PlainProgress(Callback):
         print("  ".join(parts), flush=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not epoch_finished(trainer):
             return
         m = trainer.callback_metrics
         shown = [
@@ -177,10 +179,6 @@ class SessionTimer(Timer):
 
     def state_dict(self) -> dict[str, Any]:
         return {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """The time spent by earlier invocations (saved by Lightning's Timer in older checkpoints) does
-        not count."""
 
 
 def max_time_timer(max_time: str) -> SessionTimer:

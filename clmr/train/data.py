@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clmr.config import Config
+from clmr.config import Config, ConfigError
 from clmr.errors import ClmrError
 
 
@@ -127,6 +127,17 @@ class TrainData(L.LightningDataModule):
         super().__init__()
         self.store, self.config = store, config
         self.with_targets = store.task is not None and (config.supervised or config.probe)
+        self.saved_layout: dict[str, int] | None = None  # the checkpoint's batch layout, when resuming
+
+    def layout(self) -> dict[str, int]:
+        """What a mid-epoch resume needs unchanged to skip exactly the samples already trained on."""
+        return {"batch_size": self.config.batch_size, "world_size": self.trainer.world_size}
+
+    def state_dict(self) -> dict[str, int]:
+        return self.layout()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.saved_layout = dict(state_dict)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         from clmr.data import ContrastivePairs, LabelledCrops
@@ -165,6 +176,13 @@ class TrainData(L.LightningDataModule):
         sampler.set_epoch(epoch.processed)
         done = loop.epoch_loop.batch_progress.current.completed
         if loop.restarting and epoch.processed < epoch.started and done > 0:
+            if self.saved_layout is not None and self.saved_layout != self.layout():
+                raise ConfigError(
+                    f"the run stopped in the middle of epoch {epoch.processed} with batch_size "
+                    f"{self.saved_layout['batch_size']} on {self.saved_layout['world_size']} process(es); resuming "
+                    f"it with batch_size {self.config.batch_size} on {self.trainer.world_size} would skip other "
+                    "samples than those trained on: resume with the run's --batch-size and devices"
+                )
             sampler.resume(epoch.processed, done * batch_size)
 
     def train_dataloader(self) -> DataLoader:

@@ -46,10 +46,10 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
-def read_checkpoint(path: Path) -> dict | None:
-    """The checkpoint's contents (tensors memory-mapped), or None if it holds objects beyond tensors and
-    plain values (Lightning loads those itself). A file that is not a readable checkpoint (truncated,
-    corrupt, something else) is a RunDirError naming it, rather than torch's traceback at restore."""
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents (tensors memory-mapped), read with `weights_only=True`. A file that is not
+    a readable checkpoint (truncated, corrupt, something else) or that holds pickled Python objects (which
+    clmr never writes and never unpickles) is a RunDirError naming it, not torch's traceback at restore."""
     import pickle
     import zipfile
 
@@ -76,7 +76,10 @@ def read_checkpoint(path: Path) -> dict | None:
             raise unreadable(f"{type(zip_err).__name__}: {_first_line(zip_err)}") from err
         if bad is not None:
             raise unreadable(f"damaged entry '{bad}'") from err
-        return None
+        raise RunDirError(
+            f"{path}: holds pickled Python objects ({_first_line(err)}); clmr writes only tensors and plain "
+            "values and will not unpickle a checkpoint, which could run code"
+        ) from err
     except Exception as err:
         raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
 
@@ -185,7 +188,16 @@ def build_trainer(
     ]
     extra = [LearningRateMonitor(logging_interval="step"), MidEpochResume()]
     if config.supervised:
-        extra.append(EarlyStopping(monitor="valid/loss", mode="min", patience=t.early_stopping_patience))
+        # checked after each validation only: a --max-time / --max-steps stop mid-epoch has no new valid
+        # loss, and counting it would use up patience (or fail, before the first validation)
+        extra.append(
+            EarlyStopping(
+                monitor="valid/loss",
+                mode="min",
+                patience=t.early_stopping_patience,
+                check_on_train_epoch_end=False,
+            )
+        )
     shown, live = _progress_callbacks(config, progress)
     logs = run_dir / "logs"
     if t.max_time:  # a fresh budget for each invocation, resumed or not (one SLURM slot each)
@@ -328,7 +340,7 @@ def pretrain(
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: is a file; --out names the run directory")
     ckpt_path = resume_checkpoint(run_dir, resume)
-    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None  # checked before any work
     if ckpt_path is None and _is_global_zero() and any((run_dir / CHECKPOINTS).glob("*.ckpt")):
         raise RunDirError(
             f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out"
@@ -360,7 +372,7 @@ def pretrain(
     if trainer.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     try:
-        trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path, weights_only=True)
     except MisconfigurationException as err:
         # e.g. resuming a run that is already past --max-epochs: one line, not a traceback
         raise ConfigError(f"{ckpt_path or run_dir}: {str(err).strip()}") from err
