@@ -455,3 +455,17 @@ def test_other_kinds_of_files_are_named(tmp_path, model):
     (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)
     with pytest.raises(CheckpointError, match="m.bin: not a checkpoint: an ONNX model"):
         load_model(tmp_path / "m.bin")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo unpickled > /dev/null",))
+
+
+def test_a_pickle_that_would_run_code_is_named_and_never_run(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match=r"evil.pt: holds pickled Python objects such as \w+\.system"):
+        load_model(path)
