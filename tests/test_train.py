@@ -232,8 +232,8 @@ def test_problems_are_reported_before_training(store, tmp_path):
         pretrain(store, tmp_path / "b", config(**{"model.n_blocks": 8}))
     with pytest.raises(StoreMismatchError, match="larger than the .* training tracks"):
         pretrain(store, tmp_path / "c", config(batch_size=64))
-    with pytest.raises(RunDirError, match="no checkpoint to resume"):
-        pretrain(store, tmp_path / "d", config(), resume=True)
+    with pytest.raises(RunDirError, match="missing.ckpt: no checkpoint to resume"):
+        pretrain(store, tmp_path / "d", config(), resume=tmp_path / "missing.ckpt")
     (tmp_path / "file").write_text("")
     with pytest.raises(RunDirError, match="is a file"):
         pretrain(store, tmp_path / "file", config())
@@ -419,10 +419,12 @@ def test_a_checkpoint_with_pickled_objects_is_refused_not_unpickled(store, tmp_p
         pretrain(store, tmp_path / "run", config(), resume=path)
 
 
-def test_max_time_is_a_fresh_budget_for_each_resumed_invocation(store, tmp_path):
-    """The SLURM pattern: every job slot runs the same command with --resume and --max-time."""
+def test_max_time_is_a_fresh_budget_for_each_resumed_invocation(store, tmp_path, capsys):
+    """The SLURM pattern: every job slot runs the same command with --resume and --max-time (the first
+    slot too: --resume on a run directory without checkpoints starts the run)."""
     c = config(batch_size=2, **{"trainer.max_epochs": 1000, "trainer.max_time": "00:00:00:01"})
-    first = pretrain(store, tmp_path / "run", c, progress=False)
+    first = pretrain(store, tmp_path / "run", c, resume=True, progress=False)
+    assert "no checkpoint to resume yet: starting the run" in capsys.readouterr().err
     assert 0 < first["steps"] < 1000
     second = pretrain(store, tmp_path / "run", c, resume=True, progress=False)
     assert second["steps"] > first["steps"]  # Lightning's Timer would restore the time spent: no step

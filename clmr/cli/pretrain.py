@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue the run in --out from its last checkpoint (or from CKPT), with its own config.yaml",
+        help="continue the run in --out from its last checkpoint (or from CKPT), with its own config.yaml; "
+        "starts the run if --out has no checkpoint yet (one command for every slot of a job array)",
     )
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"

@@ -37,10 +37,15 @@ def _is_global_zero() -> bool:
 
 def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> Path | None:
     """The checkpoint to resume from: `resume` itself if it is a path, `RUN_DIR/checkpoints/last.ckpt` if
-    it is True, None if it is falsy."""
+    it is True, None if it is falsy. `resume=True` on a run directory without any checkpoint starts the
+    run (so that every slot of a job array can run the same command), with a line on stderr."""
     if not resume:
         return None
     path = Path(run_dir) / CHECKPOINTS / "last.ckpt" if resume is True else Path(resume)
+    if resume is True and not any((Path(run_dir) / CHECKPOINTS).glob("*.ckpt")):
+        if _is_global_zero():
+            print(f"{run_dir}: no checkpoint to resume yet: starting the run", file=sys.stderr, flush=True)
+        return None
     if not path.is_file():
         raise RunDirError(f"{path}: no checkpoint to resume from")
     return path
