@@ -99,7 +99,9 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
     if mono and data.shape[1] > 1:
         data = downmix(data)
         if max(float(data.max()), -float(data.min())) < SILENCE_PEAK:
-            raise SilentAudioError(path, "the channels cancel out: the mono mix is silent")
+            raise SilentAudioError(
+                path, "the mono mix is silent (the channels cancel out or are near-silent)"
+            )
     elif mono:
         data = data[:, 0]
     if source_rate != sample_rate:

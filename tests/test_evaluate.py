@@ -141,6 +141,11 @@ def test_a_damaged_feature_cache_is_recomputed_with_a_warning(world, tmp_path):
     assert not again["features"]["reused"] and again["accuracy"] == first["accuracy"]
     third = evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)
     assert third["features"]["reused"]
+    cache.write_bytes(b"")  # an empty file (numpy raises EOFError)
+    with pytest.warns(UserWarning, match="unreadable cached features"):
+        assert not evaluate(world["init"], world["genre"], tmp_path, progress=False, recipe=QUICK)[
+            "features"
+        ]["reused"]
 
 
 def test_interrupted_extraction_resumes_from_saved_parts(world, tmp_path, monkeypatch):

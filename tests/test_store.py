@@ -326,6 +326,22 @@ def test_default_min_length_follows_the_sample_rate(tmp_path, capsys):
     assert "no track could be stored (4 too_short)" in err and "--min-length" in err
 
 
+def test_a_store_made_with_the_old_default_min_length_is_still_found(tmp_path):
+    """Stores begun when --min-length defaulted to 59049 samples at every rate: rerunning the same command
+    (now defaulting to 21424 at 8 kHz) returns or resumes them instead of refusing other parameters."""
+    src = tmp_path / "music"
+    src.mkdir()
+    for k in range(2):
+        sf.write(src / f"{k}.wav", _tone(8.0, SR, freq=200.0 + 50 * k), SR)
+    old = preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, min_length=59049, progress=False)
+    again = preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, progress=False)
+    assert len(again) == len(old) == 2 and again.meta["params"]["min_length"] == 59049
+    other = preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, min_length=59049, progress=False)
+    assert len(other) == 2
+    with pytest.raises(StoreError, match="other parameters"):  # an explicit other value is still refused
+        preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, min_length=1000, progress=False)
+
+
 def test_complete_store_rerun_removes_a_leftover_partial(tmp_path, synthetic):
     """A run killed after meta.json was written, while .partial/ was being deleted: the rerun reuses the
     store and finishes the cleanup."""

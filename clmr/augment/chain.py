@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,9 +88,11 @@ class Chain(nn.Module):
         if x.dim() != 2:
             raise ValueError(f"Chain expects a batch of shape (B, T), got {tuple(x.shape)}")
         # Every step is homogeneous (f(c x) = c f(x)), so each row runs scaled by a power of two to a peak
-        # of at most 1 and is scaled back: the FFT steps' sums cannot overflow for any finite input, and
-        # scaling by powers of two is exact (the same result bit for bit otherwise).
+        # of at most 1 and is scaled back: the FFT steps' sums cannot overflow (only an output past the
+        # largest float can), and scaling by powers of two is exact (the same result bit for bit otherwise).
         _, exponent = torch.frexp(x.detach().abs().amax(dim=1, keepdim=True).clamp_(min=0.5))
+        # the largest finite power of two of the dtype (2^127 for float32): peaks above it stay <= 2
+        exponent.clamp_(max=math.frexp(torch.finfo(x.dtype).max)[1] - 1)
         scale = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), exponent)
         y = x / scale
         for step in self.steps.values():

@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _unknown_options(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     """ "unrecognized arguments: ..." with, for each unknown flag, the command's options it abbreviates or
     the closest one by spelling."""
-    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    known = [
+        o
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for o in action.option_strings
+        if o.startswith("--")
+    ]
     hints = []
     for arg in extra:
         flag = arg.split("=", 1)[0]

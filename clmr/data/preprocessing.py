@@ -35,12 +35,28 @@ from clmr.progress import progress_bar
 DEFAULT_SHARD_BYTES = 1 << 30
 REFERENCE_CROP = 59049  # samples of the reference model's crop ...
 REFERENCE_RATE = 22050  # ... at its sample rate (2.68 s)
-DEFAULT_MIN_LENGTH = REFERENCE_CROP  # at REFERENCE_RATE; see default_min_length for other rates
 
 
 def default_min_length(sample_rate: int) -> int:
     """The default --min-length: one reference crop's duration (59049 / 22050 s) at `sample_rate`."""
     return max(1, round(REFERENCE_CROP * sample_rate / REFERENCE_RATE))
+
+
+def _recorded_min_length(out: Path, params: dict) -> int:
+    """The min_length an existing (finished or unfinished) store at `out` was made with, when everything
+    else matches `params` and it is the old default of one reference crop in samples; else params'."""
+    for recorded in (out / "meta.json", out / ".partial" / "params.json"):
+        try:
+            saved = json.loads(recorded.read_text())
+        except (OSError, ValueError):
+            continue
+        saved = saved.get("params", saved) if recorded.name == "meta.json" else saved
+        if (
+            saved.get("min_length") == REFERENCE_CROP
+            and {**saved, "min_length": params["min_length"]} == params
+        ):
+            return REFERENCE_CROP
+    return params["min_length"]
 
 
 def usable_cores() -> int:
@@ -99,6 +115,7 @@ def preprocess(
         (None: one reference crop's duration, 59049 / 22050 s, at `sample_rate`).
     on_shard: called with each shard number once that shard is durably written.
     """
+    chosen_min_length = min_length is not None
     if min_length is None:
         check_whole("sample_rate", sample_rate, 1000, StoreError, "Hz")
         min_length = default_min_length(sample_rate)
@@ -120,6 +137,8 @@ def preprocess(
     }
     if overwrite and out.exists():
         _clear(out)
+    if not chosen_min_length:  # a store begun when the default was 59049 samples at every rate
+        params["min_length"] = _recorded_min_length(out, params)
     if (out / "meta.json").is_file():
         store = Store(out)
         if store.meta.get("params") != params:

@@ -45,10 +45,6 @@ def run_and_print(fn: Callable[..., dict[str, Any]], args: argparse.Namespace, *
     """Call `evaluate` or `finetune` with the common options and `options`, then print the summary."""
     import torch
 
-    from clmr.evaluate.inputs import check_seeds
-
-    # evaluate takes --seed N [N ...] (seeds=), finetune one --seed (seed=): refused before any work
-    check_seeds([*options.get("seeds", ()), *([options["seed"]] if "seed" in options else [])])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = fn(
         args.checkpoint,

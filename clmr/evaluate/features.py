@@ -222,7 +222,7 @@ def readable_features(path: Path) -> dict[str, SplitFeatures]:
         return {}
     try:
         return load_features(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         warnings.warn(f"{path}: unreadable cached features ({err}); computing them again", stacklevel=2)
         return {}
 

@@ -236,6 +236,7 @@ def finetune(
     check_device(device)
     check_fractions([label_fraction])
     check_seeds([seed])
+    seed = int(seed)
     check_positive(max_epochs=max_epochs, patience=patience, eval_batch_size=eval_batch_size)
     if batch_size < 2:
         raise EvaluationError(

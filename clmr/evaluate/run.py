@@ -201,6 +201,7 @@ def evaluate(
         raise EvaluationError("give at least one seed and one label fraction")
     check_fractions(label_fractions)
     check_seeds(seeds)
+    seeds = [int(s) for s in seeds]  # numpy integers too: they end up in JSON
     recipe = Recipe(**{**(recipe or Recipe()).__dict__, "train_crops": int(train_crops)})
     check_positive(
         knn=knn,

@@ -23,8 +23,6 @@ from clmr.models import CLMR
 from clmr.models.checkpoint import RUN_DIR_MODEL, read_config
 from clmr.progress import progress_bar
 
-"""Seconds between progress lines when stderr is not a terminal."""
-
 EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
 
 
