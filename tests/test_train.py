@@ -405,6 +405,9 @@ def test_supervised_stops_mid_epoch_do_not_count_as_epochs_without_improvement(s
         c = config(supervised=True, **{"trainer.max_epochs": 2, "trainer.max_steps": max_steps})
         result = pretrain(store, run, c, resume=resume, progress=False)
     assert result["steps"] == 2 * n_batches
+    pretrain(store, tmp_path / "whole", config(supervised=True, **{"trainer.max_epochs": 2}), progress=False)
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)  # dropout masks are keyed by step: same weights
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     (state,) = [v for k, v in saved.items() if k.startswith("EarlyStopping")]
     assert state["wait_count"] <= 1  # one validation after the best at most, not one per stop

@@ -2,9 +2,10 @@
 SampleCNN baseline. Both export themselves as a `clmr.models.CLMR` for `save_model`.
 
 Randomness is keyed, not carried: the augmentation generator is re-seeded from (seed, rank, step)
-at every step and the global torch RNG from (seed, rank, epoch) at every epoch start, so a run
-resumed from an epoch-end checkpoint replays the same draws as an uninterrupted run, whatever
-Lightning or the data loader consumed from the global RNG in between.
+at every step, and the global torch RNG (dropout) from (seed, rank, epoch) at every epoch start and
+from (seed, rank, epoch, step) at every step, so a run resumed from any checkpoint, mid-epoch ones
+included, replays the same draws as an uninterrupted run, whatever Lightning or the data loader
+consumed from the global RNG in between.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class _Base(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(mix_seed(self.config.seed, self.global_rank, self.current_epoch))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(mix_seed(self.config.seed, self.global_rank, self.current_epoch, self.global_step))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss.detach()).all():
