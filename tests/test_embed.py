@@ -216,17 +216,15 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, ckpt, music, capsys):
 def test_sample_rate_applies_only_to_checkpoints_without_a_recorded_rate(tmp_path, ckpt, music, capsys):
     """`embed --sample-rate` sets a reference checkpoint's rate; a clmr checkpoint records its own and a
     different one is refused (same rate: accepted). A table is never extended at another rate."""
-    from clmr.inference.catalogue import load_embedding_model, recorded_sample_rate
     from clmr.models import load_model
 
-    assert recorded_sample_rate(load_model(ckpt), ckpt) == SR
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shutil.copy(ckpt, run_dir / "model.safetensors")
-    assert recorded_sample_rate(load_model(run_dir), run_dir) == SR  # a run directory: its model file
-    assert load_embedding_model(ckpt, sample_rate=SR).sample_rate == SR
-    with pytest.raises(ClmrError, match="trained at 8000 Hz"):
-        load_embedding_model(ckpt, sample_rate=16000)
+    assert load_model(ckpt, sample_rate=SR).sample_rate == SR
+    for recorded in (ckpt, run_dir):  # a run directory: its model file
+        with pytest.raises(ClmrError, match="trained at 8000 Hz"):
+            load_model(recorded, sample_rate=16000)
     out = tmp_path / "emb.parquet"
     song = str(music / "song0.wav")
     capsys.readouterr()
@@ -238,9 +236,8 @@ def test_sample_rate_applies_only_to_checkpoints_without_a_recorded_rate(tmp_pat
     reference = tmp_path / "reference.pt"
     encoder = SampleCNN(width=1 / 16, n_blocks=5)
     torch.save({f"encoder.{k}": v for k, v in encoder.state_dict().items()}, reference)
-    assert recorded_sample_rate(load_model(reference), reference) is None
-    assert load_embedding_model(reference).sample_rate == 22050
-    assert load_embedding_model(reference, sample_rate=SR).sample_rate == SR
+    assert load_model(reference).sample_rate == 22050
+    assert load_model(reference, sample_rate=SR).sample_rate == SR
     assert main(["embed", str(reference), song, "--out", str(out), "--sample-rate", str(SR), "--quiet"]) == 0
     capsys.readouterr()
     more = str(music / "sub" / "song1.flac")

@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from clmr.inference.catalogue import embed_catalogue, load_embedding_model
+    from clmr.inference.catalogue import embed_catalogue
+    from clmr.models import load_model
 
-    model = load_embedding_model(args.checkpoint, sample_rate=args.sample_rate)
+    model = load_model(args.checkpoint, sample_rate=args.sample_rate)
     summary = embed_catalogue(
         model,
         args.checkpoint,

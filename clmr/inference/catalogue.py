@@ -14,13 +14,13 @@ import torch
 
 from clmr import __version__
 from clmr.audio import UNSUPPORTED_DETAIL
-from clmr.errors import ClmrError, check_whole
+from clmr.errors import ClmrError
 from clmr.inference.api import embed_files
 from clmr.inference.engine import check_batch_size, resolve_device
 from clmr.inference.paths import find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
-from clmr.models.checkpoint import RUN_DIR_MODEL, read_config
+from clmr.models.checkpoint import RUN_DIR_MODEL
 from clmr.progress import progress_bar
 
 EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
@@ -51,45 +51,6 @@ class CatalogueSummary:
 def errors_path(out: Path) -> Path:
     """`embeddings.parquet` -> `embeddings.errors.csv`."""
     return out.with_name(out.stem + ".errors.csv")
-
-
-def recorded_sample_rate(model: CLMR, checkpoint: str | os.PathLike) -> int | None:
-    """The sample rate the clmr checkpoint (file or run directory) that `model` was loaded from records;
-    None for a reference checkpoint, which records none (`load_model` assumed 22,050 Hz for it)."""
-    path = Path(checkpoint)
-    path = path / RUN_DIR_MODEL if path.is_dir() else path
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":  # safetensors: ours when it carries a clmr config
-        return None if read_config(path) is None else int(model.sample_rate)
-    # a torch file: a Lightning checkpoint of `clmr pretrain` carries its config; a reference file is
-    # loaded as "converted_from" its own name
-    return None if model.meta.get("converted_from") == path.name else int(model.sample_rate)
-
-
-def load_embedding_model(
-    checkpoint: str | os.PathLike, sample_rate: int | None = None, map_location: str | torch.device = "cpu"
-) -> CLMR:
-    """`load_model` for `clmr embed`: `sample_rate` sets the rate of a reference checkpoint (which
-    records none; default 22,050 Hz). A clmr checkpoint records the rate it was trained at, and a
-    different `sample_rate` is refused rather than silently feeding the model audio at the wrong rate."""
-    from clmr.models import load_model
-
-    if sample_rate is not None:
-        check_whole("sample_rate", sample_rate, unit="Hz")
-    model = load_model(checkpoint, map_location=map_location)  # a missing or bad file fails here
-    if sample_rate is None:
-        return model
-    recorded = recorded_sample_rate(model, checkpoint)
-    if recorded is None:
-        model.sample_rate = int(sample_rate)
-    elif int(sample_rate) != recorded:
-        raise ClmrError(
-            f"{checkpoint}: this clmr checkpoint was trained at {recorded} Hz and records it; "
-            f"--sample-rate {sample_rate} applies only to reference checkpoints without a recorded rate "
-            "(leave it out: audio is resampled to the model's rate)"
-        )
-    return model
 
 
 def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike) -> dict[str, Any]:

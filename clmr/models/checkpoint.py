@@ -494,15 +494,22 @@ def load_model(
 
     `head` adds a classification head from another file (ours, or a reference fine-tuned head); a
     file that records the encoder the head was trained on must match `path`'s encoder. `tags` names
-    its outputs when the file does not; `sample_rate` overrides the default 22,050 Hz assumed for
-    reference files. A supervised SampleCNN's `fc` becomes a linear head. The model is returned in
-    eval mode.
+    its outputs when the file does not; `sample_rate` sets the rate of reference files, which record
+    none (default 22,050 Hz); our files record the rate they were trained at, and another
+    `sample_rate` is refused rather than feeding the model audio at the wrong rate. A supervised
+    SampleCNN's `fc` becomes a linear head. The model is returned in eval mode.
     """
     _check_positive_rate(sample_rate)
     path = _resolve(path)
     tensors, config = _read_checkpoint(path)
     if config is not None:
         model = _load_ours(path, config, tensors)
+        if sample_rate is not None and int(sample_rate) != model.sample_rate:
+            raise ClmrError(
+                f"{path}: this clmr checkpoint was trained at {model.sample_rate} Hz and records it; a sample "
+                f"rate (--sample-rate) of {int(sample_rate)} Hz applies only to reference checkpoints, which record none "
+                "(leave it out: audio is resampled to the model's rate)"
+            )
     else:
         encoder, fc_head, _ = _encoder_from_reference(tensors, path)
         projector = _projector_from_reference(tensors, path, encoder.out_dim)
@@ -510,11 +517,9 @@ def load_model(
             encoder,
             projector,
             fc_head,
-            sample_rate=sample_rate or 22050,
+            sample_rate=int(sample_rate) if sample_rate is not None else 22050,
             meta={"converted_from": path.name},
         )
-    if sample_rate is not None:
-        model.sample_rate = int(sample_rate)
     if head is not None:
         _attach_head(model, path, head)
     if tags is not None:
