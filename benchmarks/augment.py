@@ -1,7 +1,7 @@
 """Augmented pairs per second: the batched `clmr.augment.Chain` against a per-example loop over the same
 chain (the baseline, run in the same process) and pedalboard's per-example equivalent of the chain.
 
-    python benchmarks/augment.py [--device cpu|cuda] [--batch 48] [--repeats 5] [--threads N]
+    python benchmarks/augment.py [--device cpu|cuda] [--batch 48] [--repeats 5] [--threads N] [--per-step]
 
 A "pair" is one song's two views (two crops of 59,049 samples at 22,050 Hz), each augmented independently.
 """
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=48, help="songs per batch (two views each)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--per-step", action="store_true", help="also time each step on every row of one view batch"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +117,18 @@ def main() -> None:
             continue
         pairs = args.batch / seconds
         print(f"{name:42s} {pairs:10.1f} {loop_s / seconds:10.2f}x")
+    if args.per_step:
+        with torch.no_grad():
+            per_step_times(chain, x_i, device, args.repeats)
+
+
+def per_step_times(chain: Chain, x: torch.Tensor, device: torch.device, repeats: int) -> None:
+    """Milliseconds of each step's `apply` on all rows of `x` (what an accelerator computes per call)."""
+    print(f"\nper step, all {x.shape[0]} rows of one view batch:")
+    for name, step in chain.steps.items():
+        params = step.draw(x.shape[0], device, torch.Generator(device=device).manual_seed(1))
+        seconds = timed(lambda step=step, params=params: step.apply(x, params), device, repeats)
+        print(f"  {name:10s} {1e3 * seconds:8.2f} ms")
 
 
 if __name__ == "__main__":
