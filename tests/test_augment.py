@@ -223,6 +223,15 @@ def test_same_seed_same_output_and_examples_differ():
         assert not torch.allclose(a[0], a[i])
 
 
+def test_every_step_is_homogeneous_as_the_chain_scaling_assumes():
+    """Chain runs each row scaled to a peak <= 1 and scales back, which is exact only if every step is
+    homogeneous (f(c x) = c f(x)): a row 8x louder must give exactly 8x the output (no thresholds, no
+    level-dependent parameters)."""
+    x = 0.2 * torch.randn(6, SR, generator=gen(4))
+    chain = Chain(SR, **{name: 1.0 for name in STEPS})
+    assert torch.equal(chain(8 * x, gen(5)), 8 * chain(x, gen(5)))
+
+
 @pytest.mark.parametrize("kind", ["silence", "clipped", "huge"])
 def test_chain_output_is_finite(kind):
     x = {

@@ -451,6 +451,12 @@ def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(store, tmp_path, c
         path.write_bytes(content)
         with pytest.raises(RunDirError, match=f"{name}: not a readable checkpoint"):
             pretrain(store, tmp_path / "run", config(), resume=path)
+    weights = tmp_path / "weights.pt"  # a readable torch file, but not of a Lightning run
+    torch.save({"encoder.w": torch.zeros(3)}, weights)
+    with pytest.raises(
+        RunDirError, match="weights.pt: not a checkpoint of `clmr pretrain` \\(no 'epoch' entry\\)"
+    ):
+        pretrain(store, tmp_path / "run", config(), resume=weights)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(broken["truncated.ckpt"])

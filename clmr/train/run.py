@@ -51,6 +51,9 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
+LIGHTNING_KEYS = ("epoch", "global_step", "state_dict")  # what resuming reads from a checkpoint
+
+
 def read_checkpoint(path: Path) -> dict:
     """The checkpoint's contents (tensors memory-mapped), read with `weights_only=True`. A file that is not
     a readable checkpoint (truncated, corrupt, something else) or that holds pickled Python objects (which
@@ -70,7 +73,7 @@ def read_checkpoint(path: Path) -> dict:
         size = path.stat().st_size
         raise unreadable("empty file" if size == 0 else f"{size} bytes, not the zip archive torch saves")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
@@ -87,6 +90,10 @@ def read_checkpoint(path: Path) -> dict:
         ) from err
     except Exception as err:
         raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
+    missing = [key for key in LIGHTNING_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise RunDirError(f"{path}: not a checkpoint of `clmr pretrain` (no '{missing[0]}' entry)")
+    return ckpt
 
 
 def _first_line(err: BaseException) -> str:
@@ -94,23 +101,11 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no details"
 
 
-def _checkpoint_step(ckpt: dict | None) -> int:
-    """The global step a Lightning checkpoint was saved at; if it cannot be read here (Lightning reads
-    it when it restores it), a step past every logged row, so that no log row is dropped."""
-    try:
-        return int(ckpt["global_step"])
-    except Exception:
-        return sys.maxsize
-
-
-def _check_resumable(ckpt_path: Path, ckpt: dict | None, config: Config, module) -> None:
+def _check_resumable(ckpt_path: Path, ckpt: dict, config: Config, module) -> None:
     """A resumed run keeps its model and cannot stop before where it already is: a changed architecture
     (`--model.*`, `--supervised`, `--probe`) or a `--max-epochs` below the checkpoint's epoch is an error
     here, before the run's config.yaml is rewritten with the new settings."""
-    try:
-        done, saved = int(ckpt["epoch"]), ckpt["state_dict"]
-    except Exception:  # not readable here: Lightning reads it when it restores the checkpoint
-        return
+    done, saved = int(ckpt["epoch"]), ckpt["state_dict"]
     own = module.state_dict()
     for key in sorted(own.keys() | saved.keys()):
         before = tuple(saved[key].shape) if key in saved else "absent"
@@ -358,7 +353,7 @@ def pretrain(
     history, throughput = History(), Throughput()
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
     own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), FlushLogs(), history]
-    resume_step = _checkpoint_step(ckpt) if ckpt_path is not None else None
+    resume_step = int(ckpt["global_step"]) if ckpt is not None else None
     trainer = build_trainer(
         config, run_dir, [*own, *(callbacks or [])], progress=progress, resume_step=resume_step
     )
