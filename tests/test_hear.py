@@ -6,19 +6,13 @@ import torch
 
 import clmr.hear as hear
 from clmr.inference import embed_audio
-from clmr.models import CLMR, SampleCNN, save_model
 
 SR = 8000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = save_model(
-        CLMR(SampleCNN(width=1 / 16, n_blocks=5), sample_rate=SR),
-        tmp_path_factory.mktemp("hear") / "m.safetensors",
-    )
-    return hear.load_model(str(path), hop_ms=25.0)
+def model(tiny_model_file):
+    return hear.load_model(str(tiny_model_file), hop_ms=25.0)
 
 
 def test_attributes(model):

@@ -38,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
-    from clmr.inference.api import check_top
-    from clmr.inference.engine import check_batch_size
     from clmr.models import load_model
+    from clmr.songs.apply import check_batch_size, check_top
 
     check_top(args.top)
     check_batch_size(args.batch_size)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from clmr.devices import DeviceError, resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
 from clmr.models import CLMR, HEAD_KINDS, load_model
@@ -158,14 +159,12 @@ def check_choices(head: str, baseline: str | None) -> None:
 
 
 def check_device(device: str) -> str:
-    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error."""
-    from clmr.devices import DeviceError, usable_device
-
+    """The device to run on (`auto`, `cpu`, `cuda`, `cuda:1`, `mps`) as a name this machine has, else a
+    clear error."""
     try:
-        usable_device(device)
+        return str(resolve_device(device))
     except DeviceError as err:
         raise EvaluationError(f"--{err}") from err
-    return device
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
