@@ -7,6 +7,7 @@ OUT.errors.csv (next to the table) and skipped."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
@@ -42,8 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    # imported here, not at the top: `clmr --help` imports every command module, and these pull in torch
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
 

@@ -4,6 +4,11 @@ song's consecutive crops of the sigmoid (multi-label tagging) or softmax (multi-
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from clmr.errors import ClmrError
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
@@ -28,15 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
-
+    # imported here, not at the top: `clmr --help` imports every command module, and these pull in
+    # torch (seconds) and rich (~0.1 s)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
     from clmr.models import load_model
     from clmr.songs.apply import check_batch_size, check_top
