@@ -105,6 +105,24 @@ def test_clmr_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module that importing `start` imports, directly or not."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_models_do_not_depend_on_inference_or_evaluation():
+    graph = import_graph()
+    below = reachable(graph, "clmr.models")
+    assert "clmr.songs.apply" in below  # CLMR.embed_file delegates to the song-level path
+    assert not {m for m in below if m.startswith(("clmr.inference", "clmr.evaluate", "clmr.hear"))}
+
+
 def _package(tmp_path: Path, modules: dict[str, str]) -> Path:
     root = tmp_path / "clmr"
     for name, text in modules.items():
