@@ -94,7 +94,7 @@ def load_model(
 def _as_batch(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
     audio = torch.as_tensor(audio, dtype=torch.float32)
     if audio.dim() != 2:
-        raise ValueError(f"HEAR audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
+        raise ClmrError(f"HEAR audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     return audio
 
 

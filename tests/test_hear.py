@@ -50,3 +50,5 @@ def test_bad_settings_are_refused(model):
         hear.HearModel(model.model, batch_size=0)
     with pytest.raises(ClmrError, match="hop_ms"):
         hear.HearModel(model.model, hop_ms=0)
+    with pytest.raises(ClmrError, match=r"\(n_sounds, n_samples\), got shape \(4,\)"):
+        hear.get_scene_embeddings(np.zeros(4, np.float32), model)
