@@ -98,9 +98,9 @@ def test_explicit_devices_are_checked_and_none_means_the_models(monkeypatch, tin
         resolve_device("cuda:2")
 
 
-def test_evaluate_resolves_auto_and_names_the_option(monkeypatch):
+def test_evaluate_checks_devices_with_the_resolver_and_names_the_option(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert check_device("auto") == "cpu"
-    with pytest.raises(EvaluationError, match="--device 'cuda'"):
-        check_device("cuda")
+    assert check_device("cpu") == "cpu"
+    for name, message in [("cuda", "--device 'cuda': no CUDA device"), ("auto", "name the device")]:
+        with pytest.raises(EvaluationError, match=message):
+            check_device(name)

@@ -159,12 +159,15 @@ def check_choices(head: str, baseline: str | None) -> None:
 
 
 def check_device(device: str) -> str:
-    """The device to run on (`auto`, `cpu`, `cuda`, `cuda:1`, `mps`) as a name this machine has, else a
-    clear error."""
+    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error
+    (`auto` is not taken here: the evaluation uses the name as given)."""
+    if device == "auto":
+        raise EvaluationError("--device 'auto': name the device (cpu, cuda, cuda:N or mps)")
     try:
-        return str(resolve_device(device))
+        resolve_device(device)
     except DeviceError as err:
         raise EvaluationError(f"--{err}") from err
+    return device
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
