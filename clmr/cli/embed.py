@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
         "reference model)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps"
+    )
     parser.add_argument(
         "--sample-rate",
         type=int,
