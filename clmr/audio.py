@@ -1,4 +1,5 @@
-"""Audio decoding: any wav/flac/ogg/mp3/opus/aiff/au file -> float32 mono at the requested sample rate.
+"""Audio decoding: any wav/flac/ogg/mp3/opus/aiff/au file -> float32 mono at the requested sample rate,
+whole (`load`) or block by block (`read_blocks`, so a one-hour file never sits in memory whole).
 
 Decoding uses libsndfile (through soundfile; 1.1+ reads mp3 and opus) and resampling uses soxr at
 HQ quality. Every failure is a typed `AudioError` that names the file, so callers (the preprocessor's
@@ -8,6 +9,7 @@ skip manifest, the CLI) can tell unreadable, empty and silent files apart.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,54 @@ def load(path: str | os.PathLike, sample_rate: int = 22050, *, mono: bool = True
         data = soxr.resample(data, source_rate, sample_rate, quality="HQ")
     data = np.ascontiguousarray(data, dtype=np.float32)
     return data if mono else np.ascontiguousarray(data.T)
+
+
+BLOCK_SAMPLES = 1 << 16
+"""Samples (at the output rate) decoded per read by default (~3 s at 22,050 Hz)."""
+
+
+def read_blocks(
+    path: str | os.PathLike, sample_rate: int, block_samples: int = BLOCK_SAMPLES
+) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks of about `block_samples` samples of `path` at `sample_rate` Hz
+    (decoded and resampled with soxr HQ incrementally).
+
+    Raises the same typed errors as `clmr.audio.load`; emptiness and silence are only known at the
+    end of the file, so they are raised after the last block.
+    """
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise open_error(path, err) from err
+    with handle:
+        block_frames = max(1024, int(block_samples * handle.samplerate / sample_rate))
+        resampler = (
+            soxr.ResampleStream(handle.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+            if handle.samplerate != sample_rate
+            else None
+        )
+        frames, peak = 0, 0.0
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                raise UnreadableAudioError(path, f"decoding failed after {frames} frames ({err})") from err
+            last = len(block) < block_frames
+            if len(block):
+                if not np.isfinite(block).all():
+                    raise UnreadableAudioError(path, "the file holds NaN or infinite samples")
+                peak = max(peak, float(np.abs(block).max()))
+                frames += len(block)
+            mono = downmix(block)
+            out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+            if len(out):
+                yield out
+            if last:
+                break
+    if frames == 0:
+        raise EmptyAudioError(path, "the file holds no audio samples")
+    if peak < SILENCE_PEAK:
+        raise SilentAudioError(path, "the file is silent (every sample is below one 16-bit step)")
 
 
 def downmix(data: np.ndarray) -> np.ndarray:

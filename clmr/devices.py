@@ -1,28 +1,44 @@
-"""Which torch device a command may run on: one check, used by every command that takes --device."""
+"""Which torch device to run on: the one resolver behind every command and function that takes a device
+(`auto` picks the best this machine has; an explicit name is checked against what it has)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import torch
 
 from clmr.errors import ClmrError
 
-if TYPE_CHECKING:
-    import torch
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 class DeviceError(ClmrError):
     """A device name torch does not know, or a device this machine does not have."""
 
 
-def usable_device(device: str | torch.device) -> torch.device:
-    """`device` as a torch.device when this machine can run on it (cpu, cuda, cuda:N, mps), else a
-    DeviceError naming it and what is available."""
-    import torch
+def auto_device() -> torch.device:
+    """CUDA when available, else MPS (Apple GPUs) when available, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
+
+def resolve_device(
+    device: str | torch.device | None = "auto", model: torch.nn.Module | None = None
+) -> torch.device:
+    """`device` as a torch.device this machine can run on. "auto": `auto_device()`; None: where `model`'s
+    parameters are (auto without a model); a name (cpu, cuda, cuda:N, mps) must be one this machine has,
+    else a DeviceError naming it and what is available."""
+    if device is None and model is not None:
+        return next(model.parameters()).device
+    if device is None or device == "auto":
+        return auto_device()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise DeviceError(f"device {device!r}: unknown device name; use cpu, cuda, cuda:N or mps") from err
+        raise DeviceError(
+            f"device {device!r}: unknown device name; use auto, cpu, cuda, cuda:N or mps"
+        ) from err
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -33,6 +49,6 @@ def usable_device(device: str | torch.device) -> torch.device:
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r}: MPS is not available on this machine")
-    elif dev.type not in ("cpu", "cuda", "mps"):
+    elif dev.type not in DEVICE_TYPES:
         raise DeviceError(f"device {device!r}: only cpu, cuda and mps devices are supported")
     return dev

@@ -4,30 +4,35 @@ power loss (temp file in the same folder, fsync, rename)."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: mkstemp makes owner-only files, outputs get a new file's usual permissions
+
+def _new_temp(path: Path, suffix: str) -> Path:
+    """Create an empty, unique temporary file next to `path` with a new file's usual permissions
+    (0o666 less the process umask, applied by the OS: the umask is never read or changed)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path next to `path` for writers that take a file name. On success the file is
-    synced, given a new file's permissions and renamed onto `path`; on an error it is removed and
-    `path` is left as it was."""
+    synced and renamed onto `path`; on an error it is removed and `path` is left as it was."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temp(path, suffix)
     try:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from clmr.devices import resolve_device
 from clmr.errors import ClmrError
-from clmr.inference.engine import check_batch_size, default_batch_size
 from clmr.models import CLMR, SampleCNN
 from clmr.models import load_model as _load_clmr
+from clmr.songs.apply import check_batch_size, crop_fn, default_batch_size, run_model
+from clmr.songs.crops import array_songs
 
 DEFAULT_HOP_MS = 50.0
 
@@ -47,22 +49,23 @@ class HearModel(nn.Module):
         """Samples per crop the encoder takes."""
         return self.model.crop_length
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return resolve_device(None, self.model)
+
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(n, T, crop_length) frames (any view, e.g. from `unfold`) -> (n, T, D) float32, in batches
-        of `batch_size` crops, so overlapping frames are never all copied at once."""
+        """(n, T, crop_length) frames (any view, e.g. from `unfold`) -> (n, T, D) float32 on the model's
+        device, in batches of `batch_size` crops, so overlapping frames are never all copied at once."""
         n, t, _ = frames.shape
-        device = next(self.model.parameters()).device
+        device = self.device
         batch = self.batch_size or default_batch_size(self.model, device)
+        fn = crop_fn(self.model, device)
         out = torch.empty(n * t, self.scene_embedding_size, device=device)
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-        ):
-            for start in range(0, n * t, batch):
-                rows = torch.arange(start, min(start + batch, n * t), device=frames.device)
-                out[start : start + len(rows)] = self.model.embed(
-                    frames[rows // t, rows % t].to(device)
-                ).float()
+        for start in range(0, n * t, batch):
+            rows = torch.arange(start, min(start + batch, n * t), device=frames.device)
+            crops = frames[rows // t, rows % t].cpu().numpy()
+            out[start : start + len(rows)] = torch.from_numpy(fn(crops)).to(device)
         return out.reshape(n, t, -1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -91,18 +94,18 @@ def load_model(
 def _as_batch(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
     audio = torch.as_tensor(audio, dtype=torch.float32)
     if audio.dim() != 2:
-        raise ValueError(f"HEAR audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
+        raise ClmrError(f"HEAR audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     return audio
 
 
 def get_scene_embeddings(audio: torch.Tensor | np.ndarray, model: HearModel) -> torch.Tensor:
-    """(n_sounds, n_samples) at `model.sample_rate` -> (n_sounds, scene_embedding_size) on audio's device."""
+    """(n_sounds, n_samples) at `model.sample_rate` -> (n_sounds, scene_embedding_size) on audio's device:
+    each sound's song embedding, through the same song-level path as `clmr embed` and `clmr evaluate`."""
     audio = _as_batch(audio)
-    length = model.crop_length
-    if audio.shape[1] < length:
-        audio = nn.functional.pad(audio, (0, length - audio.shape[1]))
-    frames = audio.unfold(1, length, length)  # consecutive non-overlapping crops, remainder dropped
-    return model.embed_frames(frames).mean(dim=1).to(audio.device)
+    rows = audio.detach().cpu().numpy()
+    songs = array_songs(((str(k), row) for k, row in enumerate(rows)), model.crop_length)
+    outputs = run_model(model.model, songs, batch_size=model.batch_size, device=model.device)
+    return torch.from_numpy(np.stack([out.mean for out in outputs])).to(audio.device)
 
 
 def get_timestamp_embeddings(

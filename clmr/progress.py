@@ -51,6 +51,7 @@ def progress_bar(
             if done != shown:  # stopped early (early stopping, an error): say where
                 show()
         return
+    # rich only for a terminal bar: this module is imported by `clmr --help`, rich would add ~0.1 s
     from rich.console import Console
     from rich.progress import (
         BarColumn,

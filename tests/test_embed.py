@@ -17,7 +17,7 @@ from clmr.errors import ClmrError
 from clmr.inference.catalogue import embed_catalogue
 from clmr.inference.similar import Index
 from clmr.inference.table import EmbeddingWriter, TableError, parts_dir, read_index
-from clmr.models import CLMR, Projector, SampleCNN, save_model
+from clmr.models import CLMR, SampleCNN, save_model
 
 SR = 8000
 
@@ -28,12 +28,9 @@ def write_piece(path, seed: int, seconds: float = 1.0, sample_rate: int = 16000)
 
 
 @pytest.fixture()
-def ckpt(tmp_path):
-    torch.manual_seed(0)
-    model = CLMR(
-        SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR, meta={"note": "x"}
-    )
-    return save_model(model, tmp_path / "model.safetensors")
+def ckpt(tiny_model_file):
+    """The shared tiny model file (conftest), read-only."""
+    return tiny_model_file
 
 
 @pytest.fixture()
@@ -91,7 +88,7 @@ def test_rerun_skips_finished_tracks_and_embeds_new_ones(tmp_path, ckpt, music):
 
 
 def test_killed_run_keeps_finished_parts(tmp_path, ckpt, music):
-    from clmr.inference.api import embed_files
+    from clmr.inference import embed_files
     from clmr.inference.catalogue import checkpoint_metadata
     from clmr.models import load_model
 

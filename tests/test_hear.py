@@ -6,19 +6,13 @@ import torch
 
 import clmr.hear as hear
 from clmr.inference import embed_audio
-from clmr.models import CLMR, SampleCNN, save_model
 
 SR = 8000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = save_model(
-        CLMR(SampleCNN(width=1 / 16, n_blocks=5), sample_rate=SR),
-        tmp_path_factory.mktemp("hear") / "m.safetensors",
-    )
-    return hear.load_model(str(path), hop_ms=25.0)
+def model(tiny_model_file):
+    return hear.load_model(str(tiny_model_file), hop_ms=25.0)
 
 
 def test_attributes(model):
@@ -56,3 +50,5 @@ def test_bad_settings_are_refused(model):
         hear.HearModel(model.model, batch_size=0)
     with pytest.raises(ClmrError, match="hop_ms"):
         hear.HearModel(model.model, hop_ms=0)
+    with pytest.raises(ClmrError, match=r"\(n_sounds, n_samples\), got shape \(4,\)"):
+        hear.get_scene_embeddings(np.zeros(4, np.float32), model)

@@ -8,11 +8,12 @@ import soxr
 import torch
 
 import clmr.audio
+from clmr.audio import read_blocks
 from clmr.data.synthetic import draw_piece, render
 from clmr.inference import embed_audio, embed_file, embed_files, tag_file
-from clmr.inference.stream import CropStream, read_blocks, waveform_crops
 from clmr.losses import nt_xent
 from clmr.models import CLMR, Head, Projector, SampleCNN
+from clmr.songs.crops import SongCrops, song_crops
 
 SR = 8000
 
@@ -51,16 +52,20 @@ def trained() -> CLMR:
 def test_crops_follow_the_evaluation_protocol():
     length = 729
     x = np.arange(3 * length + 100, dtype=np.float32)
-    crops = waveform_crops(x, length)
+    crops = song_crops(x, length)
     assert crops.shape == (3, length) and np.array_equal(crops.ravel(), x[: 3 * length])  # remainder dropped
-    short = waveform_crops(x[:100], length)
+    short = song_crops(x[:100], length)
     assert short.shape == (1, length) and np.array_equal(short[0, :100], x[:100]) and not short[0, 100:].any()
+    assert np.array_equal(song_crops(x[:0], length), np.zeros((1, length), np.float32))
+    assert np.array_equal(song_crops(x[: 2 * length], length), x[: 2 * length].reshape(2, length))
     # A stream of odd-sized blocks gives the same crops, in chunks of at most max_crops.
-    stream = CropStream(iter(np.array_split(x, 7)), length, max_crops=2)
+    stream = SongCrops(iter(np.array_split(x, 7)), length, max_crops=2)
     chunks = list(stream)
-    assert max(len(c) for c in chunks) <= 2 * 2  # a chunk is cut once 2 crops' worth is buffered
+    assert max(len(c) for c in chunks) <= 2
     assert np.array_equal(np.concatenate(chunks), crops) and stream.samples == len(x)
-    assert np.array_equal(np.concatenate(list(CropStream(iter([x[:100]]), length))), short)
+    one_block = SongCrops([x], length, max_crops=2)
+    assert [len(c) for c in one_block] == [2, 1] and one_block.samples == len(x)
+    assert np.array_equal(np.concatenate(list(SongCrops(iter([x[:40], x[40:100]]), length))), short)
 
 
 def test_streamed_file_equals_loading_it_whole(tmp_path):
@@ -117,7 +122,7 @@ def test_tag_file_means_crop_probabilities(tmp_path):
     path = tmp_path / "song.wav"
     x = piece(3, 1.5)
     sf.write(path, x, SR, subtype="FLOAT")
-    crops = torch.from_numpy(waveform_crops(x, 729))
+    crops = torch.from_numpy(song_crops(x, 729))
     tags = [f"tag{i}" for i in range(6)]
     for task in ("multilabel", "multiclass"):
         model = tiny(Head("mlp", 32, 6, hidden=16), tags=tags, task=task)
@@ -143,8 +148,9 @@ def test_unusable_files_raise_typed_errors(tmp_path):
 
 
 def test_threaded_decoding_gives_the_same_rows_and_reraises(tmp_path):
-    from clmr.inference.api import file_tracks
-    from clmr.inference.engine import crop_fn, prefetch, run_tracks
+    from clmr.songs.apply import crop_fn
+    from clmr.songs.batch import prefetch, run_songs
+    from clmr.songs.crops import file_songs
 
     model = tiny()
     paths = [tmp_path / f"t{i}.wav" for i in range(3)]
@@ -153,7 +159,7 @@ def test_threaded_decoding_gives_the_same_rows_and_reraises(tmp_path):
     paths.insert(1, tmp_path / "missing.wav")
     fn = crop_fn(model, torch.device("cpu"))
     runs = [
-        list(run_tracks(fn, file_tracks(paths, SR, 729, 4), sample_rate=SR, batch_size=5, threaded=threaded))
+        list(run_songs(fn, file_songs(paths, SR, 729, 4), sample_rate=SR, batch_size=5, threaded=threaded))
         for threaded in (False, True)
     ]
     assert [o.ok for o in runs[1]] == [True, False, True, True]

@@ -16,7 +16,6 @@ import soundfile as sf
 import torch
 
 from clmr.data import ContrastivePairs, LabelledCrops, Store, StoreError, preprocess, track_crops
-from clmr.data.synthetic import generate
 
 SR = 8000
 
@@ -25,11 +24,6 @@ def _tone(seconds, rate, channels=1, freq=330.0):
     t = np.arange(int(seconds * rate)) / rate
     x = 0.5 * np.sin(2 * np.pi * freq * t)
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("syn"), tracks=12, seconds=2.0, seed=1, sample_rate=SR)
 
 
 def _same_store(a: Path, b: Path) -> None:
@@ -81,38 +75,32 @@ def test_formats_rates_channels_and_skip_reasons(tmp_path):
     assert sum(meta["splits"].values()) == len(layouts)  # every track got a hash split
 
 
-def test_store_api_and_int16_roundtrip(tmp_path, synthetic):
-    store = preprocess(
-        synthetic.root,
-        tmp_path / "s",
-        labels=synthetic.tags_csv,
-        sample_rate=SR,
-        workers=0,
-        min_length=1,
-        progress=False,
-    )
+def test_store_api_and_int16_roundtrip(tmp_path, synthetic_music, labelled_store):
+    store = labelled_store
     assert store.task == "multilabel"
-    assert store.vocab == sorted({t for p in synthetic.pieces for t in p.tags})  # labels seen in the CSV
+    assert store.vocab == sorted(
+        {t for p in synthetic_music.pieces for t in p.tags}
+    )  # labels seen in the CSV
     i = 3
-    source, _ = sf.read(synthetic.files[i], dtype="int16")
+    source, _ = sf.read(synthetic_music.files[i], dtype="int16")
     np.testing.assert_array_equal(store.pcm(i), source)  # same rate: stored bit-exact
     np.testing.assert_allclose(store.track(i), source / 32768.0, atol=1e-7)
     np.testing.assert_allclose(store.crop(i, 100, 50), source[100:150] / 32768.0, atol=1e-7)
     tail = store.crop(i, store.length(i) - 10, 30)  # zero-padded past the end
     assert len(tail) == 30 and not tail[10:].any()
-    assert store.labels(i) == synthetic.pieces[i].tags
+    assert store.labels(i) == synthetic_music.pieces[i].tags
     targets = store.targets([i])
     assert targets.shape == (1, len(store.vocab)) and targets.dtype == np.float32
-    assert {store.vocab[c] for c in np.flatnonzero(targets[0])} == set(synthetic.pieces[i].tags)
+    assert {store.vocab[c] for c in np.flatnonzero(targets[0])} == set(synthetic_music.pieces[i].tags)
     splits = {s: set(store.split_indices(s)) for s in ("train", "valid", "test")}
     assert sum(map(len, splits.values())) == len(store) and not splits["train"] & splits["test"]
     assert len(store.split_indices(None)) == len(store)
     with pytest.raises(StoreError, match="split"):
         store.split_indices("dev")
     genre = preprocess(
-        synthetic.root,
+        synthetic_music.root,
         tmp_path / "g",
-        labels=synthetic.genre_csv,
+        labels=synthetic_music.genre_csv,
         sample_rate=SR,
         workers=0,
         min_length=1,
@@ -120,54 +108,58 @@ def test_store_api_and_int16_roundtrip(tmp_path, synthetic):
     )
     assert genre.task == "multiclass"
     assert genre.targets([i]).dtype == np.int64
-    assert genre.vocab[genre.targets([i])[0]] == synthetic.pieces[i].genre
+    assert genre.vocab[genre.targets([i])[0]] == synthetic_music.pieces[i].genre
     with pytest.raises(StoreError, match="meta.json"):
         Store(tmp_path)
 
 
-def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic):
-    kw = dict(labels=synthetic.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False)
-    preprocess(synthetic.root, tmp_path / "serial", workers=0, **kw)
-    preprocess(synthetic.root, tmp_path / "parallel", workers=2, **kw)
+def test_parallel_equals_serial_and_rerun_reuses(tmp_path, synthetic_music):
+    kw = dict(
+        labels=synthetic_music.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False
+    )
+    preprocess(synthetic_music.root, tmp_path / "serial", workers=0, **kw)
+    preprocess(synthetic_music.root, tmp_path / "parallel", workers=2, **kw)
     _same_store(tmp_path / "serial", tmp_path / "parallel")
     store = Store(tmp_path / "serial")
     assert store.meta["shards"] > 3  # the budget split the tracks over several shards
     before = (tmp_path / "serial" / "index.parquet").stat().st_mtime_ns
-    preprocess(synthetic.root, tmp_path / "serial", workers=0, **kw)  # complete: reused
+    preprocess(synthetic_music.root, tmp_path / "serial", workers=0, **kw)  # complete: reused
     assert (tmp_path / "serial" / "index.parquet").stat().st_mtime_ns == before
     with pytest.raises(StoreError, match="other parameters"):
-        preprocess(synthetic.root, tmp_path / "serial", workers=0, **{**kw, "sample_rate": 4000})
+        preprocess(synthetic_music.root, tmp_path / "serial", workers=0, **{**kw, "sample_rate": 4000})
 
 
 class _Interrupt(Exception):
     pass
 
 
-def test_resume_after_injected_failure_equals_clean_run(tmp_path, synthetic):
-    kw = dict(labels=synthetic.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False)
-    preprocess(synthetic.root, tmp_path / "clean", workers=0, **kw)
+def test_resume_after_injected_failure_equals_clean_run(tmp_path, synthetic_music):
+    kw = dict(
+        labels=synthetic_music.tags_csv, sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False
+    )
+    preprocess(synthetic_music.root, tmp_path / "clean", workers=0, **kw)
 
     def fail_at_third(shard):
         if shard == 2:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        preprocess(synthetic.root, tmp_path / "resumed", workers=0, on_shard=fail_at_third, **kw)
+        preprocess(synthetic_music.root, tmp_path / "resumed", workers=0, on_shard=fail_at_third, **kw)
     with pytest.raises(StoreError, match="unfinished"):
         Store(tmp_path / "resumed")
     # a write torn by the interruption is discarded on resume
     (tmp_path / "resumed" / "shards" / "00003.npy.tmp").write_bytes(b"torn")
     written = []
-    preprocess(synthetic.root, tmp_path / "resumed", workers=0, on_shard=written.append, **kw)
+    preprocess(synthetic_music.root, tmp_path / "resumed", workers=0, on_shard=written.append, **kw)
     assert written[0] == 3  # shards 0-2 were kept, not rewritten
     _same_store(tmp_path / "clean", tmp_path / "resumed")
 
 
-def test_resume_after_sigkill_equals_clean_run(tmp_path, synthetic):
+def test_resume_after_sigkill_equals_clean_run(tmp_path, synthetic_music):
     kw = dict(
-        labels=str(synthetic.tags_csv), sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False
+        labels=str(synthetic_music.tags_csv), sample_rate=SR, min_length=1, shard_bytes=40_000, progress=False
     )
-    preprocess(synthetic.root, tmp_path / "clean", workers=0, **kw)
+    preprocess(synthetic_music.root, tmp_path / "clean", workers=0, **kw)
     script = (
         "import os, signal, sys\n"
         "import clmr.data.preprocessing\n"
@@ -175,29 +167,21 @@ def test_resume_after_sigkill_equals_clean_run(tmp_path, synthetic):
         "def kill(shard):\n"
         "    if shard == 1:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"preprocess({str(synthetic.root)!r}, {str(tmp_path / 'killed')!r}, workers=2, on_shard=kill, **{kw!r})\n"
+        f"preprocess({str(synthetic_music.root)!r}, {str(tmp_path / 'killed')!r}, workers=2, on_shard=kill, **{kw!r})\n"
     )
     log = tmp_path / "log.txt"
     with open(log, "w") as f:
         proc = subprocess.run([sys.executable, "-c", script], stdout=f, stderr=subprocess.STDOUT, timeout=60)
     assert proc.returncode == -9, log.read_text()
     assert (tmp_path / "killed" / ".partial").is_dir() and not (tmp_path / "killed" / "meta.json").exists()
-    preprocess(synthetic.root, tmp_path / "killed", workers=0, **kw)
+    preprocess(synthetic_music.root, tmp_path / "killed", workers=0, **kw)
     _same_store(tmp_path / "clean", tmp_path / "killed")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, synthetic):
-    out = tmp_path_factory.mktemp("store")
-    return preprocess(
-        synthetic.root,
-        out,
-        labels=synthetic.tags_csv,
-        sample_rate=SR,
-        workers=0,
-        min_length=1,
-        progress=False,
-    )
+@pytest.fixture()
+def store(labelled_store):
+    """The shared store (conftest), under the name the view tests use."""
+    return labelled_store
 
 
 def test_contrastive_pairs(store):
@@ -245,20 +229,24 @@ def test_labelled_crops_and_track_crops(store):
     np.testing.assert_array_equal(crops.ravel(), store.track(i)[: crops.size])
     one = track_crops(store, i, store.length(i) + 5)
     assert one.shape == (1, store.length(i) + 5) and not one[0, -5:].any()
+    blocks = list(store.blocks(i, 1000))  # float32 blocks of the memory map, the last one short
+    assert [len(b) for b in blocks[:-1]] == [1000] * (len(blocks) - 1) and 0 < len(blocks[-1]) <= 1000
+    assert all(b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), store.track(i))
 
 
-def test_cli_preprocess(tmp_path, synthetic):
+def test_cli_preprocess(tmp_path, synthetic_music):
     from clmr.cli import main
 
     out = tmp_path / "cli"
     code = main(
         [
             "preprocess",
-            str(synthetic.root),
+            str(synthetic_music.root),
             "--out",
             str(out),
             "--labels",
-            str(synthetic.genre_csv),
+            str(synthetic_music.genre_csv),
             "--sample-rate",
             "4000",
             "--workers",
@@ -274,10 +262,10 @@ def test_cli_preprocess(tmp_path, synthetic):
     assert main(["preprocess", str(tmp_path / "noaudio"), "--out", str(out / "y"), "--quiet"]) == 2
 
 
-def test_bad_options_are_refused_before_anything_is_written(tmp_path, synthetic, capsys):
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, synthetic_music, capsys):
     from clmr.cli import build_parser, main
 
-    src = str(synthetic.root)
+    src = str(synthetic_music.root)
     out = tmp_path / "s"
     for options, match in (
         (["--sample-rate", "0"], "sample_rate"),
@@ -342,13 +330,13 @@ def test_a_store_made_with_the_old_default_min_length_is_still_found(tmp_path):
         preprocess(src, tmp_path / "store", sample_rate=SR, workers=0, min_length=1000, progress=False)
 
 
-def test_complete_store_rerun_removes_a_leftover_partial(tmp_path, synthetic):
+def test_complete_store_rerun_removes_a_leftover_partial(tmp_path, synthetic_music):
     """A run killed after meta.json was written, while .partial/ was being deleted: the rerun reuses the
     store and finishes the cleanup."""
-    kw = dict(labels=synthetic.tags_csv, sample_rate=SR, workers=0, min_length=1, progress=False)
+    kw = dict(labels=synthetic_music.tags_csv, sample_rate=SR, workers=0, min_length=1, progress=False)
     out = tmp_path / "s"
-    preprocess(synthetic.root, out, **kw)
+    preprocess(synthetic_music.root, out, **kw)
     (out / ".partial").mkdir()
     (out / ".partial" / "00000.json").write_text("{}")
-    store = preprocess(synthetic.root, out, **kw)
-    assert len(store) == len(synthetic.files) and not (out / ".partial").exists()
+    store = preprocess(synthetic_music.root, out, **kw)
+    assert len(store) == len(synthetic_music.files) and not (out / ".partial").exists()

@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from clmr import __version__
 from clmr.errors import ClmrError
 
 # name -> help line
@@ -45,8 +46,6 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
-    from clmr import __version__
-
     parser = argparse.ArgumentParser(
         prog="clmr",
         description="Contrastive Learning of Musical Representations (SimCLR + SampleCNN on raw audio).",

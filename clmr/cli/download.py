@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clmr.data.download import download
+    from clmr.data.download import download  # here: it adds ~70 ms to every `clmr --help`
 
     root = download(
         args.dataset, args.root, mirror=args.mirror, extract=not args.no_extract, retries=args.retries

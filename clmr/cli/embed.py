@@ -7,6 +7,7 @@ OUT.errors.csv (next to the table) and skipped."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
         "reference model)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps"
+    )
     parser.add_argument(
         "--sample-rate",
         type=int,
@@ -42,8 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    # imported here, not at the top: `clmr --help` imports every command module, and these pull in torch
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
 

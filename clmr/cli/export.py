@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `clmr --help` imports every command module, and these pull in torch
     from clmr.inference.export import TOLERANCE, export_model
     from clmr.models import load_model
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from clmr.data import DATASETS, StoreError, preprocess
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clmr.data.datasets import DATASETS
-
     parser.add_argument("source", help="dataset root or any folder of audio (searched recursively)")
     parser.add_argument("--out", required=True, help="store folder to write (or resume)")
     parser.add_argument("--dataset", choices=DATASETS, default="folder", help="layout of SOURCE")
@@ -49,8 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clmr.data import StoreError, preprocess
-
     if not args.shard_mb > 0:
         raise StoreError(f"--shard-mb must be positive, got {args.shard_mb}")
     preprocess(

@@ -4,6 +4,11 @@ song's consecutive crops of the sigmoid (multi-label tagging) or softmax (multi-
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from clmr.errors import ClmrError
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
@@ -23,24 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="crops per forward pass (default: by model size and device; 1 on CPU, 64 on GPU for the "
         "reference model)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda...")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
-
+    # imported here, not at the top: `clmr --help` imports every command module, and these pull in
+    # torch (seconds) and rich (~0.1 s)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
-    from clmr.inference.api import check_top
-    from clmr.inference.engine import check_batch_size
     from clmr.models import load_model
+    from clmr.songs.apply import check_batch_size, check_top
 
     check_top(args.top)
     check_batch_size(args.batch_size)

@@ -1,21 +1,26 @@
 """Datasets, preprocessing into the memory-mapped store, and the training views over it.
 
-The torch views (`ContrastivePairs`, `LabelledCrops`, `track_crops`) load on first use, so that
-generating or preprocessing data does not import torch.
+The torch views (`ContrastivePairs`, `LabelledCrops`) and `track_crops` (a store track's song-level
+crops, from `clmr.songs`) load on first use, so that generating or preprocessing data (and
+`clmr --help`) does not import torch.
 """
+
+import importlib
 
 from clmr.data.datasets import DATASETS, DatasetError
 from clmr.data.preprocessing import preprocess
 from clmr.data.store import Store, StoreError
 
-_VIEWS = ("ContrastivePairs", "LabelledCrops", "track_crops")
+_LAZY = {
+    "ContrastivePairs": "clmr.data.views",
+    "LabelledCrops": "clmr.data.views",
+    "track_crops": "clmr.songs.crops",
+}
 
 
 def __getattr__(name: str):
-    if name in _VIEWS:
-        from clmr.data import views
-
-        return getattr(views, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'clmr.data' has no attribute {name!r}")
 
 

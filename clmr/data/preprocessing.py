@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clmr.audio import AudioError, load
 from clmr.data.datasets import scan
 from clmr.data.datasets.base import DatasetSpec, Entry, Skip
 from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
@@ -66,8 +67,6 @@ def usable_cores() -> int:
 
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
     """One file's job: ("ok", int16 PCM, "") or (reason, None, detail)."""
-    from clmr.audio import AudioError, load
-
     try:
         audio = load(path, sample_rate)
     except AudioError as err:

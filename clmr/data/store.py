@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,13 @@ class Store:
         """The whole track as the stored int16 memory-map slice (no copy)."""
         begin = int(self._offset[i])
         return self._map(int(self._shard[i]))[begin : begin + int(self._length[i])]
+
+    def blocks(self, i: int, block_samples: int) -> Iterator[np.ndarray]:
+        """Track i as consecutive float32 blocks of `block_samples` samples (the last may be short), so
+        a long track is never converted whole."""
+        pcm = self.pcm(i)
+        for start in range(0, len(pcm), block_samples):
+            yield np.multiply(pcm[start : start + block_samples], np.float32(1.0 / SCALE), dtype=np.float32)
 
     def _map(self, shard: int) -> np.ndarray:
         m = self._maps.get(shard)

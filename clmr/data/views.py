@@ -8,11 +8,10 @@ workers every epoch, so they see the new epoch).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clmr.data.store import SCALE, Store, StoreError
+from clmr.data.store import Store, StoreError
 
 MASK64 = (1 << 64) - 1
 
@@ -74,13 +73,3 @@ class LabelledCrops(_CropView):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._random_crop(item, 0), self.targets[item]
-
-
-def track_crops(store: Store, i: int, crop_length: int) -> np.ndarray:
-    """All consecutive non-overlapping crops of track i, float32 (n_crops, crop_length); the remainder
-    is dropped, and a track shorter than one crop gives one zero-padded crop."""
-    pcm = store.pcm(i)
-    n = len(pcm) // crop_length
-    if n == 0:
-        return store.crop(i, 0, crop_length)[None, :]
-    return pcm[: n * crop_length].reshape(n, crop_length).astype(np.float32) / np.float32(SCALE)

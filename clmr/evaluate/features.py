@@ -8,15 +8,17 @@ import io
 import json
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clmr.devices import resolve_device
 from clmr.files import atomic_open
 from clmr.models import CLMR
+from clmr.songs import run_model, store_songs
 
 CACHE_VERSION = 1
 RESUME_TRACKS = 256  # tracks per saved part of an extraction in progress (what an interruption can lose)
@@ -65,40 +67,6 @@ def segment_mean(rows: np.ndarray | torch.Tensor, offsets: np.ndarray) -> np.nda
     return (sums / counts.clamp(min=1)[:, None]).numpy()
 
 
-def crop_batches(
-    store, indices: Sequence[int], crop_length: int, batch_size: int, counts: list[int]
-) -> Iterator[np.ndarray]:
-    """Full batches of `batch_size` crops taken across track boundaries (the last may be short).
-
-    Appends each track's crop count to `counts` as it is read, so the caller can rebuild offsets.
-    """
-    from clmr.data import track_crops
-
-    pending: list[np.ndarray] = []
-    n_pending = 0
-    for i in indices:
-        crops = track_crops(store, int(i), crop_length)
-        counts.append(len(crops))
-        pending.append(crops)
-        n_pending += len(crops)
-        if n_pending >= batch_size:
-            block = np.concatenate(pending)
-            n_full = len(block) // batch_size * batch_size
-            yield from (block[s : s + batch_size] for s in range(0, n_full, batch_size))
-            pending, n_pending = [block[n_full:]], len(block) - n_full
-    if n_pending:
-        yield np.concatenate(pending)
-
-
-@torch.inference_mode()
-def encode(model: CLMR, crops: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """h of a batch of crops on `device` (bf16 autocast on CUDA), returned as float32 on the CPU."""
-    x = torch.as_tensor(crops).to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        h = model.embed(x)
-    return h.float().cpu()
-
-
 def extract(
     model: CLMR,
     store,
@@ -108,22 +76,21 @@ def extract(
     device: str | torch.device = "cpu",
     progress=None,
 ) -> SplitFeatures:
-    """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode).
+    """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode),
+    through the song-level path shared with inference (`clmr.songs`).
 
     `progress` is an optional callable taking the number of tracks just finished.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     model = model.to(device).eval()
+    songs = store_songs(store, indices, model.crop_length)
     counts: list[int] = []
     chunks = []
-    done = 0
-    for batch in crop_batches(store, indices, model.crop_length, batch_size, counts):
-        chunks.append(encode(model, batch, device).numpy())
+    for out in run_model(model, songs, batch_size=batch_size, device=device, per_crop=True):
+        chunks.append(out.crops)
+        counts.append(out.n_crops)
         if progress is not None:
-            progress(len(counts) - done)
-            done = len(counts)
-    if progress is not None and len(counts) > done:
-        progress(len(counts) - done)
+            progress(1)
     features = np.concatenate(chunks) if chunks else np.zeros((0, model.embedding_dim), np.float32)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return SplitFeatures(features.astype(np.float32), offsets, np.asarray(indices, dtype=np.int64))

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from clmr.devices import DeviceError, resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
 from clmr.models import CLMR, HEAD_KINDS, load_model
@@ -158,11 +159,12 @@ def check_choices(head: str, baseline: str | None) -> None:
 
 
 def check_device(device: str) -> str:
-    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error."""
-    from clmr.devices import DeviceError, usable_device
-
+    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error
+    (`auto` is not taken here: the evaluation uses the name as given)."""
+    if device == "auto":
+        raise EvaluationError("--device 'auto': name the device (cpu, cuda, cuda:N or mps)")
     try:
-        usable_device(device)
+        resolve_device(device)
     except DeviceError as err:
         raise EvaluationError(f"--{err}") from err
     return device

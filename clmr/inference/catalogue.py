@@ -14,14 +14,15 @@ import torch
 
 from clmr import __version__
 from clmr.audio import UNSUPPORTED_DETAIL
+from clmr.devices import resolve_device
 from clmr.errors import ClmrError
-from clmr.inference.api import embed_files
-from clmr.inference.engine import check_batch_size, resolve_device
+from clmr.evaluate.features import file_fingerprint
 from clmr.inference.paths import find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
 from clmr.models.checkpoint import RUN_DIR_MODEL
 from clmr.progress import progress_bar
+from clmr.songs.apply import check_batch_size, embed_files
 
 EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
 
@@ -55,8 +56,6 @@ def errors_path(out: Path) -> Path:
 
 def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike) -> dict[str, Any]:
     """What a table records about the model: checkpoint path and sha256, its config, clmr version."""
-    from clmr.evaluate.features import file_fingerprint
-
     path = Path(checkpoint).resolve()
     weights = path / RUN_DIR_MODEL if path.is_dir() else path
     return {

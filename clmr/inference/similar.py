@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from clmr.devices import resolve_device
 from clmr.errors import ClmrError, check_whole
-from clmr.inference.engine import resolve_device
+from clmr.inference.catalogue import checkpoint_metadata
 from clmr.inference.table import read_index
 from clmr.models import CLMR, load_model
+from clmr.songs.apply import embed_file
 
 
 @dataclass
@@ -51,8 +53,6 @@ class Index:
 
     def model(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> CLMR:
         """The model that made this index (from its recorded checkpoint unless `checkpoint` is given)."""
-        from clmr.inference.catalogue import checkpoint_metadata
-
         path = checkpoint or self.meta.get("checkpoint")
         if not path or not Path(path).exists():
             raise ClmrError(f"the index's checkpoint {path} is gone; pass --checkpoint with the same weights")
@@ -76,8 +76,6 @@ class Index:
         row = self.position(query)
         if row is not None:
             return self.neighbours(self.vectors[row], k)
-        from clmr.inference.api import embed_file
-
         return self.neighbours(embed_file(self.model(checkpoint, device), query, device=device), k)
 
 

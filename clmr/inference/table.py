@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from clmr.errors import ClmrError
 from clmr.files import atomic_path
-from clmr.inference.engine import TrackOutput
+from clmr.songs.batch import TrackOutput
 
 META_KEY = b"clmr"
 

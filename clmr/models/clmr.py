@@ -12,6 +12,7 @@ from torch import nn
 
 from clmr.models.heads import Head, Projector
 from clmr.models.samplecnn import SampleCNN
+from clmr.songs import apply
 
 TASKS = ("multilabel", "multiclass")
 
@@ -135,21 +136,15 @@ class CLMR(nn.Module):
             meta=config.get("meta"),
         )
 
-    # Using a trained model on audio; implemented in clmr.inference.
+    # Using a trained model on audio: the song-level path of clmr.songs (re-exported by clmr.inference).
     def embed_audio(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, **kwargs: Any) -> np.ndarray:
         """Song embedding (embedding_dim,) of a mono waveform at any sample rate: mean of its crops' h."""
-        from clmr.inference import embed_audio
-
-        return embed_audio(self, waveform, sample_rate, **kwargs)
+        return apply.embed_audio(self, waveform, sample_rate, **kwargs)
 
     def embed_file(self, path: str | Path, **kwargs: Any) -> np.ndarray:
         """Song embedding (embedding_dim,) of an audio file."""
-        from clmr.inference import embed_file
-
-        return embed_file(self, path, **kwargs)
+        return apply.embed_file(self, path, **kwargs)
 
     def tag_file(self, path: str | Path, top: int = 10, **kwargs: Any) -> list[tuple[str, float]]:
         """The `top` (tag, probability) pairs of a song, mean over its crops."""
-        from clmr.inference import tag_file
-
-        return tag_file(self, path, top=top, **kwargs)
+        return apply.tag_file(self, path, top=top, **kwargs)

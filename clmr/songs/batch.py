@@ -1,8 +1,9 @@
-"""Batched inference across tracks: crops of consecutive tracks fill fixed-size batches, each track's
-per-crop outputs are averaged into one song-level row as soon as its last crop is through.
+"""Batches of song-level crops across tracks: the crops of consecutive tracks fill fixed-size batches for
+one crop function (e.g. a model's h), and each track's per-crop outputs are averaged into one song-level
+row as soon as its last crop is through, in input order.
 
-With `threaded=True` (used on GPU) decoding runs in a background thread with a bounded queue while
-the model runs, so the device is not left waiting on the decoder; on CPU it runs inline, since a
+With `threaded=True` (used on GPU) the crops are read in a background thread with a bounded queue while
+the model runs, so the device is not left waiting on the decoder; on CPU they are read inline, since a
 decode thread would compete with the model for the same cores. Memory is bounded by the batch size,
 the chunk size and the queue, not by track length.
 """
@@ -13,28 +14,16 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 from clmr.audio import AudioError
-from clmr.devices import usable_device
 from clmr.errors import check_whole
-from clmr.models import CLMR
+from clmr.songs.crops import Song
 
 T = TypeVar("T")
-
-
-class CropSource(Protocol):
-    """Chunks of (n, crop_length) crops of one track; `samples` is its length once iterated."""
-
-    samples: int
-
-    def __iter__(self) -> Iterator[np.ndarray]: ...
-
 
 CropFn = Callable[[np.ndarray], np.ndarray]
 """(B, crop_length) float32 crops -> (B, K) float32 per-crop outputs."""
@@ -91,71 +80,6 @@ class _Accumulator:
         return TrackOutput(self.key, sample_rate, self.samples, self.count, mean, crops)
 
 
-def resolve_device(device: str | torch.device | None, model: torch.nn.Module | None = None) -> torch.device:
-    """`device` as a torch.device; None or "auto" means the model's device, else CUDA when available.
-    Anything else must be a device this machine has (`clmr.devices.usable_device`)."""
-    if device is None or device == "auto":
-        if model is not None and device is None:
-            return next(model.parameters()).device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return usable_device(device)
-
-
-def check_batch_size(batch_size: int | None) -> None:
-    """None (the default) or a whole number >= 1."""
-    if batch_size is not None:
-        check_whole("batch size", batch_size, unit="crops")
-
-
-CPU_ACTIVATION_BUDGET = 16 << 20
-"""Bytes of first-layer activations per CPU batch: beyond the cache, bigger batches get slower."""
-
-
-def default_batch_size(model: CLMR, device: torch.device) -> int:
-    """Crops per forward pass when the user does not say. On CPU, as many crops as keep the first
-    layer's output within `CPU_ACTIVATION_BUDGET` (1 for the reference SampleCNN, whose 10 MB per crop
-    make bigger batches slower: 39 crops/s at batch 1, 23 at batch 32 on two cores); up to 64 elsewhere,
-    where batching across tracks is what fills the device."""
-    if device.type != "cpu":
-        return 64
-    first = model.encoder.sequential[0][0]
-    per_crop = first.out_channels * (model.crop_length // 3) * 4
-    return int(min(64, max(1, CPU_ACTIVATION_BUDGET // per_crop)))
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Put `model` in eval mode for the block and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def crop_fn(model: CLMR, device: torch.device, output: str = "embedding") -> CropFn:
-    """The per-crop function: h (`embedding`) or class probabilities (`probabilities`: sigmoid for
-    multi-label tagging, softmax for a multi-class head), under inference mode, bf16 autocast on CUDA."""
-    if output == "probabilities" and model.head is None:
-        raise ValueError("this model has no classification head; load one with head=...")
-    multiclass = model.task == "multiclass"
-
-    @torch.inference_mode()
-    def run(crops: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(crops).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.embed(x)
-            if output == "probabilities":
-                out = model.head(out)
-        out = out.float()
-        if output == "probabilities":
-            out = out.softmax(dim=-1) if multiclass else out.sigmoid()
-        return out.cpu().numpy()
-
-    return run
-
-
 def prefetch(items: Iterator[T], size: int = 4) -> Iterator[T]:
     """Iterate `items` in a background thread, at most `size` items ahead; errors re-raise here."""
     box: queue.Queue = queue.Queue(size)
@@ -194,35 +118,35 @@ def prefetch(items: Iterator[T], size: int = 4) -> Iterator[T]:
         stop.set()
 
 
-def _events(
-    tracks: Iterable[tuple[str, Callable[[], CropSource]]],
-) -> Iterator[tuple[str, int, Any]]:
+def _events(songs: Iterable[Song]) -> Iterator[tuple[str, int, Any]]:
     """Per track (numbered by `slot`): ("start", slot, key), ("crops", slot, chunk) for each chunk,
     then ("end", slot, (samples, error))."""
-    for slot, (key, open_stream) in enumerate(tracks):
+    for slot, (key, open_crops) in enumerate(songs):
         yield "start", slot, key
-        stream = None
+        crops = None
         try:
-            stream = open_stream()
-            for chunk in stream:
+            crops = open_crops()
+            for chunk in crops:
                 yield "crops", slot, chunk
-            yield "end", slot, (stream.samples, None)
+            yield "end", slot, (crops.samples, None)
         except AudioError as err:
-            yield "end", slot, (stream.samples if stream is not None else 0, err)
+            yield "end", slot, (crops.samples if crops is not None else 0, err)
 
 
-def run_tracks(
+def run_songs(
     fn: CropFn,
-    tracks: Iterable[tuple[str, Callable[[], CropSource]]],
+    songs: Iterable[Song],
     *,
     sample_rate: int,
     batch_size: int = 32,
     keep_crops: bool = False,
     threaded: bool = True,
 ) -> Iterator[TrackOutput]:
-    """Apply `fn` to every crop of every track in batches of `batch_size` crops taken across track
-    boundaries; yield one `TrackOutput` per track, in input order, as soon as it is complete."""
-    events = prefetch(_events(tracks)) if threaded else _events(tracks)
+    """Apply `fn` to every crop of every song in batches of `batch_size` crops taken across track
+    boundaries; yield one `TrackOutput` per song, in input order, as soon as it is complete (with
+    `keep_crops`, also every crop's output). A song whose audio fails comes back with `.error` set."""
+    check_whole("batch size", batch_size, unit="crops")
+    events = prefetch(_events(songs)) if threaded else _events(songs)
     order: deque[_Accumulator] = deque()
     accs: dict[int, _Accumulator] = {}
     batch: list[tuple[_Accumulator, np.ndarray]] = []

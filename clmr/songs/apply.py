@@ -1,38 +1,120 @@
-"""Using a trained model on audio: song embeddings and tags of arrays and files.
+"""A model on songs: song embeddings and tag probabilities of waveforms, files and store tracks, through
+the one song-level path (`clmr.songs.crops` cut, `clmr.songs.batch` batches).
 
 A song's embedding is the mean of h over its consecutive non-overlapping crops (the evaluation
 protocol); its tag probabilities are the mean over crops of the sigmoid (multi-label) or softmax
 (multi-class) of the head's logits. Files are read block by block, so memory does not grow with
-track length.
+track length. The model is only used through its methods (`embed`, `head`, `crop_length`,
+`sample_rate`), so `clmr.models` can delegate its convenience methods here without an import circle.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from functools import partial
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
 import torch
 
 from clmr.audio import EmptyAudioError, UnreadableAudioError
+from clmr.devices import resolve_device
 from clmr.errors import ClmrError, check_whole
-from clmr.inference.engine import (
-    CropSource,
-    TrackOutput,
-    check_batch_size,
-    crop_fn,
-    default_batch_size,
-    evaluating,
-    resolve_device,
-    run_tracks,
-)
-from clmr.inference.stream import CropStream, read_blocks, waveform_crops
-from clmr.models import CLMR
+from clmr.songs.batch import CropFn, TrackOutput, run_songs
+from clmr.songs.crops import CHUNK_CROPS, Song, array_songs, file_songs
 
-CHUNK_CROPS = 16
-"""Crops decoded per chunk at least (a chunk is split across batches as needed)."""
+if TYPE_CHECKING:
+    from clmr.models import CLMR
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """None (the default) or a whole number >= 1."""
+    if batch_size is not None:
+        check_whole("batch size", batch_size, unit="crops")
+
+
+CPU_ACTIVATION_BUDGET = 16 << 20
+"""Bytes of first-layer activations per CPU batch: beyond the cache, bigger batches get slower."""
+
+
+def default_batch_size(model: CLMR, device: torch.device) -> int:
+    """Crops per forward pass when the user does not say. On CPU, as many crops as keep the first
+    layer's output within `CPU_ACTIVATION_BUDGET` (1 for the reference SampleCNN, whose 10 MB per crop
+    make bigger batches slower: 39 crops/s at batch 1, 23 at batch 32 on two cores); up to 64 elsewhere,
+    where batching across tracks is what fills the device."""
+    if device.type != "cpu":
+        return 64
+    first = model.encoder.sequential[0][0]
+    per_crop = first.out_channels * (model.crop_length // 3) * 4
+    return int(min(64, max(1, CPU_ACTIVATION_BUDGET // per_crop)))
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Put `model` in eval mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def crop_fn(model: CLMR, device: torch.device, output: str = "embedding") -> CropFn:
+    """The per-crop function: h (`embedding`) or class probabilities (`probabilities`: sigmoid for
+    multi-label tagging, softmax for a multi-class head), under inference mode, bf16 autocast on CUDA."""
+    if output == "probabilities" and model.head is None:
+        raise ClmrError("this model has no classification head; load one with head=...")
+    multiclass = model.task == "multiclass"
+
+    @torch.inference_mode()
+    def run(crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model.embed(x)
+            if output == "probabilities":
+                out = model.head(out)
+        out = out.float()
+        if output == "probabilities":
+            out = out.softmax(dim=-1) if multiclass else out.sigmoid()
+        return out.cpu().numpy()
+
+    return run
+
+
+def run_model(
+    model: CLMR,
+    songs: Iterable[Song],
+    *,
+    output: str = "embedding",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    per_crop: bool = False,
+) -> Iterator[TrackOutput]:
+    """`model`'s song-level `output` (see `crop_fn`) of every song, in order, in batches of crops taken
+    across tracks; with `per_crop`, also every crop's output. `device` None keeps the model where it is;
+    "auto" picks CUDA, then MPS, then CPU. `batch_size` None: see `default_batch_size`. Bad options fail
+    here, before the first song is read; the model is in eval mode while the results are read."""
+    check_batch_size(batch_size)
+    dev = resolve_device(device, model)
+    fn = crop_fn(model, dev, output)
+    batch_size = batch_size or default_batch_size(model, dev)
+
+    def run() -> Iterator[TrackOutput]:
+        model.to(dev)
+        with evaluating(model):
+            yield from run_songs(
+                fn,
+                songs,
+                sample_rate=model.sample_rate,
+                batch_size=batch_size,
+                keep_crops=per_crop,
+                threaded=dev.type != "cpu",  # on CPU a decode thread competes with the model for the cores
+            )
+
+    return run()
 
 
 MAX_CHANNELS = 8
@@ -68,40 +150,6 @@ def _as_mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
     return x
 
 
-def file_tracks(
-    paths: Iterable[str | os.PathLike], sample_rate: int, crop_length: int, chunk_crops: int = CHUNK_CROPS
-) -> Iterator[tuple[str, Callable[[], CropSource]]]:
-    """(key, stream factory) pairs that stream each file's crops at the model's rate."""
-    for path in paths:
-        yield str(path), partial(_file_stream, path, sample_rate, crop_length, chunk_crops)
-
-
-def _file_stream(path: str | os.PathLike, sample_rate: int, crop_length: int, max_crops: int) -> CropStream:
-    return CropStream(read_blocks(path, sample_rate, crop_length * max_crops), crop_length, max_crops)
-
-
-def _run(
-    model: CLMR,
-    tracks: Iterable[tuple[str, Callable[[], CropSource]]],
-    output: str,
-    batch_size: int | None,
-    device: str | torch.device | None,
-    per_crop: bool,
-) -> Iterator[TrackOutput]:
-    dev = resolve_device(device, model)
-    batch_size = batch_size or default_batch_size(model, dev)
-    model.to(dev)
-    with evaluating(model):
-        yield from run_tracks(
-            crop_fn(model, dev, output),
-            tracks,
-            sample_rate=model.sample_rate,
-            batch_size=batch_size,
-            keep_crops=per_crop,
-            threaded=dev.type != "cpu",  # on CPU a decode thread competes with the model for the cores
-        )
-
-
 def embed_files(
     model: CLMR,
     paths: Iterable[str | os.PathLike],
@@ -116,10 +164,8 @@ def embed_files(
     `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
     `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
     """
-    check_batch_size(batch_size)
-    resolve_device(device, model)  # a bad device fails here, not at the first track
-    tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
-    return _run(model, tracks, "embedding", batch_size, device, per_crop)
+    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
+    return run_model(model, songs, batch_size=batch_size, device=device, per_crop=per_crop)
 
 
 def tag_files(
@@ -131,12 +177,10 @@ def tag_files(
     per_crop: bool = False,
 ) -> Iterator[TrackOutput]:
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
-    if model.head is None:
-        raise ClmrError("this model has no classification head; load one with head=...")
-    check_batch_size(batch_size)
-    resolve_device(device, model)
-    tracks = file_tracks(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
-    return _run(model, tracks, "probabilities", batch_size, device, per_crop)
+    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
+    return run_model(
+        model, songs, output="probabilities", batch_size=batch_size, device=device, per_crop=per_crop
+    )
 
 
 def _one(outputs: Iterator[TrackOutput]) -> TrackOutput:
@@ -176,20 +220,9 @@ def embed_audio(
     x = _as_mono(waveform)
     if sample_rate != model.sample_rate:
         x = soxr.resample(x, sample_rate, model.sample_rate, quality="HQ")
-    crops = waveform_crops(x, model.crop_length)
-    tracks = [("<waveform>", partial(_ArrayStream, crops, len(x)))]
-    out = _one(_run(model, tracks, "embedding", batch_size, device, per_crop))
+    songs = array_songs([("<waveform>", x)], model.crop_length)
+    out = _one(run_model(model, songs, batch_size=batch_size, device=device, per_crop=per_crop))
     return out.crops if per_crop else out.mean
-
-
-class _ArrayStream:
-    """An in-memory (n_crops, crop_length) array as a one-chunk crop source."""
-
-    def __init__(self, crops: np.ndarray, samples: int) -> None:
-        self.crops, self.samples = crops, samples
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        yield self.crops
 
 
 def tag_file(
