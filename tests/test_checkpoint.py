@@ -133,7 +133,7 @@ def test_our_head_file_brings_its_tags(tmp_path, model, x):
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "song.pt"
     bad.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(CheckpointError, match=r"song.pt: not a PyTorch checkpoint \(neither a torch zip"):
+    with pytest.raises(CheckpointError, match=r"song.pt: not a checkpoint clmr can read \(not a torch zip"):
         load_model(bad)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.pt")
@@ -168,15 +168,23 @@ def test_missing_and_misshaped_keys_name_the_first_bad_key(tmp_path, model):
         load_model(tmp_path / "other.pt")
 
 
-def test_pickled_objects_are_refused_not_executed(tmp_path):
+def test_pickled_objects_are_refused_not_executed(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("executed!",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="evil.pt: holds pickled Python objects such as print ") as err:
+    with pytest.raises(
+        CheckpointError,
+        match=r"evil.pt: not a checkpoint clmr can read \(it holds pickled Python objects such as builtins.print,",
+    ) as err:
         load_model(tmp_path / "evil.pt")
-    assert "weights_only=False" not in str(err.value)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+    assert "executed!" not in capsys.readouterr().out
+    torch.save({"x": Evil()}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)  # legacy format
+    with pytest.raises(CheckpointError, match=r"old.pt: not a checkpoint clmr can read .*Python objects"):
+        load_model(tmp_path / "old.pt")
+    assert "executed!" not in capsys.readouterr().out
 
 
 def test_cli_convert_and_info(tmp_path, model, x, capsys):
@@ -397,7 +405,7 @@ def test_lightning_1x_checkpoint_with_callback_classes_and_attribute_dict(tmp_pa
 
 def test_empty_and_truncated_old_format_files(tmp_path, model, capsys):
     (tmp_path / "e.pt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"e.pt: not a checkpoint: an empty file \(0 bytes\)"):
+    with pytest.raises(CheckpointError, match=r"e.pt: not a checkpoint clmr can read \(an empty file\)"):
         load_model(tmp_path / "e.pt")
     assert cli(["info", str(tmp_path / "e.pt")]) == 2
     assert "empty file" in capsys.readouterr().err
@@ -440,32 +448,38 @@ def test_sample_rate_must_be_positive(tmp_path, model, capsys):
 
 
 @pytest.mark.filterwarnings("ignore")  # torch.jit.trace deprecation and tracer warnings
-def test_other_kinds_of_files_are_named(tmp_path, model):
+def test_other_kinds_of_files_are_one_line_errors(tmp_path, model):
     encoder = SampleCNN(WIDTH, BLOCKS).eval()
     torch.jit.save(torch.jit.trace(encoder, torch.randn(1, encoder.input_length)), str(tmp_path / "model.pt"))
-    with pytest.raises(CheckpointError, match="model.pt: not a checkpoint: a TorchScript archive"):
-        load_model(tmp_path / "model.pt")
     (tmp_path / "t.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
-    with pytest.raises(CheckpointError, match="t.parquet: not a checkpoint: a Parquet table"):
-        load_model(tmp_path / "t.parquet")
     (tmp_path / "c.json").write_text(json.dumps({"format": "clmr", "weights": [1, 2, 3]}))
-    with pytest.raises(CheckpointError, match="c.json: not a checkpoint: a JSON file"):
-        load_model(tmp_path / "c.json")
-    # an ONNX ModelProto: ir_version (field 1), producer_name "pytorch" (field 2), ...
-    (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)
-    with pytest.raises(CheckpointError, match="m.bin: not a checkpoint: an ONNX model"):
-        load_model(tmp_path / "m.bin")
+    (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)  # ONNX-like
+    (tmp_path / "x.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b"not json" * 4)
+    torch.save([torch.zeros(3)], tmp_path / "list.pt")
+    for name in ("model.pt", "t.parquet", "c.json", "m.bin", "x.safetensors", "list.pt"):
+        with pytest.raises(CheckpointError, match=rf"{name}: not a checkpoint clmr can read \(") as err:
+            load_model(tmp_path / name)
+        assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        load_model(tmp_path / "model.pt")
 
 
 class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
         import os
 
-        return (os.system, ("echo unpickled > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_pickle_that_would_run_code_is_named_and_never_run(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"x": _RunsCode()}, path)
-    with pytest.raises(CheckpointError, match=r"evil.pt: holds pickled Python objects such as \w+\.system"):
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"x": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"evil.pt: .*holds pickled Python objects such as \w+\.system"):
         load_model(path)
+    torch.save(SampleCNN(WIDTH, BLOCKS).state_dict(), tmp_path / "base.pt")
+    with pytest.raises(CheckpointError, match="evil.pt: .*pickled Python objects"):  # as a head file too
+        load_model(tmp_path / "base.pt", head=path)
+    assert not marker.exists()
