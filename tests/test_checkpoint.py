@@ -483,3 +483,168 @@ def test_a_pickle_that_would_run_code_is_named_and_never_run(tmp_path):
     with pytest.raises(CheckpointError, match="evil.pt: .*pickled Python objects"):  # as a head file too
         load_model(tmp_path / "base.pt", head=path)
     assert not marker.exists()
+
+
+# --- release 1.0 (clmr_checkpoint_1550.pt, finetuner_checkpoint_20.pt) -------------------------
+
+
+class _SampleCNN59049(torch.nn.Module):
+    """Release 1.0's encoder as the reference's modules/sample_cnn_59049.py (tag 1.0) builds it: blocks
+    conv1..conv11 (`.0` conv, `.1` batchnorm), `fc` replaced by Identity (no keys); `channels` are
+    conv1..conv10's outputs (the reference's, or a tiny variant with fewer blocks)."""
+
+    def __init__(self, channels=(128, 128, 128, 256, 256, 256, 256, 256, 256, 512)):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Sequential(
+            nn.Conv1d(1, channels[0], 3, stride=3, padding=0), nn.BatchNorm1d(channels[0]), nn.ReLU()
+        )
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True), start=2):
+            block = [
+                nn.Conv1d(c_in, c_out, 3, stride=1, padding=1),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+                nn.MaxPool1d(3, stride=3),
+            ]
+            setattr(self, f"conv{i}", nn.Sequential(*block))
+        last, self.n = channels[-1], len(channels) + 1
+        setattr(
+            self,
+            f"conv{self.n}",
+            nn.Sequential(nn.Conv1d(last, last, 3, stride=1, padding=1), nn.BatchNorm1d(last), nn.ReLU()),
+        )
+
+    def forward(self, x):
+        out = x.unsqueeze(1)
+        for i in range(1, self.n + 1):
+            out = getattr(self, f"conv{i}")(out)
+        return out.reshape(x.shape[0], -1)
+
+
+def _release_1_0(channels, projection_dim=128, seed=0):
+    """The 1.0 SimCLR module (modules/simclr.py: `encoder`, `projector` of 2 layers) with random weights and
+    batchnorm statistics, as main.py saved it (`model.state_dict()`, pre-1.6 torch file)."""
+    torch.manual_seed(seed)
+    simclr = torch.nn.Module()
+    simclr.encoder = _SampleCNN59049(channels)
+    dim = channels[-1]
+    simclr.projector = torch.nn.Sequential(
+        torch.nn.Linear(dim, dim, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(dim, projection_dim, bias=False),
+    )
+    for name, tensor in simclr.state_dict().items():
+        if name.endswith("running_var"):
+            tensor.uniform_(0.5, 2.0)
+        elif tensor.is_floating_point():
+            tensor.normal_(0, 0.1)
+    return simclr.eval()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_release_1_0_checkpoint_and_finetuner_load_and_convert(tmp_path, full, capsys):
+    channels = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512) if full else (8, 8, 8, 16, 16, 32)
+    ref = _release_1_0(channels)
+    keys = list(ref.state_dict())
+    assert keys[0] == "encoder.conv1.0.weight" and f"encoder.conv{len(channels) + 1}.1.running_var" in keys
+    assert keys[-2:] == ["projector.0.weight", "projector.2.weight"]
+    torch.save(ref.state_dict(), tmp_path / "clmr_checkpoint_1550.pt", _use_new_zipfile_serialization=False)
+    finetuner = torch.nn.Sequential(torch.nn.Linear(channels[-1], 50)).eval()  # 1.0-l linear_evaluation.py
+    assert list(finetuner.state_dict()) == ["0.weight", "0.bias"]
+    torch.save(
+        finetuner.state_dict(), tmp_path / "finetuner_checkpoint_20.pt", _use_new_zipfile_serialization=False
+    )
+
+    loaded = load_model(tmp_path / "clmr_checkpoint_1550.pt")
+    assert loaded.encoder.n_blocks == len(channels) - 1 and loaded.encoder.width == (1.0 if full else WIDTH)
+    assert loaded.projector.dims == (channels[-1], channels[-1], 128) and loaded.sample_rate == 22050
+    torch.manual_seed(1)
+    x = torch.randn(2, 3 ** len(channels))
+    with torch.no_grad():
+        h = ref.encoder(x)
+        torch.testing.assert_close(loaded.embed(x), h)
+        torch.testing.assert_close(loaded.project(h), ref.projector(h))
+    tags = [f"tag{i}" for i in range(50)]
+    tagger = load_model(
+        tmp_path / "clmr_checkpoint_1550.pt", head=tmp_path / "finetuner_checkpoint_20.pt", tags=tags
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(tagger.classify(x), finetuner(h))
+
+    out = tmp_path / "clmr_1.0.safetensors"
+    src, head = tmp_path / "clmr_checkpoint_1550.pt", tmp_path / "finetuner_checkpoint_20.pt"
+    assert cli(["convert", str(src), str(out), "--head", str(head)]) == 0
+    converted = load_model(out)
+    assert converted.meta["converted_from"] == "clmr_checkpoint_1550.pt"
+    with torch.no_grad():
+        torch.testing.assert_close(converted.classify(x), finetuner(h))
+    capsys.readouterr()
+    assert cli(["info", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["projector"] == [channels[-1], channels[-1], 128]
+
+
+def test_release_1_0_errors_name_the_key_as_the_file_spells_it(tmp_path):
+    state = _release_1_0((8, 8, 8, 16, 16, 32)).state_dict()
+    del state["encoder.conv4.1.running_mean"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"missing.pt: missing key 'encoder.conv4.1.running_mean'"):
+        load_model(tmp_path / "missing.pt")
+    state = _release_1_0((8, 8, 8, 16, 16, 32)).state_dict()
+    state["encoder.conv3.0.weight"] = torch.zeros(8, 8, 5)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match=r"'encoder.conv3.0.weight' has shape \(8, 8, 5\)"):
+        load_model(tmp_path / "shape.pt")
+
+
+def test_non_finite_weights_are_refused_naming_the_key(tmp_path, model):
+    state = {f"encoder.{k}": v.clone() for k, v in model.encoder.state_dict().items()}
+    state["encoder.sequential.2.0.weight"][0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(
+        CheckpointError, match=r"nan.pt: key 'encoder.sequential.2.0.weight' holds NaN or infinite"
+    ):
+        load_model(tmp_path / "nan.pt")
+    model.projector[2].weight.data[0, 0] = float("inf")
+    save_model(model, tmp_path / "inf.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"inf.safetensors: key 'projector.2.weight' holds NaN or infinite"
+    ):
+        load_model(tmp_path / "inf.safetensors")
+
+
+def test_training_checkpoint_contract_weights_under_model(tmp_path, model, x):
+    """A `clmr pretrain` checkpoint: `clmr_config` (JSON of CLMR.config()) and the weights under "model"
+    (`encoder.*`, `projector.*`; the online probe `probe.*` and other entries are not part of the model)."""
+    weights = {k: v for k, v in model.state_dict().items()}
+    weights.update({"probe.weight": torch.zeros(3, 32), "probe.bias": torch.zeros(3)})
+    config = json.dumps(model.config())
+    torch.save({"clmr_config": config, "model": weights, "optimizer": {"lr": 3e-4}}, tmp_path / "step.pt")
+    loaded = load_model(tmp_path / "step.pt")
+    assert loaded.sample_rate == 8000 and loaded.config() == model.config()
+    _same(model, loaded, x)
+    torch.save({"clmr_config": "{not json", "model": weights}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad.pt: its 'clmr_config' is not valid JSON"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_the_allow_list_is_fixed(tmp_path, model):
+    """A Lightning 1.x checkpoint that names a callback class outside the allow-list (a user's own) is
+    refused, naming it; nothing is imported or built."""
+    cls = type("PlotSpectogramCallback", (), {})
+    cls.__module__ = "clmr.modules.callbacks"
+
+    class Pickler(pickle._Pickler):
+        def save_global(self, obj, name=None):
+            if obj is not cls:
+                return super().save_global(obj, name)
+            self.write(pickle.GLOBAL + b"clmr.modules.callbacks\nPlotSpectogramCallback\n")
+            self.memoize(obj)
+
+    state = {f"model.encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    ckpt = {"pytorch-lightning_version": "1.2.10", "state_dict": state, "callbacks": {cls: {"n": 1}}}
+    pickler = types.SimpleNamespace(Pickler=Pickler, __name__="pickle")
+    torch.save(ckpt, tmp_path / "pl.ckpt", pickle_module=pickler)
+    with pytest.raises(
+        CheckpointError, match=r"pl.ckpt: .*such as clmr.modules.callbacks.PlotSpectogramCallback"
+    ):
+        load_model(tmp_path / "pl.ckpt")
