@@ -425,6 +425,11 @@ def test_projector_input_must_match_the_encoder(tmp_path, model):
     torch.save(state, tmp_path / "p.pt")
     with pytest.raises(CheckpointError, match=r"p.pt: key 'projector.0.weight' has shape \(128, 99\).*32-d"):
         load_model(tmp_path / "p.pt")
+    state["projector.0.weight"] = torch.zeros(128, 32)
+    del state["projector.2.weight"]
+    torch.save(state, tmp_path / "p2.pt")
+    with pytest.raises(CheckpointError, match=r"p2.pt: missing key 'projector.2.weight'"):
+        load_model(tmp_path / "p2.pt")
 
 
 def test_sample_rate_must_be_positive(tmp_path, model, capsys):

@@ -165,10 +165,7 @@ def encoder_shape(
         raise CheckpointError(
             path, f"not a SampleCNN layout (conv blocks {blocks} under '{name('sequential.')}')"
         )
-    for i in blocks:
-        if state[f"sequential.{i}.0.weight"].dim() != 3:
-            raise CheckpointError(path, f"key '{name(f'sequential.{i}.0.weight')}' is not a conv weight")
-    channels = [int(state[f"sequential.{i}.0.weight"].shape[0]) for i in blocks]
+    channels = [int(state[f"sequential.{i}.0.weight"].shape[0]) for i in blocks]  # load_state checks the rest
     if channels[-1] != channels[-2]:
         raise CheckpointError(
             path,
@@ -184,7 +181,7 @@ def encoder_shape(
 def encoder_from(tensors: Mapping[str, torch.Tensor], path: Path) -> tuple[SampleCNN, Head | None] | None:
     """The SampleCNN a reference file holds (None if none) and, for the supervised variant, its `fc` as
     a linear head (the encoder then gives the 512-d h before `fc`); the all-zero `fc` that the
-    reference's `load_encoder_checkpoint` (clmr/utils/checkpoint.py) adds is no classifier: dropped."""
+    reference's `load_encoder_checkpoint` (Spijkervet/CLMR clmr/utils/checkpoint.py) adds is no classifier: dropped."""
     found = _encoder_state(tensors)
     if found is None:
         return None
@@ -210,16 +207,13 @@ def projector_from(tensors: Mapping[str, torch.Tensor], path: Path, encoder_dim:
     if prefix is None:
         return None
     state = strip(tensors, prefix)
-    first, last = state["0.weight"], state.get("2.weight")
-    if last is None or first.dim() != 2 or last.dim() != 2:
-        raise CheckpointError(
-            path, f"key '{prefix}0.weight' or '{prefix}2.weight' is missing or not a matrix"
-        )
-    if first.shape[1] != encoder_dim:
+    first = state["0.weight"]
+    last = state.get("2.weight", first)  # a missing one is named by load_state
+    if first.dim() != 2 or first.shape[1] != encoder_dim or last.dim() != 2:
         raise CheckpointError(
             path,
-            f"key '{prefix}0.weight' has shape {tuple(first.shape)}: the projector takes {first.shape[1]}-d "
-            f"input but the encoder gives {encoder_dim}-d features",
+            f"key '{prefix}0.weight' has shape {tuple(first.shape)} and '{prefix}2.weight' {tuple(last.shape)}, "
+            f"expected (hidden, {encoder_dim}) and (out, hidden): the encoder gives {encoder_dim}-d features",
         )
     projector = Projector(encoder_dim, first.shape[0], last.shape[0])
     load_state(projector, state, path, _prefixed(prefix))
