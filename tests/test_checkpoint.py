@@ -546,55 +546,69 @@ def _release_1_0(channels, projection_dim=128, seed=0):
     return simclr.eval()
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_release_1_0_checkpoint_and_finetuner_load_and_convert(tmp_path, full, capsys):
-    channels = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512) if full else (8, 8, 8, 16, 16, 32)
+TINY_1_0 = (8, 8, 8, 16, 16, 32)  # conv1..conv6 outputs of a width-1/16, 5-block variant (conv7: 32)
+FULL_1_0 = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512)  # the released model's
+
+
+def _save_release_1_0(tmp_path, channels):
+    """clmr_checkpoint_1550.pt and finetuner_checkpoint_20.pt (1.0-l linear_evaluation.py: a Sequential
+    holding one Linear) in their exact layouts; returns the reference modules."""
     ref = _release_1_0(channels)
     keys = list(ref.state_dict())
     assert keys[0] == "encoder.conv1.0.weight" and f"encoder.conv{len(channels) + 1}.1.running_var" in keys
     assert keys[-2:] == ["projector.0.weight", "projector.2.weight"]
     torch.save(ref.state_dict(), tmp_path / "clmr_checkpoint_1550.pt", _use_new_zipfile_serialization=False)
-    finetuner = torch.nn.Sequential(torch.nn.Linear(channels[-1], 50)).eval()  # 1.0-l linear_evaluation.py
+    finetuner = torch.nn.Sequential(torch.nn.Linear(channels[-1], 50)).eval()
     assert list(finetuner.state_dict()) == ["0.weight", "0.bias"]
     torch.save(
         finetuner.state_dict(), tmp_path / "finetuner_checkpoint_20.pt", _use_new_zipfile_serialization=False
     )
+    return ref, finetuner
 
+
+@pytest.mark.parametrize("channels", [TINY_1_0, FULL_1_0])
+def test_release_1_0_checkpoint_and_finetuner_load(tmp_path, channels):
+    ref, finetuner = _save_release_1_0(tmp_path, channels)
     loaded = load_model(tmp_path / "clmr_checkpoint_1550.pt")
-    assert loaded.encoder.n_blocks == len(channels) - 1 and loaded.encoder.width == (1.0 if full else WIDTH)
+    assert loaded.encoder.n_blocks == len(channels) - 1
+    assert loaded.encoder.width == (1.0 if channels == FULL_1_0 else WIDTH)
     assert loaded.projector.dims == (channels[-1], channels[-1], 128) and loaded.sample_rate == 22050
     torch.manual_seed(1)
-    x = torch.randn(2, 3 ** len(channels))
-    with torch.no_grad():
-        h = ref.encoder(x)
-        torch.testing.assert_close(loaded.embed(x), h)
-        torch.testing.assert_close(loaded.project(h), ref.projector(h))
+    x = torch.randn(1, 3 ** len(channels))
     tags = [f"tag{i}" for i in range(50)]
     tagger = load_model(
         tmp_path / "clmr_checkpoint_1550.pt", head=tmp_path / "finetuner_checkpoint_20.pt", tags=tags
     )
     with torch.no_grad():
-        torch.testing.assert_close(tagger.classify(x), finetuner(h))
+        h = ref.encoder(x)
+        torch.testing.assert_close(loaded.embed(x), h)
+        torch.testing.assert_close(loaded.project(h), ref.projector(h))
+        torch.testing.assert_close(tagger.head(h), finetuner(h))
+    assert tagger.tags == tags
 
+
+def test_release_1_0_convert_and_info(tmp_path, capsys):
+    ref, finetuner = _save_release_1_0(tmp_path, TINY_1_0)
     out = tmp_path / "clmr_1.0.safetensors"
     src, head = tmp_path / "clmr_checkpoint_1550.pt", tmp_path / "finetuner_checkpoint_20.pt"
     assert cli(["convert", str(src), str(out), "--head", str(head)]) == 0
     converted = load_model(out)
     assert converted.meta["converted_from"] == "clmr_checkpoint_1550.pt"
+    x = torch.randn(2, converted.crop_length)
     with torch.no_grad():
-        torch.testing.assert_close(converted.classify(x), finetuner(h))
+        torch.testing.assert_close(converted.classify(x), finetuner(ref.encoder(x)))
     capsys.readouterr()
     assert cli(["info", str(src), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["projector"] == [channels[-1], channels[-1], 128]
+    assert json.loads(capsys.readouterr().out)["projector"] == [32, 32, 128]
 
 
 def test_release_1_0_errors_name_the_key_as_the_file_spells_it(tmp_path):
-    state = _release_1_0((8, 8, 8, 16, 16, 32)).state_dict()
+    state = _release_1_0(TINY_1_0).state_dict()
     del state["encoder.conv4.1.running_mean"]
     torch.save(state, tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match=r"missing.pt: missing key 'encoder.conv4.1.running_mean'"):
         load_model(tmp_path / "missing.pt")
-    state = _release_1_0((8, 8, 8, 16, 16, 32)).state_dict()
+    state = _release_1_0(TINY_1_0).state_dict()
     state["encoder.conv3.0.weight"] = torch.zeros(8, 8, 5)
     torch.save(state, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match=r"'encoder.conv3.0.weight' has shape \(8, 8, 5\)"):
@@ -653,3 +667,13 @@ def test_the_allow_list_is_fixed(tmp_path, model):
         CheckpointError, match=r"pl.ckpt: .*such as clmr.modules.callbacks.PlotSpectogramCallback"
     ):
         load_model(tmp_path / "pl.ckpt")
+    # and what it allows builds nothing that runs code: dict, argparse.Namespace, empty stand-in classes
+    import argparse
+
+    from clmr.models.reference import ALLOWED_GLOBALS
+
+    for entry in ALLOWED_GLOBALS:
+        obj, name = entry if isinstance(entry, tuple) else (entry, f"{entry.__module__}.{entry.__qualname__}")
+        assert name.startswith(("pytorch_lightning.", "lightning.", "lightning_fabric.", "argparse."))
+        stand_in = all(not callable(v) for c in obj.__mro__[:-1] for v in vars(c).values())
+        assert obj in (dict, argparse.Namespace) or stand_in, name

@@ -43,6 +43,14 @@ def _resolve(path: str | Path) -> Path:
     return path
 
 
+def _check_rate(sample_rate: Any) -> None:
+    """A sample rate given by the user is a positive number of Hz (checked before any file is read)."""
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1
+    ):
+        raise ClmrError(f"the sample rate must be a positive number of Hz, got {sample_rate!r}")
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Tensors and clmr config (None for reference files) of a `.safetensors` file or a torch file."""
     if path.stat().st_size == 0:
@@ -113,10 +121,7 @@ def load_model(
     `sample_rate` is refused rather than feeding the model audio at the wrong rate. A supervised
     SampleCNN's `fc` becomes a linear head. The model is returned in eval mode.
     """
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1
-    ):
-        raise ClmrError(f"the sample rate must be a positive number of Hz, got {sample_rate!r}")
+    _check_rate(sample_rate)
     path = _resolve(path)
     tensors, config = _read(path)
     if config is None:

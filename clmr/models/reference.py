@@ -51,23 +51,12 @@ def _callback(name: str) -> tuple[type, str]:
 # Lightning 1.0-1.4 (the reference's era) pickles as dict keys, its AttributeDict hyper-parameters
 # (rebuilt as a plain dict) and argparse.Namespace hyper-parameters (plain attributes). Nothing of
 # Lightning is imported, and any other global makes torch.load refuse the file.
-_LIGHTNING_1X_CALLBACKS = (
-    "model_checkpoint.ModelCheckpoint",
-    "early_stopping.EarlyStopping",
-    "gradient_accumulation_scheduler.GradientAccumulationScheduler",
-    "lr_monitor.LearningRateMonitor",
-    "lr_logger.LearningRateLogger",
-    "progress.ProgressBar",
-    "gpu_stats_monitor.GPUStatsMonitor",
-    "stochastic_weight_avg.StochasticWeightAveraging",
-    "timer.Timer",
-    "finetuning.BackboneFinetuning",
-)
-_ATTRIBUTE_DICTS = (
-    "pytorch_lightning.utilities.parsing.AttributeDict",
-    "lightning.fabric.utilities.data.AttributeDict",
-    "lightning_fabric.utilities.data.AttributeDict",
-)
+_LIGHTNING_1X_CALLBACKS = """model_checkpoint.ModelCheckpoint early_stopping.EarlyStopping timer.Timer
+    gradient_accumulation_scheduler.GradientAccumulationScheduler lr_monitor.LearningRateMonitor
+    lr_logger.LearningRateLogger progress.ProgressBar gpu_stats_monitor.GPUStatsMonitor
+    stochastic_weight_avg.StochasticWeightAveraging finetuning.BackboneFinetuning""".split()
+_ATTRIBUTE_DICTS = """pytorch_lightning.utilities.parsing.AttributeDict lightning.fabric.utilities.data.AttributeDict
+    lightning_fabric.utilities.data.AttributeDict""".split()
 ALLOWED_GLOBALS: list[Any] = [
     argparse.Namespace,
     *[(dict, name) for name in _ATTRIBUTE_DICTS],
