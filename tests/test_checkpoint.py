@@ -133,7 +133,7 @@ def test_our_head_file_brings_its_tags(tmp_path, model, x):
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "song.pt"
     bad.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(CheckpointError, match=r"song.pt: not a PyTorch checkpoint \(neither a torch zip"):
+    with pytest.raises(CheckpointError, match=r"song.pt: not a checkpoint clmr can read \(not a torch zip"):
         load_model(bad)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.pt")
@@ -168,15 +168,23 @@ def test_missing_and_misshaped_keys_name_the_first_bad_key(tmp_path, model):
         load_model(tmp_path / "other.pt")
 
 
-def test_pickled_objects_are_refused_not_executed(tmp_path):
+def test_pickled_objects_are_refused_not_executed(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("executed!",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="evil.pt: holds pickled Python objects such as print ") as err:
+    with pytest.raises(
+        CheckpointError,
+        match=r"evil.pt: not a checkpoint clmr can read \(it holds pickled Python objects such as builtins.print,",
+    ) as err:
         load_model(tmp_path / "evil.pt")
-    assert "weights_only=False" not in str(err.value)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+    assert "executed!" not in capsys.readouterr().out
+    torch.save({"x": Evil()}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)  # legacy format
+    with pytest.raises(CheckpointError, match=r"old.pt: not a checkpoint clmr can read .*Python objects"):
+        load_model(tmp_path / "old.pt")
+    assert "executed!" not in capsys.readouterr().out
 
 
 def test_cli_convert_and_info(tmp_path, model, x, capsys):
@@ -397,7 +405,7 @@ def test_lightning_1x_checkpoint_with_callback_classes_and_attribute_dict(tmp_pa
 
 def test_empty_and_truncated_old_format_files(tmp_path, model, capsys):
     (tmp_path / "e.pt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"e.pt: not a checkpoint: an empty file \(0 bytes\)"):
+    with pytest.raises(CheckpointError, match=r"e.pt: not a checkpoint clmr can read \(an empty file\)"):
         load_model(tmp_path / "e.pt")
     assert cli(["info", str(tmp_path / "e.pt")]) == 2
     assert "empty file" in capsys.readouterr().err
@@ -417,6 +425,11 @@ def test_projector_input_must_match_the_encoder(tmp_path, model):
     torch.save(state, tmp_path / "p.pt")
     with pytest.raises(CheckpointError, match=r"p.pt: key 'projector.0.weight' has shape \(128, 99\).*32-d"):
         load_model(tmp_path / "p.pt")
+    state["projector.0.weight"] = torch.zeros(128, 32)
+    del state["projector.2.weight"]
+    torch.save(state, tmp_path / "p2.pt")
+    with pytest.raises(CheckpointError, match=r"p2.pt: missing key 'projector.2.weight'"):
+        load_model(tmp_path / "p2.pt")
 
 
 def test_sample_rate_must_be_positive(tmp_path, model, capsys):
@@ -440,32 +453,227 @@ def test_sample_rate_must_be_positive(tmp_path, model, capsys):
 
 
 @pytest.mark.filterwarnings("ignore")  # torch.jit.trace deprecation and tracer warnings
-def test_other_kinds_of_files_are_named(tmp_path, model):
+def test_other_kinds_of_files_are_one_line_errors(tmp_path, model):
     encoder = SampleCNN(WIDTH, BLOCKS).eval()
     torch.jit.save(torch.jit.trace(encoder, torch.randn(1, encoder.input_length)), str(tmp_path / "model.pt"))
-    with pytest.raises(CheckpointError, match="model.pt: not a checkpoint: a TorchScript archive"):
-        load_model(tmp_path / "model.pt")
     (tmp_path / "t.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
-    with pytest.raises(CheckpointError, match="t.parquet: not a checkpoint: a Parquet table"):
-        load_model(tmp_path / "t.parquet")
     (tmp_path / "c.json").write_text(json.dumps({"format": "clmr", "weights": [1, 2, 3]}))
-    with pytest.raises(CheckpointError, match="c.json: not a checkpoint: a JSON file"):
-        load_model(tmp_path / "c.json")
-    # an ONNX ModelProto: ir_version (field 1), producer_name "pytorch" (field 2), ...
-    (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)
-    with pytest.raises(CheckpointError, match="m.bin: not a checkpoint: an ONNX model"):
-        load_model(tmp_path / "m.bin")
+    (tmp_path / "m.bin").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x052.3.0" + b"\0" * 50)  # ONNX-like
+    (tmp_path / "x.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b"not json" * 4)
+    torch.save([torch.zeros(3)], tmp_path / "list.pt")
+    for name in ("model.pt", "t.parquet", "c.json", "m.bin", "x.safetensors", "list.pt"):
+        with pytest.raises(CheckpointError, match=rf"{name}: not a checkpoint clmr can read \(") as err:
+            load_model(tmp_path / name)
+        assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        load_model(tmp_path / "model.pt")
 
 
 class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
         import os
 
-        return (os.system, ("echo unpickled > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_pickle_that_would_run_code_is_named_and_never_run(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"x": _RunsCode()}, path)
-    with pytest.raises(CheckpointError, match=r"evil.pt: holds pickled Python objects such as \w+\.system"):
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"x": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"evil.pt: .*holds pickled Python objects such as \w+\.system"):
         load_model(path)
+    torch.save(SampleCNN(WIDTH, BLOCKS).state_dict(), tmp_path / "base.pt")
+    with pytest.raises(CheckpointError, match="evil.pt: .*pickled Python objects"):  # as a head file too
+        load_model(tmp_path / "base.pt", head=path)
+    assert not marker.exists()
+
+
+# --- release 1.0 (clmr_checkpoint_1550.pt, finetuner_checkpoint_20.pt) -------------------------
+
+
+class _SampleCNN59049(torch.nn.Module):
+    """Release 1.0's encoder as the reference's modules/sample_cnn_59049.py (tag 1.0) builds it: blocks
+    conv1..conv11 (`.0` conv, `.1` batchnorm), `fc` replaced by Identity (no keys); `channels` are
+    conv1..conv10's outputs (the reference's, or a tiny variant with fewer blocks)."""
+
+    def __init__(self, channels=(128, 128, 128, 256, 256, 256, 256, 256, 256, 512)):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Sequential(
+            nn.Conv1d(1, channels[0], 3, stride=3, padding=0), nn.BatchNorm1d(channels[0]), nn.ReLU()
+        )
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True), start=2):
+            block = [
+                nn.Conv1d(c_in, c_out, 3, stride=1, padding=1),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+                nn.MaxPool1d(3, stride=3),
+            ]
+            setattr(self, f"conv{i}", nn.Sequential(*block))
+        last, self.n = channels[-1], len(channels) + 1
+        setattr(
+            self,
+            f"conv{self.n}",
+            nn.Sequential(nn.Conv1d(last, last, 3, stride=1, padding=1), nn.BatchNorm1d(last), nn.ReLU()),
+        )
+
+    def forward(self, x):
+        out = x.unsqueeze(1)
+        for i in range(1, self.n + 1):
+            out = getattr(self, f"conv{i}")(out)
+        return out.reshape(x.shape[0], -1)
+
+
+def _release_1_0(channels, projection_dim=128, seed=0):
+    """The 1.0 SimCLR module (modules/simclr.py: `encoder`, `projector` of 2 layers) with random weights and
+    batchnorm statistics, as main.py saved it (`model.state_dict()`, pre-1.6 torch file)."""
+    torch.manual_seed(seed)
+    simclr = torch.nn.Module()
+    simclr.encoder = _SampleCNN59049(channels)
+    dim = channels[-1]
+    simclr.projector = torch.nn.Sequential(
+        torch.nn.Linear(dim, dim, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(dim, projection_dim, bias=False),
+    )
+    for name, tensor in simclr.state_dict().items():
+        if name.endswith("running_var"):
+            tensor.uniform_(0.5, 2.0)
+        elif tensor.is_floating_point():
+            tensor.normal_(0, 0.1)
+    return simclr.eval()
+
+
+TINY_1_0 = (8, 8, 8, 16, 16, 32)  # conv1..conv6 outputs of a width-1/16, 5-block variant (conv7: 32)
+FULL_1_0 = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512)  # the released model's
+
+
+def _save_release_1_0(tmp_path, channels):
+    """clmr_checkpoint_1550.pt and finetuner_checkpoint_20.pt (1.0-l linear_evaluation.py: a Sequential
+    holding one Linear) in their exact layouts; returns the reference modules."""
+    ref = _release_1_0(channels)
+    keys = list(ref.state_dict())
+    assert keys[0] == "encoder.conv1.0.weight" and f"encoder.conv{len(channels) + 1}.1.running_var" in keys
+    assert keys[-2:] == ["projector.0.weight", "projector.2.weight"]
+    torch.save(ref.state_dict(), tmp_path / "clmr_checkpoint_1550.pt", _use_new_zipfile_serialization=False)
+    finetuner = torch.nn.Sequential(torch.nn.Linear(channels[-1], 50)).eval()
+    assert list(finetuner.state_dict()) == ["0.weight", "0.bias"]
+    torch.save(
+        finetuner.state_dict(), tmp_path / "finetuner_checkpoint_20.pt", _use_new_zipfile_serialization=False
+    )
+    return ref, finetuner
+
+
+@pytest.mark.parametrize("channels", [TINY_1_0, FULL_1_0])
+def test_release_1_0_checkpoint_and_finetuner_load(tmp_path, channels):
+    ref, finetuner = _save_release_1_0(tmp_path, channels)
+    loaded = load_model(tmp_path / "clmr_checkpoint_1550.pt")
+    assert loaded.encoder.n_blocks == len(channels) - 1
+    assert loaded.encoder.width == (1.0 if channels == FULL_1_0 else WIDTH)
+    assert loaded.projector.dims == (channels[-1], channels[-1], 128) and loaded.sample_rate == 22050
+    torch.manual_seed(1)
+    x = torch.randn(1, 3 ** len(channels))
+    tags = [f"tag{i}" for i in range(50)]
+    tagger = load_model(
+        tmp_path / "clmr_checkpoint_1550.pt", head=tmp_path / "finetuner_checkpoint_20.pt", tags=tags
+    )
+    with torch.no_grad():
+        h = ref.encoder(x)
+        torch.testing.assert_close(loaded.embed(x), h)
+        torch.testing.assert_close(loaded.project(h), ref.projector(h))
+        torch.testing.assert_close(tagger.head(h), finetuner(h))
+    assert tagger.tags == tags
+
+
+def test_release_1_0_convert_and_info(tmp_path, capsys):
+    ref, finetuner = _save_release_1_0(tmp_path, TINY_1_0)
+    out = tmp_path / "clmr_1.0.safetensors"
+    src, head = tmp_path / "clmr_checkpoint_1550.pt", tmp_path / "finetuner_checkpoint_20.pt"
+    assert cli(["convert", str(src), str(out), "--head", str(head)]) == 0
+    converted = load_model(out)
+    assert converted.meta["converted_from"] == "clmr_checkpoint_1550.pt"
+    x = torch.randn(2, converted.crop_length)
+    with torch.no_grad():
+        torch.testing.assert_close(converted.classify(x), finetuner(ref.encoder(x)))
+    capsys.readouterr()
+    assert cli(["info", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["projector"] == [32, 32, 128]
+
+
+def test_release_1_0_errors_name_the_key_as_the_file_spells_it(tmp_path):
+    state = _release_1_0(TINY_1_0).state_dict()
+    del state["encoder.conv4.1.running_mean"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"missing.pt: missing key 'encoder.conv4.1.running_mean'"):
+        load_model(tmp_path / "missing.pt")
+    state = _release_1_0(TINY_1_0).state_dict()
+    state["encoder.conv3.0.weight"] = torch.zeros(8, 8, 5)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match=r"'encoder.conv3.0.weight' has shape \(8, 8, 5\)"):
+        load_model(tmp_path / "shape.pt")
+
+
+def test_non_finite_weights_are_refused_naming_the_key(tmp_path, model):
+    state = {f"encoder.{k}": v.clone() for k, v in model.encoder.state_dict().items()}
+    state["encoder.sequential.2.0.weight"][0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(
+        CheckpointError, match=r"nan.pt: key 'encoder.sequential.2.0.weight' holds NaN or infinite"
+    ):
+        load_model(tmp_path / "nan.pt")
+    model.projector[2].weight.data[0, 0] = float("inf")
+    save_model(model, tmp_path / "inf.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"inf.safetensors: key 'projector.2.weight' holds NaN or infinite"
+    ):
+        load_model(tmp_path / "inf.safetensors")
+
+
+def test_training_checkpoint_contract_weights_under_model(tmp_path, model, x):
+    """A `clmr pretrain` checkpoint: `clmr_config` (JSON of CLMR.config()) and the weights under "model"
+    (`encoder.*`, `projector.*`; the online probe `probe.*` and other entries are not part of the model)."""
+    weights = {k: v for k, v in model.state_dict().items()}
+    weights.update({"probe.weight": torch.zeros(3, 32), "probe.bias": torch.zeros(3)})
+    config = json.dumps(model.config())
+    torch.save({"clmr_config": config, "model": weights, "optimizer": {"lr": 3e-4}}, tmp_path / "step.pt")
+    loaded = load_model(tmp_path / "step.pt")
+    assert loaded.sample_rate == 8000 and loaded.config() == model.config()
+    _same(model, loaded, x)
+    torch.save({"clmr_config": "{not json", "model": weights}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad.pt: its 'clmr_config' is not valid JSON"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_the_allow_list_is_fixed(tmp_path, model):
+    """A Lightning 1.x checkpoint that names a callback class outside the allow-list (a user's own) is
+    refused, naming it; nothing is imported or built."""
+    cls = type("PlotSpectogramCallback", (), {})
+    cls.__module__ = "clmr.modules.callbacks"
+
+    class Pickler(pickle._Pickler):
+        def save_global(self, obj, name=None):
+            if obj is not cls:
+                return super().save_global(obj, name)
+            self.write(pickle.GLOBAL + b"clmr.modules.callbacks\nPlotSpectogramCallback\n")
+            self.memoize(obj)
+
+    state = {f"model.encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    ckpt = {"pytorch-lightning_version": "1.2.10", "state_dict": state, "callbacks": {cls: {"n": 1}}}
+    pickler = types.SimpleNamespace(Pickler=Pickler, __name__="pickle")
+    torch.save(ckpt, tmp_path / "pl.ckpt", pickle_module=pickler)
+    with pytest.raises(
+        CheckpointError, match=r"pl.ckpt: .*such as clmr.modules.callbacks.PlotSpectogramCallback"
+    ):
+        load_model(tmp_path / "pl.ckpt")
+    # and what it allows builds nothing that runs code: dict, argparse.Namespace, empty stand-in classes
+    import argparse
+
+    from clmr.models.reference import ALLOWED_GLOBALS
+
+    for entry in ALLOWED_GLOBALS:
+        obj, name = entry if isinstance(entry, tuple) else (entry, f"{entry.__module__}.{entry.__qualname__}")
+        assert name.startswith(("pytorch_lightning.", "lightning.", "lightning_fabric.", "argparse."))
+        stand_in = all(not callable(v) for c in obj.__mro__[:-1] for v in vars(c).values())
+        assert obj in (dict, argparse.Namespace) or stand_in, name

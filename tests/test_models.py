@@ -120,3 +120,19 @@ def test_infer_width_agrees_with_every_block(width, n_blocks):
     found = infer_width(channels, n_blocks)
     assert found is not None and _block_channels(found, n_blocks) == channels
     assert infer_width([8, 8, 8, 16, 99, 32], 5) is None  # no width gives these
+
+
+@pytest.mark.parametrize(("width", "n_blocks"), [(1 / 16, 5), (0.25, 3), (1.0, 9)])
+def test_encoder_shape_reads_width_and_depth_from_the_conv_weights(width, n_blocks, tmp_path):
+    from clmr.models import CheckpointError
+    from clmr.models.reference import encoder_shape
+
+    state = SampleCNN(width=width, n_blocks=n_blocks).state_dict()
+    assert encoder_shape(state, tmp_path, str) == (width, n_blocks)
+    last = f"sequential.{n_blocks + 1}.0.weight"
+    bad = dict(state, **{last: torch.zeros(3, 3, 3)})
+    with pytest.raises(CheckpointError, match=rf"key '{last}' has 3 output channels"):
+        encoder_shape(bad, tmp_path, str)
+    gap = {k: v for k, v in state.items() if not k.startswith("sequential.1.")}
+    with pytest.raises(CheckpointError, match="not a SampleCNN layout"):
+        encoder_shape(gap, tmp_path, str)

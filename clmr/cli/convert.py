@@ -1,5 +1,6 @@
-"""Convert a reference CLMR checkpoint (.pt state dict, Lightning .ckpt, encoder dict) to the clmr
-format: one .safetensors file with the weights and a JSON config (architecture, sample rate, tags)."""
+"""Convert a reference CLMR checkpoint (release 1.0 or 2.x `.pt`, Lightning `.ckpt`, encoder dict, with
+a fine-tuned head) to the clmr format: one .safetensors file with the weights and a JSON config
+(architecture, sample rate, tags). The layouts are read by `clmr.models.reference`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="reference checkpoint (.pt or .ckpt) or clmr file")
     parser.add_argument("dst", help="output .safetensors file")
-    parser.add_argument("--head", help="reference fine-tuned head (linear or MLP) to include")
+    parser.add_argument(
+        "--head", help="reference fine-tuned head (linear or MLP, e.g. finetuner_checkpoint_20.pt) to include"
+    )
     parser.add_argument("--tags", help="text file with one tag name per line, in the head's output order")
     parser.add_argument(
         "--sample-rate",

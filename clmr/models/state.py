@@ -1,0 +1,54 @@
+"""Strict copying of checkpoint tensors into modules: the first missing, unexpected, mis-shaped or
+non-finite key is named in a one-line `CheckpointError`, rather than torch's list of every mismatch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from clmr.errors import ClmrError
+
+
+class CheckpointError(ClmrError):
+    """A file that is not a usable checkpoint; the message names the file and the first bad key."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+def strip(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of `tensors` under `prefix`, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_state(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    name: Callable[[str], str] = str,
+) -> None:
+    """Copy `state` into `module`; `name(key)` is the key as the file spells it, for the error message.
+
+    NaN or infinite weights are refused: such a model gives NaN for every input, which is better
+    said at load time than found in a table of embeddings.
+    """
+    expected = module.state_dict()
+    for key, ref in expected.items():
+        if key not in state:
+            raise CheckpointError(path, f"missing key '{name(key)}'")
+        value = state[key]
+        if tuple(value.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                path, f"key '{name(key)}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+            )
+        # a finite sum means no NaN or inf (both propagate); only an overflowing sum needs the element check
+        if value.is_floating_point() and not value.sum().isfinite() and not torch.isfinite(value).all():
+            raise CheckpointError(path, f"key '{name(key)}' holds NaN or infinite values")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(path, f"unexpected key '{name(extra[0])}'")
+    module.load_state_dict(state)
