@@ -13,8 +13,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("paths", nargs="+", help="audio files, folders or glob patterns (quote globs)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[MODEL] PATH",
+        help="audio files, folders or glob patterns (quote globs); without --model, a first argument that "
+        "is a model (registry name, .safetensors/.pt/.ckpt file or run directory) is used as one",
+    )
+    parser.add_argument(
+        "--model",
+        help="registry name (`clmr models`), clmr file, run directory or "
+        "reference .pt/.ckpt (default: clmr-mtat, the released MagnaTagATune model)",
+    )
     parser.add_argument(
         "--out",
         default="embeddings.parquet",
@@ -44,14 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from clmr.cli.models import resolve_model, split_model
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
 
-    model = load_model(args.checkpoint, sample_rate=args.sample_rate)
+    checkpoint, paths = split_model(args.model, args.paths, "audio files or folders")
+    checkpoint = resolve_model(checkpoint)  # the table records the model's file
+    model = load_model(checkpoint, sample_rate=args.sample_rate)
     summary = embed_catalogue(
         model,
-        args.checkpoint,
-        args.paths,
+        checkpoint,
+        paths,
         args.out,
         batch_size=args.batch_size,
         device=args.device,

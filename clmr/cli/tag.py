@@ -10,8 +10,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("songs", nargs="+", help="audio files (any format clmr reads, any sample rate)")
+    parser.add_argument(
+        "songs",
+        nargs="+",
+        metavar="[MODEL] SONG",
+        help="audio files (any format clmr reads, any sample rate); without --model, a first argument "
+        "that is a model (registry name, .safetensors/.pt/.ckpt file or run directory) is used as one",
+    )
+    parser.add_argument(
+        "--model",
+        help="registry name (`clmr models`), clmr file, run directory or "
+        "reference .pt/.ckpt (default: clmr-mtat, the released MagnaTagATune tagger)",
+    )
     parser.add_argument(
         "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
     )
@@ -36,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from clmr.cli.models import split_model
     from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
     from clmr.inference.api import check_top
@@ -47,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.tags and not Path(args.tags).is_file():
         raise ClmrError(f"{args.tags}: tag names file not found (--tags: one name per line)")
     tags = Path(args.tags).read_text().split("\n") if args.tags else None
-    model = load_model(args.checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
+    checkpoint, songs = split_model(args.model, args.songs, "songs")
+    model = load_model(checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
     if model.head is None:
-        raise ClmrError(f"{args.checkpoint}: the model has no classification head; pass --head HEAD")
+        raise ClmrError(f"{checkpoint}: the model has no classification head; pass --head HEAD")
     results, failed = {}, 0
     console = Console()
-    for out in tag_files(model, args.songs, batch_size=args.batch_size, device=args.device):
+    for out in tag_files(model, songs, batch_size=args.batch_size, device=args.device):
         if not out.ok:
             failed += 1
             print(f"skipped {out.error}", file=sys.stderr)  # one unwrapped line per file, for logs

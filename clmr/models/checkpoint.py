@@ -25,6 +25,7 @@ from clmr.errors import ClmrError
 from clmr.files import atomic_path
 from clmr.models.clmr import CLMR
 from clmr.models.heads import Head, Projector
+from clmr.models.registry import model_file
 from clmr.models.samplecnn import SampleCNN, infer_width
 
 RUN_DIR_MODEL = "model.safetensors"
@@ -499,6 +500,7 @@ def load_model(
     `sample_rate` is refused rather than feeding the model audio at the wrong rate. A supervised
     SampleCNN's `fc` becomes a linear head. The model is returned in eval mode.
     """
+    path = model_file(path, load_model, save_model)  # a registry name (clmr-mtat) -> its cached clmr file
     _check_positive_rate(sample_rate)
     path = _resolve(path)
     tensors, config = _read_checkpoint(path)
