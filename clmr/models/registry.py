@@ -37,7 +37,8 @@ MAX_MEMBER_BYTES = 1 << 30  # the released checkpoints are tens of MB
 MAX_ARCHIVE_BYTES = 2 << 30
 _COPY_CHUNK = 1 << 20
 
-# The 50 outputs of the released heads: the MagnaTagATune top-50 tags in the reference's order.
+# The 50 outputs of the released heads: the MagnaTagATune top-50 tags in the reference's order
+# (`MTT_LABELS` in the reference's examples/clmr-onnxruntime-web/index.html).
 MTAT_TAGS = (
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
     "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing",
