@@ -176,7 +176,7 @@ def test_tag_and_embed_with_the_default_model_then_offline(server, release, song
     assert main(["similar", "--index", str(out), str(song), "--k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["path"] == str(song)
     # the older form, a model path first, still works; and the HEAR module's default is the registry's
-    assert main(["tag", str(model_path("clmr-mtat")), str(song), "--json"]) == 0
+    assert main(["tag", str(model_path("clmr-mtat")), "--top", "2", str(song), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[str(song)][0]["tag"] == TOP
     hear = clmr.hear.load_model()
     assert hear.model.tags == list(MTAT_TAGS) and hear.scene_embedding_size == 512

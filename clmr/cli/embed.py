@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from clmr.cli.models import add_model_and_inputs, resolve_model, split_model
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        metavar="[MODEL] PATH",
-        help="audio files, folders or glob patterns (quote globs); without --model, a first argument that "
-        "is a model (registry name, .safetensors/.pt/.ckpt file or run directory) is used as one",
-    )
-    parser.add_argument(
-        "--model",
-        help="registry name (`clmr models`), clmr file, run directory or "
-        "reference .pt/.ckpt (default: clmr-mtat, the released MagnaTagATune model)",
-    )
+    add_model_and_inputs(parser, "PATH", "audio files, folders or glob patterns (quote globs)")
     parser.add_argument(
         "--out",
         default="embeddings.parquet",
@@ -54,11 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from clmr.cli.models import resolve_model, split_model
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
 
-    checkpoint, paths = split_model(args.model, args.paths, "audio files or folders")
+    checkpoint, paths = split_model(args, "audio files or folders")
     checkpoint = resolve_model(checkpoint)  # the table records the model's file
     model = load_model(checkpoint, sample_rate=args.sample_rate)
     summary = embed_catalogue(

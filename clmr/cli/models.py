@@ -31,24 +31,47 @@ def resolve_model(model: str) -> str:
     return str(model_file(model, load_model, save_model))
 
 
-def split_model(option: str | None, inputs: list[str], what: str) -> tuple[str, list[str]]:
-    """(model, inputs) of `clmr tag|embed [--model M] [MODEL] INPUT...`: --model if given, else a first
-    input that names a model (registry name, checkpoint file, run directory; the older form), else the
-    default registered model."""
+def add_model_and_inputs(parser: argparse.ArgumentParser, what: str, help_text: str) -> None:
+    """`[--model M] [MODEL] INPUT [INPUT ...]` for `clmr tag` and `clmr embed`. The inputs are two
+    positionals, one then one-or-more made optional, so that options may come between a model and the
+    inputs (`clmr tag MODEL --head H song.mp3`) as with a required model argument."""
+    parser.usage = f"%(prog)s [--model MODEL] [options] [MODEL] {what} [{what} ...]"
+    parser.add_argument(
+        "first",
+        metavar=f"[MODEL] {what}",
+        help=f"{help_text}; without --model, a first argument that is a model (registry name, "
+        ".safetensors/.pt/.ckpt file or run directory) is the model, as in the older `MODEL "
+        f"{what}...` form",
+    )
+    parser.add_argument("more", nargs="+", default=[], metavar=what, help=argparse.SUPPRESS).required = False
+    parser.add_argument(
+        "--model",
+        help="registry name (`clmr models` lists them), clmr .safetensors file, run directory or "
+        "reference .pt/.ckpt (default: clmr-mtat, the released MagnaTagATune model)",
+    )
+
+
+def split_model(args: argparse.Namespace, what: str) -> tuple[str, list[str]]:
+    """(model, inputs) of `add_model_and_inputs`' arguments: --model if given, else a first input that
+    names a model, else the default registered model."""
     from pathlib import Path
 
     from clmr.errors import ClmrError
     from clmr.models.checkpoint import RUN_DIR_MODEL
     from clmr.models.registry import DEFAULT_MODEL, is_model_name
 
-    if option is not None:
-        return option, inputs
-    first = inputs[0]
-    path = Path(first)
-    if is_model_name(first) or path.suffix.lower() in CHECKPOINT_SUFFIXES or (path / RUN_DIR_MODEL).is_file():
-        if len(inputs) == 1:
-            raise ClmrError(f"{first} is a model; give the {what} after it")
-        return first, inputs[1:]
+    inputs = [args.first, *args.more]
+    if args.model is not None:
+        return args.model, inputs
+    first = Path(args.first)
+    if (
+        is_model_name(args.first)
+        or first.suffix.lower() in CHECKPOINT_SUFFIXES
+        or (first / RUN_DIR_MODEL).is_file()
+    ):
+        if not args.more:
+            raise ClmrError(f"{args.first} is a model; give the {what} after it")
+        return args.first, inputs[1:]
     return DEFAULT_MODEL, inputs
 
 

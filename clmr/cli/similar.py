@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from clmr.cli.models import resolve_model
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
@@ -34,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from clmr.cli.models import resolve_model
     from clmr.inference.similar import Index, check_k
 
     check_k(args.k)

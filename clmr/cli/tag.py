@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from clmr.cli.models import add_model_and_inputs, split_model
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "songs",
-        nargs="+",
-        metavar="[MODEL] SONG",
-        help="audio files (any format clmr reads, any sample rate); without --model, a first argument "
-        "that is a model (registry name, .safetensors/.pt/.ckpt file or run directory) is used as one",
-    )
-    parser.add_argument(
-        "--model",
-        help="registry name (`clmr models`), clmr file, run directory or "
-        "reference .pt/.ckpt (default: clmr-mtat, the released MagnaTagATune tagger)",
-    )
+    add_model_and_inputs(parser, "SONG", "audio files (any format clmr reads, any sample rate)")
     parser.add_argument(
         "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
     )
@@ -46,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from clmr.cli.models import split_model
     from clmr.errors import ClmrError
     from clmr.inference import tag_files, top_tags
     from clmr.inference.api import check_top
@@ -58,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tags and not Path(args.tags).is_file():
         raise ClmrError(f"{args.tags}: tag names file not found (--tags: one name per line)")
     tags = Path(args.tags).read_text().split("\n") if args.tags else None
-    checkpoint, songs = split_model(args.model, args.songs, "songs")
+    checkpoint, songs = split_model(args, "songs")
     model = load_model(checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
     if model.head is None:
         raise ClmrError(f"{checkpoint}: the model has no classification head; pass --head HEAD")
