@@ -7,6 +7,7 @@ import io
 import json
 import re
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -88,9 +89,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
     log: list = []
     cut_first: set = set()
+    hold: dict = {}  # path -> threading.Event the answer waits for
 
     def do_GET(self):  # noqa: N802
         self.log.append((self.path, self.headers.get("Range")))
+        if gate := self.hold.get(self.path):
+            gate.wait(60)
         data = self.files.get(self.path)
         if data is None:
             self.send_error(404)
@@ -114,7 +118,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server:
     def __init__(self, files):
-        _Handler.files, _Handler.log, _Handler.cut_first = dict(files), [], set()
+        _Handler.files, _Handler.log, _Handler.cut_first, _Handler.hold = dict(files), [], set(), {}
         self.handler = _Handler
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.base = f"http://127.0.0.1:{self.httpd.server_port}"
@@ -304,3 +308,36 @@ def test_the_1550_release_downloads_into_the_cache(server, release):
     model = clmr.load_model(path)
     assert model.tags == list(MTAT_TAGS) and model.meta["release"] == "CLMR 1.0"
     _same_weights(model, release)
+
+
+def test_parallel_first_uses_download_and_convert_once(server):
+    gate = threading.Event()
+    server.handler.hold[ENCODER_ZIP] = gate
+    paths = []
+
+    def use():
+        paths.append(model_file("clmr-mtat", clmr.load_model, clmr.save_model, progress=False))
+
+    first, second = threading.Thread(target=use), threading.Thread(target=use)
+    first.start()
+    deadline = time.monotonic() + 60
+    while not server.handler.log and time.monotonic() < deadline:  # the first is downloading
+        time.sleep(0.01)
+    second.start()  # and waits for the first's lock instead of writing the same files:
+    deadline = time.monotonic() + 2
+    while len(server.handler.log) < 2 and time.monotonic() < deadline:  # no second request comes
+        time.sleep(0.01)
+    gate.set()
+    first.join(60)
+    second.join(60)
+    assert paths == [model_path("clmr-mtat")] * 2
+    assert sorted(p for p, _ in server.handler.log) == sorted([ENCODER_ZIP, HEAD_ZIP])
+
+
+def test_a_download_shows_a_progress_bar_on_a_terminal(server, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    model_file("clmr-mtat", clmr.load_model, clmr.save_model)
+    err = capsys.readouterr().err
+    assert "clmr_checkpoint_10000.zip" in err and "MB" in err and "━" in err  # rich's bar and size column

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock
+
 from clmr.data.download import DownloadError, fetch, read_checksums, sha256_file, write_checksums
 from clmr.errors import ClmrError
 
@@ -164,9 +166,12 @@ def model_file(model: Any, load: Load, save: Save, *, progress: bool = True, ret
             )
         return model  # a missing path: load_model says so
     target = model_path(model)
-    if _trusted(target):
+    if _verified(target):  # the usual case: nothing is written, so a read-only shared cache works
         return target
-    _build(MODELS[model], target, load, save, progress=progress, retries=retries)
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with FileLock(cache_dir() / f".{model}.lock"):  # parallel first uses download and convert once
+        if not _trusted(target):  # checked again: another process may have made it meanwhile
+            _build(MODELS[model], target, load, save, progress=progress, retries=retries)
     return target
 
 
@@ -174,9 +179,14 @@ def _key(path: Path) -> str:
     return path.relative_to(cache_dir()).as_posix()
 
 
+def _verified(target: Path) -> bool:
+    """A converted file whose SHA-256 is the one recorded when it was made."""
+    return target.is_file() and read_checksums(cache_dir()).get(_key(target)) == sha256_file(target)
+
+
 def _trusted(target: Path) -> bool:
-    """True for a converted file whose SHA-256 is the one recorded when it was made. A file without a
-    record (an interrupted conversion) is removed and rebuilt; one whose checksum changed is refused."""
+    """`_verified`, under the model's lock: a file without a record (an interrupted conversion) is
+    removed and rebuilt; one whose checksum changed is removed and refused."""
     if not target.is_file():
         return False
     root = cache_dir()
