@@ -177,8 +177,15 @@ def test_tag_and_embed_with_the_default_model_then_offline(server, release, song
     assert main(["embed", "--model", "clmr-mtat", str(song.parent), "--out", str(out), "--quiet"]) == 0
     assert main(["tag", "--model", "clmr-mtat", str(song), "--top", "3"]) == 0
     assert TOP in capsys.readouterr().out
-    assert main(["similar", "--index", str(out), str(song), "--k", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["path"] == str(song)
+    query = tmp_path / "query.wav"  # not in the table: embedded with the model named here
+    query.write_bytes(song.read_bytes())
+    assert (
+        main(["similar", "--index", str(out), str(query), "--k", "1", "--json", "--model", "clmr-mtat"]) == 0
+    )
+    hit = json.loads(capsys.readouterr().out)[0]
+    assert hit["path"] == str(song) and hit["similarity"] > 0.999
+    assert main(["info", "clmr-mtat", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tags"] == list(MTAT_TAGS)
     # the older form, a model path first, still works; and the HEAR module's default is the registry's
     assert main(["tag", str(model_path("clmr-mtat")), "--top", "2", str(song), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[str(song)][0]["tag"] == TOP
