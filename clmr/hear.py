@@ -1,8 +1,8 @@
 """The HEAR benchmark API (Turian et al. 2022) for clmr models, so the HEAR and MARBLE harnesses can
 evaluate a clmr checkpoint as a module: `--module clmr.hear --model CHECKPOINT`.
 
-- `load_model(model_file_path)` -> a torch module with `sample_rate`, `scene_embedding_size` and
-  `timestamp_embedding_size`.
+- `load_model(model_file_path)` (default: the released `clmr-mtat`) -> a torch module with
+  `sample_rate`, `scene_embedding_size` and `timestamp_embedding_size`.
 - `get_scene_embeddings(audio, model)`: audio (n_sounds, n_samples) float32 at `model.sample_rate`
   -> (n_sounds, D): mean of h over consecutive non-overlapping crops (clmr's song-level protocol;
   a sound shorter than one crop is zero-padded).
@@ -23,6 +23,7 @@ from clmr.devices import resolve_device
 from clmr.errors import ClmrError
 from clmr.models import CLMR, SampleCNN
 from clmr.models import load_model as _load_clmr
+from clmr.models.registry import DEFAULT_MODEL
 from clmr.songs.apply import check_batch_size, crop_fn, default_batch_size, run_model
 from clmr.songs.crops import array_songs
 
@@ -74,9 +75,10 @@ class HearModel(nn.Module):
 
 
 def load_model(
-    model_file_path: str = "", hop_ms: float = DEFAULT_HOP_MS, batch_size: int | None = None
+    model_file_path: str = DEFAULT_MODEL, hop_ms: float = DEFAULT_HOP_MS, batch_size: int | None = None
 ) -> HearModel:
-    """Load a clmr checkpoint (ours, a run directory or a reference .pt/.ckpt) for the HEAR API.
+    """Load a clmr checkpoint (a registry name, by default the released `clmr-mtat`; ours, a run
+    directory or a reference .pt/.ckpt) for the HEAR API.
 
     An empty path gives the reference architecture with random weights (a random-encoder baseline),
     with a warning.

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "contrastive (or --supervised) pre-training with Lightning",
     "evaluate": "linear/MLP probe of a frozen encoder, label fractions, report",
     "finetune": "fine-tune encoder and head end to end on a store's labels",
+    "models": "list, download or remove the released CLMR models (clmr-mtat...) usable by name",
     "embed": "embed audio files or folders into a parquet table",
     "tag": "print the top tags of songs with a trained head",
     "similar": "nearest neighbours of a song in an embedding table",

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clmr.cli.models import add_model_and_inputs, resolve_model, split_model
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("paths", nargs="+", help="audio files, folders or glob patterns (quote globs)")
+    add_model_and_inputs(parser, "PATH", "audio files, folders or glob patterns (quote globs)")
     parser.add_argument(
         "--out",
         default="embeddings.parquet",
@@ -49,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from clmr.inference.catalogue import embed_catalogue
     from clmr.models import load_model
 
-    model = load_model(args.checkpoint, sample_rate=args.sample_rate)
+    checkpoint, paths = split_model(args, "audio files or folders")
+    checkpoint = resolve_model(checkpoint)  # the table records the model's file
+    model = load_model(checkpoint, sample_rate=args.sample_rate)
     summary = embed_catalogue(
         model,
-        args.checkpoint,
-        args.paths,
+        checkpoint,
+        paths,
         args.out,
         batch_size=args.batch_size,
         device=args.device,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from clmr.cli.models import resolve_model
+
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
 
@@ -18,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=10, help="number of neighbours")
     parser.add_argument(
         "--checkpoint",
-        help="the index's checkpoint, if it has moved (default: the path the table records)",
+        "--model",
+        help="the index's checkpoint (a path or registry name), if it has moved (default: the path the "
+        "table records)",
     )
     parser.add_argument(
         "--device", default="cpu", help="device for embedding a query file: cpu, cuda, cuda:N or auto"
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_k(args.k)
     index = Index.load(args.index)
-    hits = index.query(args.query, args.k, checkpoint=args.checkpoint, device=args.device)
+    checkpoint = resolve_model(args.checkpoint) if args.checkpoint else None
+    hits = index.query(args.query, args.k, checkpoint=checkpoint, device=args.device)
     if args.json:
         print(json.dumps([{"path": p, "similarity": s} for p, s in hits], indent=2))
         return 0

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from clmr.cli.models import add_model_and_inputs, split_model
 from clmr.errors import ClmrError
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
@@ -15,8 +16,7 @@ from clmr.errors import ClmrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="clmr .safetensors file, run directory, or reference .pt/.ckpt")
-    parser.add_argument("songs", nargs="+", help="audio files (any format clmr reads, any sample rate)")
+    add_model_and_inputs(parser, "SONG", "audio files (any format clmr reads, any sample rate)")
     parser.add_argument(
         "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
     )
@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
     if args.tags and not Path(args.tags).is_file():
         raise ClmrError(f"{args.tags}: tag names file not found (--tags: one name per line)")
     tags = Path(args.tags).read_text().split("\n") if args.tags else None
-    model = load_model(args.checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
+    checkpoint, songs = split_model(args, "songs")
+    model = load_model(checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
     if model.head is None:
-        raise ClmrError(f"{args.checkpoint}: the model has no classification head; pass --head HEAD")
+        raise ClmrError(f"{checkpoint}: the model has no classification head; pass --head HEAD")
     results, failed = {}, 0
     console = Console()
-    for out in tag_files(model, args.songs, batch_size=args.batch_size, device=args.device):
+    for out in tag_files(model, songs, batch_size=args.batch_size, device=args.device):
         if not out.ok:
             failed += 1
             print(f"skipped {out.error}", file=sys.stderr)  # one unwrapped line per file, for logs

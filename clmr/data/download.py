@@ -20,10 +20,13 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from clmr.errors import ClmrError
+from clmr.files import atomic_open
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_S = 10.0
@@ -98,7 +101,7 @@ def download(
         raise DownloadError(f"--mirror {mirror!r}: expected an http:// or https:// base URL")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    known = _read_checksums(root)
+    known = read_checksums(root)
     for remote in manifest if manifest is not None else MANIFESTS[dataset]:
         url = f"{mirror.rstrip('/')}/{remote.target}" if mirror else remote.url
         target = root / remote.target
@@ -118,7 +121,7 @@ def download(
                 f"{target}: SHA-256 {digest} does not match the expected {expected}; removed it"
             )
         known[remote.target] = digest
-        _write_checksums(root, known)
+        write_checksums(root, known)
     if extract and dataset == "mtat":
         extract_mtat(root)
     if extract and dataset == "gtzan" and (root / "genres.tar.gz").is_file():
@@ -147,19 +150,16 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
                     )
                 length = response.headers.get("Content-Length")
                 total = (have if resumed else 0) + int(length) if length else None
-                with open(part, "ab" if resumed else "wb") as f:
-                    done = have if resumed else 0
-                    _say(progress, f"{'resuming' if resumed else 'downloading'} {url} -> {target}")
-                    began, last = time.monotonic(), time.monotonic()
+                done = have if resumed else 0
+                _say(progress, f"{'resuming' if resumed else 'downloading'} {url} -> {target}")
+                with (
+                    open(part, "ab" if resumed else "wb") as f,
+                    _meter(progress, target.name, total, done) as show,
+                ):
                     while chunk := response.read(CHUNK):
                         f.write(chunk)
                         done += len(chunk)
-                        if progress and time.monotonic() - last >= PROGRESS_EVERY_S:
-                            last = time.monotonic()
-                            _say(
-                                progress,
-                                _progress_line(target.name, done, total, done - have * resumed, last - began),
-                            )
+                        show(done)
                 if total is not None and done < total:
                     raise urllib.error.URLError(f"connection closed at {done} of {total} bytes")
             os.replace(part, target)
@@ -182,6 +182,43 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
     raise DownloadError(f"{url}: download failed")
 
 
+@contextmanager
+def _meter(enabled: bool, name: str, total: int | None, start: int) -> Iterator[Callable[[int], None]]:
+    """Yield `show(bytes_done)`: a rich bar (size, speed, time left) on a terminal, else a line every
+    PROGRESS_EVERY_S, so logs of long downloads stay short."""
+    if enabled and sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        columns = (
+            TextColumn(name),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task(name, total=total, completed=start)
+            yield lambda done: bar.update(task, completed=done)
+        return
+    began = last = time.monotonic()
+
+    def line(done: int) -> None:
+        nonlocal last
+        if enabled and time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            _say(True, _progress_line(name, done, total, done - start, last - began))
+
+    yield line
+
+
 def _progress_line(name: str, done: int, total: int | None, fetched: int, seconds: float) -> str:
     """`  mp3.zip.001: 412.0 of 1,024.0 MB (8.1 MB/s)`."""
     mb = 1 << 20
@@ -199,6 +236,7 @@ def _range_start(content_range: str | None) -> int | None:
 
 
 def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -250,15 +288,19 @@ def _inside(base: Path, name: str, archive: Path) -> None:
         raise DownloadError(f"{archive}: entry {name!r} would be written outside {base}; refusing to extract")
 
 
-def _read_checksums(root: Path) -> dict[str, str]:
+def read_checksums(root: Path) -> dict[str, str]:
+    """ROOT/checksums.json: the SHA-256 recorded for each file (path relative to ROOT) when first made."""
     path = root / "checksums.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DownloadError(f"{path}: not a JSON checksum record ({err}); delete it to record anew") from err
 
 
-def _write_checksums(root: Path, known: dict[str, str]) -> None:
-    tmp = root / "checksums.json.tmp"
-    tmp.write_text(json.dumps(dict(sorted(known.items())), indent=1))
-    os.replace(tmp, root / "checksums.json")
+def write_checksums(root: Path, known: dict[str, str]) -> None:
+    """Replace ROOT/checksums.json atomically."""
+    with atomic_open(root / "checksums.json") as f:
+        f.write(json.dumps(dict(sorted(known.items())), indent=1))
 
 
 def _say(progress: bool, line: str) -> None:

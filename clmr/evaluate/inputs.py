@@ -13,7 +13,8 @@ import numpy as np
 from clmr.devices import DeviceError, resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
-from clmr.models import CLMR, HEAD_KINDS, load_model
+from clmr.models import CLMR, HEAD_KINDS, load_model, save_model
+from clmr.models.registry import model_file
 
 
 class EvaluationError(ClmrError):
@@ -51,6 +52,7 @@ def load_checkpoint(checkpoint: str | Path | CLMR) -> tuple[CLMR, dict[str, Any]
     if isinstance(checkpoint, CLMR):
         model, path, digest = checkpoint, "<in-memory model>", model_fingerprint(checkpoint)
     else:
+        checkpoint = model_file(checkpoint, load_model, save_model)  # a registry name -> its cached file
         model = load_model(checkpoint)
         path = str(checkpoint)
         resolved = Path(checkpoint) / "model.safetensors" if Path(checkpoint).is_dir() else Path(checkpoint)

@@ -26,6 +26,7 @@ from clmr.models.native import (
     save_model,
 )
 from clmr.models.reference import encoder_from, head_from, model_from, read_torch
+from clmr.models.registry import model_file
 from clmr.models.state import CheckpointError
 
 __all__ = ["RUN_DIR_MODEL", "CheckpointError", "load_model", "model_summary", "read_config", "save_model"]
@@ -121,6 +122,7 @@ def load_model(
     `sample_rate` is refused rather than feeding the model audio at the wrong rate. A supervised
     SampleCNN's `fc` becomes a linear head. The model is returned in eval mode.
     """
+    path = model_file(path, load_model, save_model)  # a registry name (clmr-mtat) -> its cached clmr file
     _check_rate(sample_rate)
     path = _resolve(path)
     tensors, config = _read(path)
