@@ -71,6 +71,7 @@ def test_reverb_delay_lines_scale_with_the_sample_rate_as_sox(sr):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reverb_level_on_music_matches_sox(seed):
     x = music(seed)
+    x = x * (0.25 / float(x.abs().max()))  # sox clips its output at full scale, clmr does not
     for reverberance, damping, room in ((50, 50, 100), (100, 0, 100), (20, 80, 10)):
         ref = sox(x, SR, ["reverb", str(reverberance), str(damping), str(room), "channels", "1"])
         y = reverb(x, reverberance, damping, room)
