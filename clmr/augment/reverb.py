@@ -117,23 +117,20 @@ class Reverb(Step):
         d = hf_damping(params["damping"].to(device))[:, None]
         # comb: y = z^-N x / (1 - g (1 - d) z^-N / (1 - d z^-1)) = x / (z^N - q), q = g (1 - d) / (1 - d z^-1)
         q = (g * (1 - d)).to(real) / (1 - d.to(real) * unit)
-        q_re, q_im = q.real.neg(), q.imag.neg()
         k = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.int32)
-        gains = torch.exp(combs.to(real) * (-math.log(_ALIAS) / n_fft))  # |z^N| = a^-N
-        index = combs.int()
+        q_re, q_im = q.real[:, None], q.imag[:, None]
+        gains = torch.exp(combs.to(real) * (-math.log(_ALIAS) / n_fft))[..., None]  # |z^N| = a^-N
         wet = torch.zeros_like(q)
-        for channel in range(2):
-            # sum over the combs of 1 / (z^N - q), in real arithmetic (complex division is slow on CPUs)
-            total_re, total_im = torch.zeros_like(q_re), torch.zeros_like(q_im)
-            for i in range(len(COMB_LENGTHS)):
-                phase = ((k * index[:, channel, i, None]) & (n_fft - 1)).view(-1)
-                gain = gains[:, channel, i, None]
-                v_re = torch.addcmul(q_re, torch.index_select(cos, 0, phase).view(q.shape), gain)
-                v_im = torch.addcmul(q_im, torch.index_select(sin, 0, phase).view(q.shape), gain)
-                norm = torch.addcmul(v_re * v_re, v_im, v_im)
-                total_re.addcdiv_(v_re, norm)
-                total_im.addcdiv_(v_im, norm, value=-1.0)
-            wet += torch.complex(total_re, total_im) * allpass_chain[channel]
+        for array in range(2):  # the 8 combs of one array at once, (B, 8, F)
+            # z^N = a^-N e^(i theta), theta = 2 pi k N / n_fft
+            index = ((k * combs[:, array, :, None].int()) & (n_fft - 1)).view(-1)
+            shape = (combs.shape[0], combs.shape[2], k.numel())
+            v_re = torch.index_select(cos, 0, index).view(shape).mul_(gains[:, array]).sub_(q_re)
+            v_im = torch.index_select(sin, 0, index).view(shape).mul_(gains[:, array]).sub_(q_im)
+            # sum of 1 / (z^N - q) in real arithmetic (complex division is slow on CPUs)
+            norm = torch.addcmul(v_re * v_re, v_im, v_im)
+            combs_sum = torch.complex(v_re.div_(norm).sum(1), v_im.div_(norm).sum(1).neg_())
+            wet += combs_sum * allpass_chain[array]
         return wet * (WET_GAIN / 2)
 
     def apply(
