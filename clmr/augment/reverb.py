@@ -18,11 +18,19 @@ _B = 100 / (math.log(1 - 0.98) * _A + 1)  # ... and 0.98 at reverberance 100
 # the response is evaluated on a circle of radius 1 / a (a^n weighting): the circular FFT's wrap-around
 # of the infinite tail is then scaled by a^n_fft = _ALIAS, so one FFT as long as the input is enough
 _ALIAS = 1e-4
+# bins k = hi + lo (hi a multiple of _LOW, lo < _LOW): a comb's z^N at every bin is the outer product of
+# its values at the hi and at the lo bins (two short gathers instead of one per bin)
+_LOW = 128
+
+
+def padded_bins(n_fft: int) -> int:
+    """The rfft's n_fft // 2 + 1 bins rounded up to a multiple of _LOW."""
+    return -(-(n_fft // 2 + 1) // _LOW) * _LOW
 
 
 def damped_shift(n: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """z^-n (complex128) at the damped grid points z_k = e^(2 pi i k / n_fft) / a, k <= n_fft / 2."""
-    k = torch.arange(n_fft // 2 + 1, device=n.device, dtype=torch.float64)
+    """z^-n (complex128) at the damped grid points z_k = e^(2 pi i k / n_fft) / a, k < padded_bins."""
+    k = torch.arange(padded_bins(n_fft), device=n.device, dtype=torch.float64)
     angle = (-2 * math.pi / n_fft) * ((k * n.double()) % n_fft)
     return torch.polar(torch.exp(n.double() * (math.log(_ALIAS) / n_fft)), angle)
 
@@ -92,7 +100,7 @@ class Reverb(Step):
         }
 
     def grid(self, n_fft: int, device: torch.device, real: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """cos and sin of 2 pi m / n_fft (m < n_fft), the allpass chains' response (2, F) and z^-1, cached.
+        """cos and sin of 2 pi m / n_fft (m < n_fft), the allpass chains' response and z^-1 (padded bins).
 
         The allpass lengths depend only on the sample rate, so their part is computed once per grid.
         """
@@ -117,21 +125,28 @@ class Reverb(Step):
         d = hf_damping(params["damping"].to(device))[:, None]
         # comb: y = z^-N x / (1 - g (1 - d) z^-N / (1 - d z^-1)) = x / (z^N - q), q = g (1 - d) / (1 - d z^-1)
         q = (g * (1 - d)).to(real) / (1 - d.to(real) * unit)
-        k = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.int32)
-        q_re, q_im = q.real[:, None], q.imag[:, None]
+        batch, n_bins = q.shape
+        q_re = q.real.contiguous().view(batch, 1, n_bins // _LOW, _LOW)
+        q_im = q.imag.contiguous().view(batch, 1, n_bins // _LOW, _LOW)
         gains = torch.exp(combs.to(real) * (-math.log(_ALIAS) / n_fft))[..., None]  # |z^N| = a^-N
+        hi = torch.arange(0, n_bins, _LOW, device=device, dtype=torch.int32)
+        lo = torch.arange(_LOW, device=device, dtype=torch.int32)
         wet = torch.zeros_like(q)
-        for array in range(2):  # the 8 combs of one array at once, (B, 8, F)
-            # z^N = a^-N e^(i theta), theta = 2 pi k N / n_fft
-            index = ((k * combs[:, array, :, None].int()) & (n_fft - 1)).view(-1)
-            shape = (combs.shape[0], combs.shape[2], k.numel())
-            v_re = torch.index_select(cos, 0, index).view(shape).mul_(gains[:, array]).sub_(q_re)
-            v_im = torch.index_select(sin, 0, index).view(shape).mul_(gains[:, array]).sub_(q_im)
+        for array in range(2):  # the 8 combs of one array at once, (B, 8, bins)
+            n = combs[:, array, :, None].int()
+            # z^N = a^-N e^(i 2 pi k N / n_fft) = (a^-N e^(i 2 pi hi N / n_fft)) e^(i 2 pi lo N / n_fft)
+            at_hi, at_lo = (((ks * n) & (n_fft - 1)).view(-1) for ks in (hi, lo))
+            hi_re = torch.index_select(cos, 0, at_hi).view(*n.shape[:2], -1, 1).mul_(gains[:, array, :, None])
+            hi_im = torch.index_select(sin, 0, at_hi).view(*n.shape[:2], -1, 1).mul_(gains[:, array, :, None])
+            lo_re = torch.index_select(cos, 0, at_lo).view(*n.shape[:2], 1, -1)
+            lo_im = torch.index_select(sin, 0, at_lo).view(*n.shape[:2], 1, -1)
+            v_re = (hi_re * lo_re).addcmul_(hi_im, lo_im, value=-1.0).sub_(q_re)
+            v_im = (hi_re * lo_im).addcmul_(hi_im, lo_re).sub_(q_im)
             # sum of 1 / (z^N - q) in real arithmetic (complex division is slow on CPUs)
-            norm = torch.addcmul(v_re * v_re, v_im, v_im)
+            norm = (v_re * v_re).addcmul_(v_im, v_im)
             combs_sum = torch.complex(v_re.div_(norm).sum(1), v_im.div_(norm).sum(1).neg_())
-            wet += combs_sum * allpass_chain[array]
-        return wet * (WET_GAIN / 2)
+            wet += combs_sum.view(batch, n_bins) * allpass_chain[array]
+        return (wet * (WET_GAIN / 2))[:, : n_fft // 2 + 1]
 
     def apply(
         self,
@@ -141,7 +156,7 @@ class Reverb(Step):
         work: Workspace | None = None,
     ) -> torch.Tensor:
         length = x.shape[1]
-        n_fft = 1 << max(length - 1, 1).bit_length()  # a power of two: see `advance`
+        n_fft = 1 << max(length - 1, 1).bit_length()  # a power of two: k N mod n_fft is a bitwise and
         real = torch.float64 if x.dtype == torch.float64 else torch.float32
         decay = torch.arange(length, device=x.device, dtype=real) * (math.log(_ALIAS) / n_fft)
         spectrum = torch.fft.rfft(x.to(real) * decay.exp(), n=n_fft)
