@@ -1,4 +1,4 @@
-"""High- or low-pass filtering with a per-example coin flip and cutoff, as one batched FFT multiply."""
+"""High- or low-pass filtering as julius does it (Hann-windowed sinc, replicate padding), batched by FFT."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import math
 
 import torch
 
-from clmr.augment.base import Params, Step, Workspace, check_range, check_sample_rate, place, uniform
+from clmr.augment.base import (
+    AugmentError,
+    Params,
+    Step,
+    Workspace,
+    check_range,
+    check_sample_rate,
+    uniform,
+)
 
-_TRANSITION = 0.25  # transition band width as a fraction of the cutoff (the -6 dB point is the cutoff)
-# zero padding (seconds) that keeps the filter's two-sided tails from wrapping around; 0.2 s rather than the
-# ample 0.1 s because it puts 59,049-sample crops on a 64,000-point FFT, ~15% faster in MKL than 61,440
-_TAIL_S = 0.2
+ZERO_CROSSINGS = 8  # julius' default `zeros`: the kernel spans this many zero crossings of the sinc
 
 
 def fft_size(n: int) -> int:
@@ -28,22 +33,29 @@ def fft_size(n: int) -> int:
     return best
 
 
-def lowpass_response(freqs: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
-    """Zero-phase low-pass magnitude (B, F): 1 below, 0 above, raised-cosine transition centred on the cutoff.
+def half_sizes(cutoff: torch.Tensor) -> torch.Tensor:
+    """julius' kernel half size int(zeros / cutoff / 2) per example, cutoff in cycles per sample (float64)."""
+    return (ZERO_CROSSINGS / cutoff.double() / 2).floor().long()
 
-    This is the response of a windowed-sinc FIR (an ideal brick wall smoothed by the window's main lobe),
-    sampled directly on the FFT grid, with a transition width proportional to the cutoff.
+
+def lowpass_kernels(cutoff: torch.Tensor, half: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, 2 * width + 1) julius low-pass kernels: 2c * hann(2h + 1) * sinc(2 pi c t), summing to 1.
+
+    Row b is julius' `LowPassFilters([cutoff[b]])` filter (half size `half[b]` <= width) centred in zeros.
     """
-    width = _TRANSITION * cutoff[:, None]
-    t = ((freqs[None, :] - cutoff[:, None]) / width + 0.5).clamp_(0.0, 1.0)
-    return 0.5 + 0.5 * torch.cos(math.pi * t)
+    t = torch.arange(-width, width + 1, device=cutoff.device, dtype=torch.float64)
+    c, h = cutoff.double()[:, None], half.double()[:, None]
+    window = torch.where(t.abs() <= h, 0.5 + 0.5 * torch.cos(math.pi * t / h.clamp_min(1.0)), 0.0)
+    kernel = 2 * c * window * torch.sinc(2 * c * t)
+    return kernel / kernel.sum(dim=1, keepdim=True)
 
 
 class HighLowPass(Step):
     """Per example a coin flip between a high-pass (cutoff ~ U[highpass_hz]) and a low-pass (cutoff ~ U[lowpass_hz]).
 
-    Reference p = 0.8. Applied as one rfft -> multiply -> irfft over the batch, zero-padded so the filter
-    is linear (not circular) convolution.
+    Reference p = 0.8. The filter is julius' `lowpass_filter` / `highpass_filter` at cutoff / sample_rate
+    (a Hann-windowed sinc over 8 zero crossings, the input edge-replicated by the kernel's half size; a
+    high-pass is the input minus the low-pass), one kernel per example, applied by one batched FFT multiply.
     """
 
     name = "filter"
@@ -61,24 +73,17 @@ class HighLowPass(Step):
         nyquist = self.sample_rate / 2
         self.lowpass_hz = check_range(self.name, "lowpass_hz", lowpass_hz, 0.0, nyquist)
         self.highpass_hz = check_range(self.name, "highpass_hz", highpass_hz, 0.0, nyquist)
-        self.max_cutoff = max(self.lowpass_hz[1], self.highpass_hz[1])  # `apply` clamps cutoffs to this
+        lowest = min(self.lowpass_hz[0], self.highpass_hz[0])
+        if lowest <= 0.0:
+            raise AugmentError(f"augmentation 'filter': cutoffs must be > 0 Hz, got {lowest:g}")
+        # the widest kernel that the drawn cutoffs need
+        self.max_half = int(half_sizes(torch.tensor([lowest / self.sample_rate]))[0])
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         highpass = torch.rand(n, device=device, generator=generator) < 0.5
         low = uniform(n, *self.lowpass_hz, device, generator)
         high = uniform(n, *self.highpass_hz, device, generator)
         return {"highpass": highpass, "cutoff": torch.where(highpass, high, low)}
-
-    def fft_length(self, length: int) -> int:
-        """The FFT size for inputs of `length` samples: room for the filter's two-sided tails."""
-        return fft_size(length + math.ceil(_TAIL_S * self.sample_rate))
-
-    def slot(
-        self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor | None:
-        if dtype != torch.float32:
-            return None
-        return work.get("padded", (batch, self.fft_length(length)), dtype, device)[:, :length]
 
     def apply(
         self,
@@ -87,25 +92,29 @@ class HighLowPass(Step):
         generator: torch.Generator | None = None,
         work: Workspace | None = None,
     ) -> torch.Tensor:
-        work = work or Workspace()
         batch, length = x.shape
-        n_fft = self.fft_length(length)
-        cutoff = params["cutoff"].float().clamp(max=self.max_cutoff)
-        # a high-pass is 1 minus the complementary low-pass, so only bins below the highest cutoff's
-        # transition band need a computed response: above it every low-pass is 0 and every high-pass 1
-        top = min(
-            n_fft // 2 + 1, math.ceil(self.max_cutoff * (1 + _TRANSITION / 2) * n_fft / self.sample_rate) + 2
+        cutoff = params["cutoff"].to(x.device).double().clamp(min=1e-9, max=self.sample_rate / 2)
+        cutoff = cutoff / self.sample_rate
+        half = half_sizes(cutoff)
+        # the configured range bounds the kernels (the same FFT size for any batch); on CPU, where it costs
+        # no host sync, forced cutoffs below the range widen it, elsewhere their kernels are cut to it
+        width = max(self.max_half, int(half.max())) if x.device.type == "cpu" else self.max_half
+        half = half.clamp_(max=width)
+        n_fft = fft_size(length + 2 * width)
+        real = torch.float64 if x.dtype == torch.float64 else torch.float32
+        kernels = x.new_zeros(batch, n_fft, dtype=real)
+        kernels[:, : 2 * width + 1] = lowpass_kernels(cutoff, half, width)
+        padded = torch.nn.functional.pad(x.to(real)[:, None], (width, width), mode="replicate")[:, 0]
+        response = torch.fft.rfft(kernels)
+        highpass = params["highpass"].to(x.device)[:, None]
+        # x - lowpass(x) for a high-pass: 1 - response at every frequency (a delta at the kernel's centre)
+        centre = torch.polar(
+            torch.ones((), device=x.device, dtype=real),
+            (-2 * math.pi * width / n_fft) * torch.arange(response.shape[1], device=x.device, dtype=real),
         )
-        freqs = torch.arange(top, device=x.device) * (self.sample_rate / n_fft)
-        highpass = params["highpass"].float()[:, None]
-        response = lowpass_response(freqs, cutoff).mul_(1.0 - 2.0 * highpass).add_(highpass)
-        padded = work.get("padded", (batch, n_fft), torch.float32, x.device)
-        place(padded[:, :length], x)
-        padded[:, length:] = 0.0
-        spectrum = torch.fft.rfft(padded)  # (out= would only add a copy)
-        spectrum[:, :top] *= response
-        spectrum[:, top:] *= highpass
-        return torch.fft.irfft(spectrum, n=n_fft)[:, :length].to(x.dtype)
+        response = torch.where(highpass, centre - response, response)
+        out = torch.fft.irfft(torch.fft.rfft(padded, n=n_fft) * response, n=n_fft)
+        return out[:, 2 * width : 2 * width + length].to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -99,7 +99,13 @@ class PitchShift(Step):
             )
             turn = (turn * phase0.conj()).gather(2, peak.view(batch, steps, bins)).mul_(phase0)
         nyquist = (bins - 1) / ratio[:, None, None]  # read-out at r: bins above (bins - 1) / r would fold
-        mag = mag.masked_fill_(torch.arange(bins, device=device) > nyquist, 0.0)
+        folded = torch.arange(bins, device=device) > nyquist
+        mag = mag.masked_fill_(folded, 0.0)
+        # the share of the input's energy that the shift keeps (all of it, less the folded band)
+        power = magnitude.square().view(batch, frames, bins)
+        kept = power.masked_fill(folded, 0.0).sum((1, 2)) / power.sum((1, 2)).clamp_min(
+            torch.finfo(real).tiny
+        )
         y = torch.istft(
             (turn * mag).transpose(1, 2), n_fft, hop, window=window, center=True, length=stretched
         )
@@ -107,7 +113,12 @@ class PitchShift(Step):
         t = torch.arange(length, device=device, dtype=real) * ratio[:, None]
         left = t.floor()
         out = torch.lerp(y.gather(1, left.long()), y.gather(1, left.long() + 1), t - left)
-        return torch.where(ratio[:, None] == 1.0, x, out.to(x.dtype))
+        # overlap-adding frames whose phases no longer agree (noise, partials sharing a window) loses up
+        # to 3 dB; like sox's shifter, keep the level: scale to the input's energy times the kept share
+        have = out.square().sum(1)
+        want = x.to(real).square().sum(1) * kept
+        gain = torch.where(have > 0, want / have.clamp_min(torch.finfo(real).tiny), 0.0).sqrt_()
+        return torch.where(ratio[:, None] == 1.0, x, (out * gain[:, None]).to(x.dtype))
 
     def extra_repr(self) -> str:
         return (
