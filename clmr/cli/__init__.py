@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from clmr.errors import ClmrError
+from clmr.errors import ClmrError, TrainingError
 
 # name -> help line
 COMMANDS: dict[str, str] = {
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ClmrError, FileNotFoundError, FileExistsError) as err:
+    except (ClmrError, TrainingError, FileNotFoundError, FileExistsError) as err:
         # Bad input (audio, checkpoint, config, store): the message names the file and the problem.
         print(f"clmr {args.command}: error: {err}", file=sys.stderr)
         return 2
