@@ -294,6 +294,34 @@ def test_supervised_baseline_exports_encoder_and_tagging_head(store, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.classify(x), trained.encoder(x))
     assert "valid/probe_roc_auc" in result["history"][-1]
+    # the reference's recipe (clmr/modules/supervised_learning.py): SGD with Nesterov momentum, weight
+    # decay 1e-6, ReduceLROnPlateau(factor 0.2, patience 5), early stopping with patience 20
+    saved = torch.load(tmp_path / "sup" / "checkpoints" / "last.ckpt", weights_only=True)
+    (group,) = saved["optimizer"]["param_groups"]
+    assert group["nesterov"] and (group["momentum"], group["weight_decay"]) == (0.9, 1e-6)
+    assert "momentum_buffer" in saved["optimizer"]["state"][0]
+    assert (saved["scheduler"]["factor"], saved["scheduler"]["patience"]) == (0.2, 5)
+    assert saved["stopping"]["best_epoch"] >= 0 and saved["epoch"] == 3
+
+
+def test_model_init_and_negatives_options_reach_the_module(monkeypatch):
+    from clmr.train import modules
+
+    def largest(module):
+        conv = module.encoder.sequential[1][0]
+        return float(conv.weight.detach().abs().max()) * (conv.in_channels * conv.kernel_size[0]) ** 0.5
+
+    torch.manual_seed(0)
+    # PyTorch's default init is bounded by 1/sqrt(fan_in), kaiming-uniform by sqrt(6/fan_in)
+    assert largest(modules.ContrastiveModule(config())) <= 1.0 < largest(
+        modules.ContrastiveModule(config(**{"model.init": "kaiming"}))
+    )
+    gathered = []
+    monkeypatch.setattr(modules, "nt_xent", lambda *a, gather: gathered.append(gather) or torch.zeros(()))
+    x = torch.randn(2, 729)
+    for negatives in ("global", "local"):
+        modules.ContrastiveModule(config(**{"loss.negatives": negatives}))._contrastive(x, x)
+    assert gathered == [True, False]
 
 
 def test_single_label_store_trains_with_cross_entropy_and_reports_accuracy(genre_store, tmp_path):
