@@ -112,7 +112,7 @@ class TrainerConfig:
     max_steps: int = key(-1, "stop after this many steps (-1: no limit)")
     max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
     num_workers: int = key(4, "data loader worker processes")
-    checkpoint_every: int = key(10, "epochs between kept periodic checkpoints")
+    checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
     log_every_n_steps: int = key(10, "steps between logged values and progress lines")
     early_stopping_patience: int | None = key(None, "epochs without a lower valid loss before stopping")
     deterministic: bool = key(False, "deterministic kernels where torch has them (slower on GPU)")
@@ -149,6 +149,22 @@ class Config:
 SUPERVISED = {
     "optim": {"optimizer": "sgd", "weight_decay": 1e-6, "plateau_factor": 0.2},
     "trainer": {"early_stopping_patience": 20},
+}
+
+# Fine-tuning a pre-trained encoder with a new head (`clmr finetune`): the reference's linear-evaluation
+# settings (linear_evaluation.py: Adam lr 1e-3, weight decay 1e-6, ReduceLROnPlateau(0.1, 5), early
+# stopping patience 10, up to 200 epochs); one checkpoint, no periodic copies, no online probe.
+FINETUNE = {
+    "probe": False,
+    "augment": {"enabled": False},
+    "optim": {"lr": 1e-3, "weight_decay": 1e-6, "plateau_factor": 0.1},
+    "trainer": {
+        "devices": 1,
+        "max_epochs": 200,
+        "early_stopping_patience": 10,
+        "num_workers": 0,
+        "checkpoint_every": None,
+    },
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -297,16 +313,17 @@ def load_config(
     preset: str | None = None,
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults <- the objective's recipe (`SUPERVISED` with `supervised`) <- preset <- YAML file <-
-    overrides. The preset is `preset`, else the file's `preset` key, else `paper`. Validated."""
+    """Defaults <- `recipe` (e.g. `FINETUNE`) <- the supervised recipe with `supervised` <- preset <-
+    YAML file <- overrides. The preset is `preset`, else the file's `preset` key, else `paper`. Validated."""
     file_values = read_yaml(path) if path is not None else {}
     name = preset or file_values.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
 
-    def resolve(recipe: Mapping[str, Any]) -> Config:
-        config = apply(apply(Config(), recipe), PRESETS[name])
+    def resolve(objective: Mapping[str, Any]) -> Config:
+        config = apply(apply(apply(Config(), recipe or {}), objective), PRESETS[name])
         config.preset = name
         try:
             apply(config, {k: v for k, v in file_values.items() if k != "preset"})
@@ -339,7 +356,7 @@ def validate(config: Config) -> None:
         ("optim.plateau_patience", o.plateau_patience >= 0, "must be >= 0"),
         ("optim.probe_lr", o.probe_lr > 0, "must be positive"),
         ("trainer.num_workers", t.num_workers >= 0, "must be >= 0"),
-        ("trainer.checkpoint_every", t.checkpoint_every >= 1, "must be >= 1"),
+        ("trainer.checkpoint_every", (t.checkpoint_every or 1) >= 1, "must be >= 1"),
         ("trainer.num_nodes", t.num_nodes >= 1, "must be >= 1"),
         # 0 would train nothing and export no model; -1 is "no limit"
         ("trainer.max_epochs", t.max_epochs == -1 or t.max_epochs >= 1, "must be >= 1 (or -1: no limit)"),

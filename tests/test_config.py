@@ -13,9 +13,19 @@ from clmr.errors import ClmrError
 
 def test_defaults_are_the_papers():
     c = load_config()
-    assert (c.preset, c.seed, c.sample_rate, c.batch_size, c.loss.temperature) == ("paper", 42, 22050, 48, 0.5)
+    assert (c.preset, c.seed, c.sample_rate, c.batch_size, c.loss.temperature) == (
+        "paper",
+        42,
+        22050,
+        48,
+        0.5,
+    )
     assert (c.model.init, c.loss.negatives, c.trainer.sync_batchnorm) == ("pytorch", "global", None)
-    assert (c.optim.optimizer, c.optim.plateau_factor, c.trainer.early_stopping_patience) == ("adam", None, None)
+    assert (c.optim.optimizer, c.optim.plateau_factor, c.trainer.early_stopping_patience) == (
+        "adam",
+        None,
+        None,
+    )
     assert c.crop_length == 59049 and c.model.width == 1.0 and c.model.projection_dim == 64
     assert (c.optim.lr, c.optim.weight_decay) == (3e-4, 0.0)
     probabilities = {

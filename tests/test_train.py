@@ -313,8 +313,10 @@ def test_model_init_and_negatives_options_reach_the_module(monkeypatch):
 
     torch.manual_seed(0)
     # PyTorch's default init is bounded by 1/sqrt(fan_in), kaiming-uniform by sqrt(6/fan_in)
-    assert largest(modules.ContrastiveModule(config())) <= 1.0 < largest(
-        modules.ContrastiveModule(config(**{"model.init": "kaiming"}))
+    assert (
+        largest(modules.ContrastiveModule(config()))
+        <= 1.0
+        < largest(modules.ContrastiveModule(config(**{"model.init": "kaiming"})))
     )
     gathered = []
     monkeypatch.setattr(modules, "nt_xent", lambda *a, gather: gathered.append(gather) or torch.zeros(()))

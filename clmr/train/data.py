@@ -57,18 +57,19 @@ class EpochSampler(Sampler):
 
 
 class KeyedView(Dataset):
-    """A data view read by `(track, epoch)` keys, with the track's label targets appended if given."""
+    """A data view read by `(item, epoch)` keys, with the item's label targets appended if given; with
+    `index`, item k is the view's item `index[k]` (a subset of its tracks)."""
 
-    def __init__(self, view: Any, targets: np.ndarray | None = None) -> None:
-        self.view, self.targets = view, targets
+    def __init__(self, view: Any, targets: np.ndarray | None = None, index: np.ndarray | None = None) -> None:
+        self.view, self.targets, self.index = view, targets, index
 
     def __len__(self) -> int:
-        return len(self.view)
+        return len(self.view) if self.index is None else len(self.index)
 
     def __getitem__(self, key: tuple[int, int]):
         i, epoch = key
         self.view.set_epoch(epoch)
-        item = tuple(self.view[i])
+        item = tuple(self.view[i if self.index is None else int(self.index[i])])
         if self.targets is None:
             return item
         return (*item, torch.as_tensor(self.targets[i]))

@@ -45,13 +45,14 @@ class NonFiniteLossError(TrainingError):
 class Engine:
     """Trains `module` (a `clmr.train.modules` objective) with `fabric` into `run_dir`.
 
+    `display` is `live` (a progress bar), `lines` (plain progress lines on stdout, for logs) or `off`.
     `hooks` are objects with any of `on_train_epoch_start(engine)`, `on_train_batch_start(engine)` and
     `on_train_batch_end(engine, batch)`, called on every rank (tests and benchmarks use them).
     """
 
-    def __init__(self, fabric, module, config: Config, run_dir: Path, meta: dict, *, live: bool, hooks=()):
+    def __init__(self, fabric, module, config: Config, run_dir: Path, meta: dict, *, display: str, hooks=()):
         self.fabric, self.config, self.run_dir, self.meta = fabric, config, run_dir, meta
-        self.live, self.hooks = live, list(hooks)
+        self.live, self.lines, self.hooks = display == "live", display == "lines", list(hooks)
         self.module = module
         self.model = fabric.setup_module(module)
         for method in ("training_step", "validation_step"):
@@ -70,9 +71,9 @@ class Engine:
             "totals": {},
             "best_valid_loss": math.inf,
             "valid": {},
+            "history": [],
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
         }
-        self.history: list[dict[str, float]] = []
         self.run_totals = {"wait": 0.0, "busy": 0.0, "items": 0}
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class Engine:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint at every epoch end
         and at a stop inside an epoch."""
         t = self.config.trainer
-        self.log, self.started = log, time.monotonic()
+        self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
         self.deadline = max_time_seconds(t.max_time)
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
         # the sampler's epoch to its own count of passes, which a resumed run does not share
@@ -212,7 +213,7 @@ class Engine:
         }
         if self.fabric.is_global_zero:
             self.log.log(values, state["step"])
-            if not self.live:
+            if self.lines:
                 print(
                     f"epoch {state['epoch']}  step {state['step']}  loss {numbers['train/loss']:.4f}  "
                     f"{pairs_per_s:.1f} pairs/s  {time.monotonic() - self.started:.0f} s",
@@ -234,7 +235,8 @@ class Engine:
         if state["stopping"] is not None:
             state["stopping"].update(loss, epoch)
         also = []
-        if (epoch + 1) % self.config.trainer.checkpoint_every == 0:
+        every = self.config.trainer.checkpoint_every
+        if every and (epoch + 1) % every == 0:
             also.append(f"epoch{epoch:04d}.ckpt")
         if loss < state["best_valid_loss"]:
             state["best_valid_loss"] = loss
@@ -242,9 +244,9 @@ class Engine:
         named = {f"{k}_epoch" if k.startswith("train/") else k: v for k, v in row.items()}
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
-        self.history.append({"epoch": epoch, "step": state["step"], **row})
+        state["history"].append({"epoch": epoch, "step": state["step"], **row})
         self.save(*also)
-        if self.fabric.is_global_zero and not self.live:
+        if self.fabric.is_global_zero and self.lines:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(named.items()))
             print(f"epoch {epoch} done  {shown}", flush=True)
 
@@ -282,7 +284,7 @@ class Engine:
             "global_zero": self.fabric.is_global_zero,
             "steps": self.state["step"],
             "epochs": self.state["epoch"],
-            "history": self.history,
+            "history": [row for row in self.state["history"] if row["epoch"] >= self.first_epoch],
             "pairs_per_s": r["items"] / total if total else math.nan,
             "data_wait_share": r["wait"] / total if total else math.nan,
             "module": self.module,

@@ -226,8 +226,9 @@ def pretrain(
     if fabric.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
     live = sys.stdout.isatty() if progress is None else progress
+    display = "live" if live else "lines"
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    engine = Engine(fabric, module, config, run_dir, meta, live=live, hooks=hooks or [])
+    engine = Engine(fabric, module, config, run_dir, meta, display=display, hooks=hooks or [])
     if ckpt_path is not None:
         engine.restore(ckpt_path)
     log = RunLog(run_dir / "logs", resume_step, enabled=fabric.is_global_zero)
