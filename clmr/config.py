@@ -114,7 +114,9 @@ class TrainerConfig:
     num_workers: int = key(4, "data loader worker processes")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
     log_every_n_steps: int = key(10, "steps between logged values and progress lines")
-    early_stopping_patience: int | None = key(None, "epochs without a lower valid loss before stopping")
+    early_stopping_patience: int | None = key(
+        None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
+    )
     deterministic: bool = key(False, "deterministic kernels where torch has them (slower on GPU)")
 
 
@@ -403,7 +405,7 @@ _SECTION_TITLES = {
     "model": "model (SampleCNN encoder and projector)",
     "augment": "augment (each step: a probability in [0, 1], 0 switches it off; a dict of its arguments in YAML)",
     "loss": "loss (NT-Xent)",
-    "optim": "optim (the supervised baseline: sgd, weight decay 1e-6, plateau factor 0.2, as the reference)",
+    "optim": "optim (defaults for SimCLR; with --supervised: sgd, weight decay 1e-6, plateau factor 0.2, as the reference)",
     "trainer": "trainer (devices, precision, stopping, checkpoints, logs)",
 }
 # Sections whose keys also get a flag without the section (`--max-epochs` for `trainer.max_epochs`).

@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "generate": "write a seeded set of synthetic music with tags and labels",
     "download": "download MagnaTagATune, GTZAN or MSD split files (resumable, checksummed)",
     "preprocess": "decode a dataset or audio folder once into a memory-mapped store",
-    "pretrain": "contrastive (or --supervised) pre-training with Lightning",
+    "pretrain": "contrastive (or --supervised) pre-training (Lightning Fabric)",
     "evaluate": "linear/MLP probe of a frozen encoder, label fractions, report",
     "finetune": "fine-tune encoder and head end to end on a store's labels",
     "embed": "embed audio files or folders into a parquet table",

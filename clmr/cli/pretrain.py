@@ -1,6 +1,6 @@
 """Pre-train a SampleCNN encoder on a store: SimCLR (NT-Xent on two augmented crops of each song, the
 paper's defaults) or, with --supervised, the supervised baseline on the store's labels. The run
-directory gets config.yaml, Lightning checkpoints, logs and model.safetensors; --resume continues an
+directory gets config.yaml, training checkpoints, logs and model.safetensors; --resume continues an
 interrupted run. Any config key can be overridden: --batch-size 96 --augment.pitch 0 --model.width 0.5
 (flags may be spelt with underscores for hyphens too). See docs/training.md."""
 

@@ -120,17 +120,14 @@ def train_end_to_end(
     """Fine-tune `model` (encoder + head) in place with the engine; keeps the weights of the epoch with
     the lowest validation loss. The engine's state is saved in `state_dir` after every epoch, and a run
     that finds it continues from it: an interrupted fine-tuning resumes to the uninterrupted result."""
-    import lightning as L
-
     from clmr.data import LabelledCrops
     from clmr.train.data import EpochSampler, KeyedView
     from clmr.train.engine import CHECKPOINTS, Engine
     from clmr.train.logs import RunLog
+    from clmr.train.run import make_fabric
 
     dev = torch.device(device)
-    devices = f"{dev.index}," if dev.index is not None else 1
-    precision = "bf16-mixed" if dev.type == "cuda" else "32-true"
-    fabric = L.Fabric(accelerator=dev.type, devices=devices, precision=precision)
+    fabric = make_fabric(config)
     module = FinetuneModule(model, store.task, model.tags, config, encoder_lr_factor)
     engine = Engine(fabric, module, config, state_dir, {}, display="live" if progress else "off")
     resume = _readable_state(state_dir / CHECKPOINTS / "last.ckpt")
@@ -190,6 +187,9 @@ def _finetune_one(
         },
     )
     device = torch.device(settings["device"])
+    config.trainer.accelerator = device.type
+    config.trainer.devices = f"{device.index}," if device.index is not None else 1
+    config.trainer.precision = "bf16-mixed" if device.type == "cuda" else "32-true"
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         summary = train_end_to_end(
             model,
