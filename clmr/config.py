@@ -8,7 +8,6 @@ typo, the closest known key).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import re
@@ -190,10 +189,6 @@ def _fields(obj: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(obj)}
 
 
-def _types(obj: Any) -> dict[str, Any]:
-    return typing.get_type_hints(type(obj))
-
-
 def all_keys(config: Config | None = None) -> list[str]:
     """Every dotted key a config file or override may set (`batch_size`, `augment.pitch`, ...)."""
     config = config or Config()
@@ -231,16 +226,7 @@ def _coerce(dotted: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{dotted}' ({flag(dotted)}): expected {names}, got {value!r}")
 
 
-_BOOLS = {
-    "true": True,
-    "yes": True,
-    "1": True,
-    "on": True,
-    "false": False,
-    "no": False,
-    "0": False,
-    "off": False,
-}
+_BOOLS = dict.fromkeys(("true", "yes", "1", "on"), True) | dict.fromkeys(("false", "no", "0", "off"), False)
 
 
 def _coerce_one(value: Any, tp: Any) -> Any:
@@ -287,7 +273,7 @@ def set_value(config: Config, dotted: str, value: Any) -> None:
             for sub, sub_value in value.items():
                 set_value(config, f"{here}.{sub}", sub_value)
         else:
-            setattr(target, part, _coerce(here, value, _types(target)[part]))
+            setattr(target, part, _coerce(here, value, typing.get_type_hints(type(target))[part]))
 
 
 def apply(config: Config, values: Mapping[str, Any]) -> Config:
@@ -383,14 +369,6 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key '{dotted}' ({flag(dotted)}) {problem}")
 
 
-def max_time_seconds(max_time: str | None) -> float | None:
-    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
-    if max_time is None:
-        return None
-    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
-
-
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically and synced (it loads back with `load_config(path=...)`)."""
     path = Path(path)
@@ -400,84 +378,12 @@ def save_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-_SECTION_TITLES = {
-    "": "run",
-    "model": "model (SampleCNN encoder and projector)",
-    "augment": "augment (each step: a probability in [0, 1], 0 switches it off; a dict of its arguments in YAML)",
-    "loss": "loss (NT-Xent)",
-    "optim": "optim (defaults for SimCLR; with --supervised: sgd, weight decay 1e-6, plateau factor 0.2, as the reference)",
-    "trainer": "trainer (devices, precision, stopping, checkpoints, logs)",
-}
 # Sections whose keys also get a flag without the section (`--max-epochs` for `trainer.max_epochs`).
-_SHORT_SECTIONS = ("trainer", "optim", "loss")
-_OVERRIDE_PREFIX = "override:"
+SHORT_SECTIONS = ("trainer", "optim", "loss")
 
 
 def flag(dotted: str) -> str:
     """The command-line flag shown for a config key: `batch_size` -> `--batch-size`,
     `model.n_blocks` -> `--model.n-blocks`, `trainer.max_epochs` -> `--max-epochs`."""
     section_name, _, name = dotted.rpartition(".")
-    return "--" + (name if section_name in _SHORT_SECTIONS else dotted).replace("_", "-")
-
-
-def _metavar(dotted: str, tp: Any) -> str:
-    special = {"trainer.max_time": "DD:HH:MM:SS", "trainer.devices": "N|auto"}
-    if dotted in special:
-        return special[dotted]
-    if typing.get_origin(tp) is Literal:
-        return "{" + ",".join(tp.__args__) + "}"
-    if dotted.startswith("augment.") and dotted != "augment.enabled":
-        return "P"
-    args = [a for a in (tp.__args__ if isinstance(tp, types.UnionType) else (tp,)) if a is not type(None)]
-    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "NAME"}.get(args[0], "VALUE")
-
-
-def _show(value: Any) -> str:
-    """A default as a YAML-ish word: none, true, false, 3e-4."""
-    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def add_override_arguments(parser: Any) -> None:
-    """One option per config key, grouped by section and shown in hyphen form (`--batch-size`,
-    `--model.n-blocks`, `--augment.pitch`; trainer, optim and loss keys also without their section:
-    `--max-epochs`, `--lr`). The underscore spellings (`--batch_size`, `--trainer.max_epochs`) are
-    accepted too but not listed. Boolean keys also work as bare flags."""
-    defaults = Config()
-    groups: dict[str, Any] = {}
-    for dotted in all_keys(defaults):
-        if dotted == "preset":
-            continue
-        section_name, _, name = dotted.rpartition(".")
-        if section_name not in groups:
-            title = _SECTION_TITLES[section_name]
-            if not section_name:
-                title += " (config keys, applied after --preset and --config; defaults are the paper's)"
-            groups[section_name] = parser.add_argument_group(title)
-        target = getattr(defaults, section_name) if section_name else defaults
-        default, tp = getattr(target, name), _types(target)[name]
-        is_bool = bool in (tp.__args__ if isinstance(tp, types.UnionType) else (tp,))
-        accepted = {f"--{dotted}", f"--{dotted.replace('_', '-')}"}
-        shown = [flag(dotted)]
-        if section_name in _SHORT_SECTIONS:
-            accepted |= {f"--{name}", f"--{name.replace('_', '-')}"}
-            shown.append(f"--{dotted.replace('_', '-')}")
-        common = dict(
-            dest=_OVERRIDE_PREFIX + dotted,
-            metavar=_metavar(dotted, tp),
-            nargs="?" if is_bool else None,
-            const="true" if is_bool else None,
-            default=argparse.SUPPRESS,
-        )
-        groups[section_name].add_argument(
-            *shown, help=f"{help_of(dotted)} (default: {_show(default)})", **common
-        )
-        if accepted - set(shown):
-            groups[section_name].add_argument(
-                *sorted(accepted - set(shown)), help=argparse.SUPPRESS, **common
-            )
-
-
-def overrides_from_args(args: Any) -> dict[str, Any]:
-    """The config overrides given on the command line, as {dotted key: string value}."""
-    prefix = len(_OVERRIDE_PREFIX)
-    return {k[prefix:]: v for k, v in vars(args).items() if k.startswith(_OVERRIDE_PREFIX)}
+    return "--" + (name if section_name in SHORT_SECTIONS else dotted).replace("_", "-")

@@ -121,7 +121,7 @@ def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
 
 
 def test_command_line_overrides_reach_the_config():
-    from clmr.config import overrides_from_args
+    from clmr.cli.pretrain import overrides_from_args
 
     args = build_parser().parse_args(
         ["pretrain", "--data", "s", "--out", "r", "--batch-size", "96", "--augment.pitch", "0"]
@@ -184,7 +184,7 @@ def test_help_shows_every_flag_in_hyphen_form_and_describes_each_key():
     ],
 )
 def test_underscore_and_hyphen_spellings_set_the_same_keys(argv):
-    from clmr.config import overrides_from_args
+    from clmr.cli.pretrain import overrides_from_args
 
     args = _pretrain_parser().parse_args(["--data", "s", "--out", "r", *argv, "--optim.weight_decay", "1e-6"])
     c = load_config(overrides=overrides_from_args(args))

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from clmr.config import Config, max_time_seconds
+from clmr.config import Config
 from clmr.errors import TrainingError
 from clmr.files import atomic_path
 from clmr.models import save_model
@@ -36,6 +36,14 @@ from clmr.train.stopping import EarlyStopping
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
+
+
+def max_time_seconds(max_time: str | None) -> float | None:
+    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
+    if max_time is None:
+        return None
+    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
 
 
 class NonFiniteLossError(TrainingError):
