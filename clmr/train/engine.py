@@ -147,9 +147,21 @@ class Engine:
                 break
 
     def _limit_reached(self) -> bool:
+        """Whether --max-steps or --max-time is reached; the time is agreed on by all processes (the
+        one whose clock says stop stops them all, at the same step)."""
         max_steps = self.config.trainer.max_steps
-        over_time = self.deadline is not None and time.monotonic() - self.started >= self.deadline
-        return over_time or (max_steps != -1 and self.state["step"] >= max_steps)
+        if max_steps != -1 and self.state["step"] >= max_steps:
+            return True
+        if self.deadline is None:
+            return False
+        over = torch.tensor(
+            float(time.monotonic() - self.started >= self.deadline), device=self.fabric.device
+        )
+        return (
+            bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
+            if self.fabric.world_size > 1
+            else bool(over)
+        )
 
     def _call(self, hook: str, *args) -> None:
         for h in self.hooks:
@@ -174,8 +186,9 @@ class Engine:
                 torch.manual_seed(mix_seed(self.config.seed, fabric.global_rank, epoch, state["step"]))
                 with fabric.autocast():
                     loss, values = self.model.training_step(batch, state["step"], fabric.global_rank)
-                numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist(), strict=True))
-                if not math.isfinite(numbers["train/loss"]) or not math.isfinite(float(loss.detach())):
+                total, *logged = torch.stack([loss.detach(), *values.values()]).float().tolist()  # one sync
+                numbers = dict(zip(values, logged, strict=True))
+                if not math.isfinite(total):
                     raise NonFiniteLossError(
                         f"the training loss is {numbers['train/loss']} at step {state['step']} (epoch {epoch}); "
                         "stopped without writing a checkpoint: the last good one is kept. Try a lower "
