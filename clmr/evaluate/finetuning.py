@@ -50,19 +50,23 @@ class FinetuneModule(nn.Module):
         self.lr, self.encoder_lr_factor = config.optim.lr, encoder_lr_factor
 
     def training_step(self, batch, step: int, rank: int):
+        """The label loss of one random crop per track."""
         loss = label_loss(self.head(self.encoder(batch[0])), batch[1], self.task)
         return loss, {"train/loss": loss.detach()}
 
     def validation_step(self, batch, index: int, rank: int):
+        """The label loss of a batch of song-level crops (no probe metric)."""
         return label_loss(self.head(self.encoder(batch[0])), batch[1], self.task), None, None
 
     def param_groups(self) -> list[dict[str, Any]]:
+        """The encoder at lr x encoder_lr_factor, the head at lr."""
         return [
             {"params": list(self.encoder.parameters()), "lr": self.lr * self.encoder_lr_factor},
             {"params": list(self.head.parameters()), "lr": self.lr},
         ]
 
     def export(self, meta: dict[str, Any]) -> CLMR:
+        """Encoder + head with the tag names (`finetune` writes the report's meta into the final model)."""
         return CLMR(
             self.encoder, head=self.head, sample_rate=self.sample_rate, tags=self.tags, task=self.task
         )

@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +33,13 @@ from clmr.progress import progress_bar
 from clmr.train.metrics import metric_name, probe_metric
 from clmr.train.modules import build_optimizer, mix_seed
 from clmr.train.stopping import EarlyStopping
+
+if TYPE_CHECKING:
+    from lightning import Fabric
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from clmr.train.logs import RunLog
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -58,7 +65,17 @@ class Engine:
     `on_train_batch_end(engine, batch)`, called on every rank (tests and benchmarks use them).
     """
 
-    def __init__(self, fabric, module, config: Config, run_dir: Path, meta: dict, *, display: str, hooks=()):
+    def __init__(
+        self,
+        fabric: Fabric,
+        module: nn.Module,
+        config: Config,
+        run_dir: Path,
+        meta: dict,
+        *,
+        display: str,
+        hooks: list | tuple = (),
+    ) -> None:
         self.fabric, self.config, self.run_dir, self.meta = fabric, config, run_dir, meta
         self.live, self.lines, self.hooks = display == "live", display == "lines", list(hooks)
         self.module = module
@@ -121,7 +138,7 @@ class Engine:
         }
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fit(self, train_loader, valid_loader, log) -> None:
+    def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint at every epoch end
         and at a stop inside an epoch."""
         t = self.config.trainer
@@ -272,7 +289,7 @@ class Engine:
             print(f"epoch {epoch} done  {shown}", flush=True)
 
     @torch.no_grad()
-    def validate(self, loader) -> dict[str, float]:
+    def validate(self, loader: DataLoader) -> dict[str, float]:
         """Valid loss (mean over the global valid split) and, with labels, the probe metric."""
         fabric, rank = self.fabric, self.fabric.global_rank
         self.model.eval()
@@ -299,6 +316,7 @@ class Engine:
         return values
 
     def summary(self) -> dict[str, Any]:
+        """This invocation's counts, finished epochs and throughput, and the trained module."""
         r = self.run_totals
         total = r["wait"] + r["busy"]
         return {

@@ -90,6 +90,7 @@ class ContrastiveModule(nn.Module):
         return loss, self.probe(self.encoder(batch[0])), batch[2]
 
     def param_groups(self) -> list[dict[str, Any]]:
+        """Encoder + projector at `optim.lr`; the probe in its own group at `optim.probe_lr`."""
         o = self.config.optim
         groups = [{"params": [*self.encoder.parameters(), *self.projector.parameters()], "lr": o.lr}]
         if self.probe is not None:
@@ -117,14 +118,17 @@ class SupervisedModule(nn.Module):
         self.encoder = _encoder(config, n_classes)
 
     def training_step(self, batch, step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The label loss of one crop per track."""
         loss = label_loss(self.encoder(batch[0]), batch[1], self.task)
         return loss, {"train/loss": loss.detach()}
 
     def validation_step(self, batch, index: int, rank: int):
+        """(loss, logits, targets): the classifier is its own probe."""
         logits = self.encoder(batch[0])
         return label_loss(logits, batch[1], self.task), logits, batch[1]
 
     def param_groups(self) -> list[dict[str, Any]]:
+        """One group: the whole network end to end."""
         return [{"params": list(self.parameters()), "lr": self.config.optim.lr}]
 
     def export(self, meta: dict[str, Any]) -> CLMR:
