@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -309,7 +310,9 @@ class Engine:
         if logits:
             out, y = torch.cat(logits), torch.cat(targets)
             if fabric.world_size > 1:
-                out, y = fabric.all_gather(out).flatten(0, 1), fabric.all_gather(y).flatten(0, 1)
+                with warnings.catch_warnings():  # Fabric's own call of a torch function torch deprecates
+                    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
+                    out, y = fabric.all_gather(out).flatten(0, 1), fabric.all_gather(y).flatten(0, 1)
             task = self.module.task
             values[f"valid/probe_{metric_name(task)}"] = probe_metric(out, y, task)
         self.model.train()
