@@ -31,7 +31,11 @@ def write_piece(path, seed: int, seconds: float = 1.0, sample_rate: int = 16000)
 def ckpt(tmp_path):
     torch.manual_seed(0)
     model = CLMR(
-        SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR, meta={"note": "x"}
+        # kaiming convs (`--model.init kaiming`): a random encoder whose embeddings tell the pieces apart
+        SampleCNN(width=1 / 16, n_blocks=5).kaiming_init(),
+        Projector(32, 32, 16),
+        sample_rate=SR,
+        meta={"note": "x"},
     )
     return save_model(model, tmp_path / "model.safetensors")
 
