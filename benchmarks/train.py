@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from clmr.config import load_config
 from clmr.data import preprocess
@@ -23,25 +22,26 @@ from clmr.data.synthetic import generate
 from clmr.train import pretrain
 
 
-class StepTimer(Callback):
-    """Per-step data wait (end of one step to start of the next, same epoch) and step time after warm-up."""
+class StepTimer:
+    """An engine hook: per-step data wait (end of one step to start of the next, same epoch) and step
+    time after warm-up."""
 
     def __init__(self, warmup: int, sync: bool) -> None:
         self.warmup, self.sync = warmup, sync
         self.wait = self.busy = 0.0
         self.pairs = 0
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def on_train_epoch_start(self, engine) -> None:
         self._last_end = None  # the gap before an epoch's first batch includes validation: not counted
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(self, engine) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, engine, batch) -> None:
         if self.sync:
             torch.cuda.synchronize()
         now = time.perf_counter()
-        if trainer.global_step > self.warmup and self._last_end is not None:
+        if engine.state["step"] > self.warmup and self._last_end is not None:
             self.wait += self._start - self._last_end
             self.busy += now - self._start
             self.pairs += batch[0].shape[0]
@@ -72,7 +72,7 @@ def measure(
         "trainer.log_every_n_steps": 1000,
     }
     timer = StepTimer(args.warmup, sync=args.device == "cuda")
-    pretrain(store, run, load_config(preset, overrides=overrides), progress=False, callbacks=[timer])
+    pretrain(store, run, load_config(preset, overrides=overrides), progress=False, hooks=[timer])
     total = timer.wait + timer.busy
     return {
         "pairs_per_s": timer.pairs / total,

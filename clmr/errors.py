@@ -12,6 +12,11 @@ class ClmrError(ValueError):
     """
 
 
+class TrainingError(RuntimeError):
+    """Training stopped by a problem of the run itself (e.g. a non-finite loss), not of its input; the
+    command line prints its message without a traceback."""
+
+
 def check_whole(
     name: str, value: object, least: int = 1, error: type[ClmrError] = ClmrError, unit: str = ""
 ) -> None:

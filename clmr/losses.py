@@ -11,8 +11,8 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward hands each rank the sum over ranks of the gradient of its slice.
 
     Every rank computes the same global loss; summing the slice gradients (then DDP's average over
-    ranks) gives exactly the single-process gradient. `torch.distributed.all_gather` alone keeps no
-    gradient for the other ranks' slices, which is the reference's bug.
+    ranks) gives exactly the single-process gradient (`torch.distributed.all_gather` alone keeps no
+    gradient for the other ranks' slices).
     """
 
     @staticmethod
@@ -42,8 +42,10 @@ def nt_xent(
     """NT-Xent of N positive pairs (z_i[k], z_j[k]): cosine similarities / temperature, each of the
     2N views classifying its partner against the 2N - 2 others; mean over the 2N views.
 
-    Under `torch.distributed` (and `gather=True`) the negatives are the whole global batch, positives
-    stay paired across ranks, and the value equals the single-process loss of the global batch.
+    Under `torch.distributed` with `gather=True` the negatives are the whole global batch, positives
+    stay paired across ranks, and the value equals the single-process loss of the global batch. With
+    `gather=False` each process uses its own batch only, as the reference does (its
+    `NT_Xent(batch_size, temperature, world_size=1)` in clmr/modules/contrastive_learning.py).
     """
     if z_i.shape != z_j.shape or z_i.dim() != 2:
         raise ValueError(f"z_i and z_j must both be (N, D); got {tuple(z_i.shape)} and {tuple(z_j.shape)}")

@@ -17,9 +17,12 @@ SR = 8000
 
 
 def build_tiny_model(**kwargs) -> CLMR:
-    """SampleCNN at width 1/16 and 5 blocks (crop 729 samples, h of 32), a 32-32-16 projector, seeded."""
+    """SampleCNN at width 1/16 and 5 blocks (crop 729 samples, h of 32), a 32-32-16 projector, seeded.
+    Kaiming convs (`--model.init kaiming`): a random encoder whose embeddings tell pieces apart."""
     torch.manual_seed(0)
-    return CLMR(SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR, **kwargs).eval()
+    return CLMR(
+        SampleCNN(width=1 / 16, n_blocks=5).kaiming_init(), Projector(32, 32, 16), sample_rate=SR, **kwargs
+    ).eval()
 
 
 @pytest.fixture(scope="session")

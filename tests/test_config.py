@@ -13,7 +13,19 @@ from clmr.errors import ClmrError
 
 def test_defaults_are_the_papers():
     c = load_config()
-    assert (c.preset, c.seed, c.sample_rate, c.batch_size, c.temperature) == ("paper", 42, 22050, 48, 0.5)
+    assert (c.preset, c.seed, c.sample_rate, c.batch_size, c.loss.temperature) == (
+        "paper",
+        42,
+        22050,
+        48,
+        0.5,
+    )
+    assert (c.model.init, c.loss.negatives, c.trainer.sync_batchnorm) == ("pytorch", "global", None)
+    assert (c.optim.optimizer, c.optim.plateau_factor, c.trainer.early_stopping_patience) == (
+        "adam",
+        None,
+        None,
+    )
     assert c.crop_length == 59049 and c.model.width == 1.0 and c.model.projection_dim == 64
     assert (c.optim.lr, c.optim.weight_decay) == (3e-4, 0.0)
     probabilities = {
@@ -33,7 +45,7 @@ def test_defaults_are_the_papers():
 def test_tiny_preset_is_small_and_low_rate():
     c = load_config("tiny")
     assert c.preset == "tiny" and c.sample_rate == 8000 and c.model.width <= 0.25 and c.model.n_blocks < 9
-    assert c.temperature == 0.5  # untouched keys keep the paper's value
+    assert c.loss.temperature == 0.5  # untouched keys keep the paper's value
     assert set(PRESETS) >= {"paper", "tiny"}
 
 
@@ -47,10 +59,28 @@ def test_file_then_overrides_in_order(tmp_path):
     assert load_config("paper", path=f).sample_rate == 22050  # an explicit preset wins over the file's
 
 
-def test_saved_config_loads_back_equal(tmp_path):
+def test_supervised_recipe_is_the_references_under_any_preset():
+    """clmr/modules/supervised_learning.py `configure_optimizers` and main.py's EarlyStopping(patience=20)."""
+    c = load_config(overrides={"supervised": "true"})
+    o = c.optim
+    assert (o.optimizer, o.lr, o.momentum, o.weight_decay) == ("sgd", 3e-4, 0.9, 1e-6)
+    assert (o.plateau_factor, o.plateau_patience, c.trainer.early_stopping_patience) == (0.2, 5, 20)
+    tiny = load_config("tiny", overrides={"supervised": True, "optim.plateau_factor": "none"})
+    assert (tiny.optim.optimizer, tiny.optim.lr, tiny.optim.plateau_factor) == ("sgd", 1e-3, None)
+    assert load_config(overrides={"supervised": True, "optim.optimizer": "adam"}).optim.optimizer == "adam"
+
+
+def test_saved_config_loads_back_equal_and_is_synced(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
     c = load_config("tiny", overrides={"augment.filter": {"p": 0.5}, "model.projection_hidden": 32})
     path = save_config(c, tmp_path / "run" / "config.yaml")
-    assert load_config(path=path) == c
+    assert synced and load_config(path=path) == c
+    sup = load_config(overrides={"supervised": True, "optim.lr": 0.01})
+    assert load_config(path=save_config(sup, tmp_path / "sup.yaml")) == sup
 
 
 @pytest.mark.parametrize(
@@ -66,6 +96,9 @@ def test_saved_config_loads_back_equal(tmp_path):
         ({"trainer.max_epochs": 0}, "trainer.max_epochs"),
         ({"trainer.max_time": "12 hours"}, "trainer.max_time"),
         ({"optim.weight_decay": -1e-6}, "optim.weight_decay"),
+        ({"model.init": "xavier"}, "model.init"),
+        ({"loss.negatives": "some"}, "loss.negatives"),
+        ({"optim.optimizer": "lars"}, "optim.optimizer"),
         ({"supervised": True, "batch_size": 1}, "batch_size"),  # BatchNorm cannot train on one crop
     ],
 )
@@ -88,7 +121,7 @@ def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
 
 
 def test_command_line_overrides_reach_the_config():
-    from clmr.config import overrides_from_args
+    from clmr.cli.pretrain import overrides_from_args
 
     args = build_parser().parse_args(
         ["pretrain", "--data", "s", "--out", "r", "--batch-size", "96", "--augment.pitch", "0"]
@@ -127,7 +160,7 @@ def _pretrain_parser():
 def test_help_shows_every_flag_in_hyphen_form_and_describes_each_key():
     import re
 
-    from clmr.config import KEY_HELP, all_keys, flag
+    from clmr.config import all_keys, flag, help_of
 
     text = _pretrain_parser().format_help()
     shown = set(re.findall(r"(?<![\w-])--[\w.-]+", text))
@@ -135,9 +168,10 @@ def test_help_shows_every_flag_in_hyphen_form_and_describes_each_key():
     for key in all_keys():
         if key == "preset":
             continue
-        assert flag(key) in shown and key in KEY_HELP, key
+        assert flag(key) in shown and help_of(key) in " ".join(text.split()), key
     assert {"--batch-size", "--model.n-blocks", "--model.projection-hidden", "--max-epochs"} <= shown
-    assert {"--trainer.max-epochs", "--optim.weight-decay", "--augment.pitch"} <= shown
+    assert {"--trainer.max-epochs", "--optim.weight-decay", "--augment.pitch", "--temperature"} <= shown
+    assert {"--model.init", "--negatives", "--loss.negatives", "--optimizer"} <= shown
     assert "(default: None)" not in text  # required options and unset ones say nothing misleading
 
 
@@ -150,7 +184,7 @@ def test_help_shows_every_flag_in_hyphen_form_and_describes_each_key():
     ],
 )
 def test_underscore_and_hyphen_spellings_set_the_same_keys(argv):
-    from clmr.config import overrides_from_args
+    from clmr.cli.pretrain import overrides_from_args
 
     args = _pretrain_parser().parse_args(["--data", "s", "--out", "r", *argv, "--optim.weight_decay", "1e-6"])
     c = load_config(overrides=overrides_from_args(args))

@@ -3,6 +3,7 @@ the same song-level test and report, and a saved model that tags with its store'
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,38 +104,53 @@ def test_bad_options_fail_before_any_work(world, tmp_path, kwargs, message):
 
 
 def test_interrupted_finetune_resumes_to_the_uninterrupted_result(world, tmp_path, monkeypatch):
-    from clmr.evaluate import finetuning
+    from clmr.train.engine import Engine
 
     kw = dict(max_epochs=4, patience=10, baseline="random", head="marble", progress=False)  # dropout
     whole = finetune(world["ckpt"], world["store"], tmp_path / "whole", **kw)
-    real, calls = finetuning._valid_loss, []
+    real, calls = Engine.validate, []
 
-    def interrupted_in_the_baselines_second_epoch(*args, **kwargs):
+    def interrupted_in_the_baselines_second_epoch(self, loader):
         calls.append(1)
         if len(calls) == 6:  # 4 epochs of the checkpoint run, then the baseline's 2nd
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(self, loader)
 
-    monkeypatch.setattr(finetuning, "_valid_loss", interrupted_in_the_baselines_second_epoch)
+    monkeypatch.setattr(Engine, "validate", interrupted_in_the_baselines_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         finetune(world["ckpt"], world["store"], tmp_path / "cut", **kw)
-    assert len(list((tmp_path / "cut").glob(".finetune-*.pt"))) == 2
-    monkeypatch.setattr(finetuning, "_valid_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert len(list((tmp_path / "cut").glob(".finetune-*"))) == 2
+    monkeypatch.setattr(Engine, "validate", lambda self, loader: calls.append(1) or real(self, loader))
     resumed = finetune(world["ckpt"], world["store"], tmp_path / "cut", **kw)
     assert len(calls) == 6 + 3  # the baseline's epochs 2-4 only: the checkpoint run was finished
     assert resumed["history"] == whole["history"]
     assert resumed["roc_auc_macro"] == whole["roc_auc_macro"]
     assert resumed["baseline"]["roc_auc_macro"] == whole["baseline"]["roc_auc_macro"]
-    assert not list((tmp_path / "cut").glob(".finetune-*.pt"))  # removed once the report is written
+    assert not list((tmp_path / "cut").glob(".finetune-*"))  # removed once the report is written
 
 
 def test_a_damaged_finetune_state_starts_over_with_a_warning(tmp_path):
     from clmr.evaluate.finetuning import _readable_state
 
-    state = tmp_path / ".finetune-checkpoint-x.pt"
-    torch.save({"history": [1.0]}, state)
-    assert _readable_state(state) == {"history": [1.0]}
+    state = tmp_path / "last.ckpt"
+    torch.save({"epoch": 1, "step": 3, "model": {"w": torch.zeros(100)}}, state)
+    assert _readable_state(state) == state
     state.write_bytes(state.read_bytes()[:50])
     with pytest.warns(UserWarning, match="unreadable fine-tuning state"):
         assert _readable_state(state) is None
-    assert _readable_state(tmp_path / "missing.pt") is None
+    assert _readable_state(tmp_path / "missing.ckpt") is None
+
+
+def test_finetune_valid_crops_are_the_song_level_crops_extract_cuts(world):
+    """The validation loss is over every consecutive crop of the valid tracks, as `extract` cuts them."""
+    from clmr.data.views import track_crops
+    from clmr.evaluate.finetuning import SongCrops
+
+    store = world["store"]
+    valid = store.split_indices("valid")
+    crops = SongCrops(store, valid, 729)
+    expected = np.concatenate([track_crops(store, int(i), 729) for i in valid])
+    assert len(crops) == len(expected)
+    got = np.stack([crops[k][0].numpy() for k in range(len(crops))])
+    np.testing.assert_array_equal(got, expected)
+    assert torch.equal(crops[len(crops) - 1][1], torch.as_tensor(store.targets(valid[-1:])[0]))

@@ -52,8 +52,8 @@ def test_shape_mismatch_is_an_error():
         nt_xent(torch.randn(4, 8), torch.randn(5, 8))
 
 
-def _ddp_worker(rank, world, rendezvous, x_i, x_j, result_queue):
-    """Each rank holds its half of the batch; DDP averages gradients of the gathered loss."""
+def _ddp_worker(rank, world, rendezvous, x_i, x_j, result_queue, gather):
+    """Each rank holds its half of the batch; DDP averages gradients of the (gathered or local) loss."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -66,26 +66,36 @@ def _ddp_worker(rank, world, rendezvous, x_i, x_j, result_queue):
     part = slice(rank * half, (rank + 1) * half)
     # One forward over both views, so DDP's reducer sees each parameter used once per step.
     z = ddp(torch.cat([x_i[part], x_j[part]]))
-    loss = nt_xent(z[:half], z[half:], 0.5)
+    loss = nt_xent(z[:half], z[half:], 0.5, gather=gather)
     loss.backward()
     # numpy arrays pickle by value; tensors would be shared memory owned by an exiting process
     result_queue.put((rank, loss.item(), net.weight.grad.numpy(), net.bias.grad.numpy()))
     dist.destroy_process_group()
 
 
-def test_ddp_gathered_loss_and_gradients_equal_single_process(tmp_path):
+@pytest.mark.parametrize("gather", [True, False])
+def test_ddp_loss_and_gradients_equal_single_process(tmp_path, gather):
+    """Global negatives (`gather=True`): each rank's loss and the averaged gradient are those of the
+    global batch. Local negatives (the reference's `world_size=1`): each rank's loss is that of its own
+    half, and the averaged gradient that of the mean of the halves' losses."""
     torch.manual_seed(1)
     x_i, x_j = torch.randn(8, 10), torch.randn(8, 10)
     torch.manual_seed(0)
     net = torch.nn.Linear(10, 6)
-    loss = nt_xent(net(x_i), net(x_j), 0.5)
-    loss.backward()
+    if gather:
+        losses = [nt_xent(net(x_i), net(x_j), 0.5)] * 2
+    else:
+        losses = [nt_xent(net(x_i[p]), net(x_j[p]), 0.5) for p in (slice(0, 4), slice(4, 8))]
+    (sum(losses) / 2).backward()
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), x_i, x_j, queue), nprocs=2, join=True)
+    args = (2, str(tmp_path / "rendezvous"), x_i, x_j, queue, gather)
+    mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)
     results = [queue.get(timeout=30) for _ in range(2)]
-    for _rank, rank_loss, w_grad, b_grad in results:
-        assert rank_loss == pytest.approx(loss.item(), rel=1e-5)
+    for rank, rank_loss, w_grad, b_grad in results:
+        assert rank_loss == pytest.approx(losses[rank].item(), rel=1e-5)
         torch.testing.assert_close(torch.from_numpy(w_grad), net.weight.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(torch.from_numpy(b_grad), net.bias.grad, rtol=1e-4, atol=1e-6)
+    if not gather:  # the halves' losses differ from the global one: the option changes the objective
+        assert abs(losses[0].item() - nt_xent(net(x_i), net(x_j), 0.5).item()) > 1e-3

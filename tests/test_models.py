@@ -41,13 +41,13 @@ def test_wrong_input_length_is_a_clear_error():
         model(torch.randn(2, 1000))
 
 
-def test_kaiming_uniform_init_bounds():
+def test_pytorch_default_init_and_the_kaiming_option():
     torch.manual_seed(0)
     conv = SampleCNN().sequential[5][0]
     fan_in = conv.in_channels * conv.kernel_size[0]
-    bound = (6 / fan_in) ** 0.5  # kaiming uniform, relu gain sqrt(2)
-    assert conv.weight.abs().max() <= bound
-    assert conv.weight.abs().max() > 0.9 * bound
+    for bound in ((1 / fan_in) ** 0.5, (6 / fan_in) ** 0.5):  # PyTorch's (the reference's), kaiming-uniform
+        assert 0.9 * bound < conv.weight.abs().max() <= bound
+        conv = SampleCNN().kaiming_init().sequential[5][0]
 
 
 def test_projector_and_heads():

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from clmr import __version__
-from clmr.errors import ClmrError
+from clmr.errors import ClmrError, TrainingError
 
 # name -> help line
 COMMANDS: dict[str, str] = {
@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "generate": "write a seeded set of synthetic music with tags and labels",
     "download": "download MagnaTagATune, GTZAN or MSD split files (resumable, checksummed)",
     "preprocess": "decode a dataset or audio folder once into a memory-mapped store",
-    "pretrain": "contrastive (or --supervised) pre-training with Lightning",
+    "pretrain": "contrastive (or --supervised) pre-training (Lightning Fabric)",
     "evaluate": "linear/MLP probe of a frozen encoder, label fractions, report",
     "finetune": "fine-tune encoder and head end to end on a store's labels",
     "models": "list, download or remove the released CLMR models (clmr-mtat...) usable by name",
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ClmrError, FileNotFoundError, FileExistsError) as err:
+    except (ClmrError, TrainingError, FileNotFoundError, FileExistsError) as err:
         # Bad input (audio, checkpoint, config, store): the message names the file and the problem.
         print(f"clmr {args.command}: error: {err}", file=sys.stderr)
         return 2

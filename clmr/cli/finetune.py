@@ -24,38 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="train on this fraction of the labelled training tracks (default: %(default)s)",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="head learning rate (default: %(default)s)")
+    from clmr.config import FINETUNE, load_config
+
+    recipe = load_config(recipe=FINETUNE)  # the defaults, stated once in clmr.config.FINETUNE
+    for flag, metavar, kind, default, what in (
+        ("--lr", "LR", float, recipe.optim.lr, "head learning rate"),
+        ("--max-epochs", "N", int, recipe.trainer.max_epochs, "epochs at most"),
+        ("--patience", "N", int, recipe.trainer.early_stopping_patience, "early stopping patience in epochs"),
+        ("--batch-size", "N", int, recipe.batch_size, "training batch, one random crop per track"),
+        ("--seed", "N", int, recipe.seed, "seed"),
+        ("--workers", "N", int, recipe.trainer.num_workers, "data loader worker processes"),
+    ):
+        parser.add_argument(flag, type=kind, metavar=metavar, help=f"{what} (default: {default})")
     parser.add_argument(
         "--encoder-lr-factor",
         type=float,
         default=0.1,
         metavar="X",
         help="encoder learning rate = lr x this; 0 keeps its weights, BatchNorm statistics still adapt (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-epochs", type=int, default=200, metavar="N", help="epochs at most (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=10,
-        metavar="N",
-        help="early stopping patience in epochs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=48,
-        metavar="N",
-        help="training batch, one random crop per track (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=42, metavar="N", help="seed (default: %(default)s)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="data loader worker processes (default: %(default)s)",
     )
 
 

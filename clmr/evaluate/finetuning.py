@@ -1,20 +1,22 @@
-"""`finetune`: train encoder and head end to end on a store's labels (encoder at a lower learning
-rate), early stopping on validation loss, then the same song-level test and report as `evaluate`."""
+"""`finetune`: train encoder and head end to end on a store's labels (encoder at a lower learning rate)
+with the training engine (`clmr.train.engine`): early stopping on the validation loss, the best epoch's
+weights kept, resumable; then the same song-level test and report as `evaluate`."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import pickle
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
+from clmr.config import FINETUNE, Config, load_config
 from clmr.evaluate.features import extract, store_fingerprint
 from clmr.evaluate.inputs import (
     EvaluationError,
@@ -28,54 +30,82 @@ from clmr.evaluate.inputs import (
     store_path,
 )
 from clmr.evaluate.metrics import metrics_for
-from clmr.evaluate.probe import crop_targets, loss_fn, predict
+from clmr.evaluate.probe import predict
 from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
 from clmr.evaluate.selection import select_fraction
-from clmr.files import atomic_open
 from clmr.models import CLMR, Head, save_model
-from clmr.progress import progress_bar
+from clmr.train.metrics import label_loss
 
 
-def _valid_loss(
-    model: CLMR, store, valid_idx: np.ndarray, y_valid: np.ndarray, task: str, batch_size: int, device
-) -> float:
-    """Mean per-crop loss over every crop of the valid tracks (eval mode)."""
-    feats = extract(model, store, valid_idx, batch_size=batch_size, device=device)
-    with torch.no_grad():
-        logits = model.head(torch.as_tensor(feats.features, device=device)).cpu()
-    return float(loss_fn(task)(logits, crop_targets(y_valid, feats, task)))
+class FinetuneModule(nn.Module):
+    """Encoder + head, trained on one random crop per track per epoch and validated on every consecutive
+    crop of the valid tracks (the crops `clmr evaluate` tests on); the encoder's learning rate is the
+    head's times `encoder_lr_factor`."""
+
+    def __init__(self, model: CLMR, task: str, tags: list[str], config: Config, encoder_lr_factor: float):
+        super().__init__()
+        self.encoder, self.head = model.encoder, model.head
+        self.task, self.tags, self.sample_rate = task, tags, model.sample_rate
+        self.lr, self.encoder_lr_factor = config.optim.lr, encoder_lr_factor
+
+    def training_step(self, batch, step: int, rank: int):
+        """The label loss of one random crop per track."""
+        loss = label_loss(self.head(self.encoder(batch[0])), batch[1], self.task)
+        return loss, {"train/loss": loss.detach()}
+
+    def validation_step(self, batch, index: int, rank: int):
+        """The label loss of a batch of song-level crops (no probe metric)."""
+        return label_loss(self.head(self.encoder(batch[0])), batch[1], self.task), None, None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The encoder at lr x encoder_lr_factor, the head at lr."""
+        return [
+            {"params": list(self.encoder.parameters()), "lr": self.lr * self.encoder_lr_factor},
+            {"params": list(self.head.parameters()), "lr": self.lr},
+        ]
+
+    def export(self, meta: dict[str, Any]) -> CLMR:
+        """Encoder + head with the tag names (`finetune` writes the report's meta into the final model)."""
+        return CLMR(
+            self.encoder, head=self.head, sample_rate=self.sample_rate, tags=self.tags, task=self.task
+        )
 
 
-def _rng_states(loader_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """The random states an epoch draws from: torch's (dropout; the device's on CUDA) and the loader's."""
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "loader": loader_generator.get_state(),
-    }
+class SongCrops(Dataset):
+    """(crop, target) for every consecutive non-overlapping crop of tracks `indices` (the remainder
+    dropped; a track shorter than a crop gives one zero-padded crop), as `extract` cuts them."""
+
+    def __init__(self, store, indices: np.ndarray, crop_length: int) -> None:
+        counts = np.maximum(store.lengths[indices] // crop_length, 1)
+        self.track = np.repeat(np.asarray(indices), counts)
+        self.start = (
+            np.arange(len(self.track)) - np.repeat(np.cumsum(counts) - counts, counts)
+        ) * crop_length
+        self.targets = torch.as_tensor(store.targets(self.track))
+        self.store, self.crop_length = store, crop_length
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+    def __getitem__(self, k: int):
+        crop = self.store.crop(int(self.track[k]), int(self.start[k]), self.crop_length)
+        return torch.from_numpy(crop), self.targets[k]
 
 
-def _readable_state(path: Path | None) -> dict | None:
-    """A saved fine-tuning state, or None when there is none or it cannot be read (a damaged state file
-    costs the epochs it held, with a warning, not the run)."""
-    if path is None or not path.exists():
+def _readable_state(path: Path) -> Path | None:
+    """The saved fine-tuning state to resume from, or None when there is none or it cannot be read (a
+    damaged state file costs the epochs it held, with a warning, not the run)."""
+    from clmr.train.run import RunDirError, read_checkpoint
+
+    if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        warnings.warn(
-            f"{path}: unreadable fine-tuning state ({err}); starting from the first epoch", stacklevel=2
-        )
+        read_checkpoint(path)
+    except RunDirError as err:
+        warnings.warn(f"unreadable fine-tuning state ({err}); starting from the first epoch", stacklevel=2)
         return None
-
-
-def _set_rng_states(states: dict[str, Any], loader_generator: torch.Generator, device: torch.device) -> None:
-    """Restore what `_rng_states` saved."""
-    torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and states["cuda"] is not None:
-        torch.cuda.set_rng_state(states["cuda"], device)
-    loader_generator.set_state(states["loader"])
+    return path
 
 
 def train_end_to_end(
@@ -84,119 +114,98 @@ def train_end_to_end(
     train_pos: np.ndarray,
     valid_idx: np.ndarray,
     *,
-    lr: float,
+    config: Config,
     encoder_lr_factor: float,
-    max_epochs: int,
-    patience: int,
-    lr_patience: int,
-    batch_size: int,
     eval_batch_size: int,
-    seed: int,
     device: str,
-    num_workers: int,
     progress: bool,
-    state_path: Path | None = None,
+    state_dir: Path,
 ) -> dict[str, Any]:
-    """Fine-tune `model` (encoder + head) in place on one random crop per training track per epoch;
-    keeps the weights of the epoch with the lowest validation loss. Returns the training history.
-
-    With `state_path`, the whole training state (weights, optimizer, scheduler, best epoch, RNGs) is
-    saved there atomically after every epoch, and a run that finds it continues from it: an
-    interrupted fine-tuning resumes to the same result as an uninterrupted one."""
+    """Fine-tune `model` (encoder + head) in place with the engine; keeps the weights of the epoch with
+    the lowest validation loss. The engine's state is saved in `state_dir` after every epoch, and a run
+    that finds it continues from it: an interrupted fine-tuning resumes to the uninterrupted result."""
     from clmr.data import LabelledCrops
+    from clmr.train.data import EpochSampler, KeyedView
+    from clmr.train.engine import CHECKPOINTS, Engine
+    from clmr.train.logs import RunLog
+    from clmr.train.run import make_fabric
 
-    task = store.task
     dev = torch.device(device)
-    crops = LabelledCrops(store, "train", model.crop_length, seed=seed)
-    loader = DataLoader(
-        Subset(crops, train_pos.tolist()),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        drop_last=len(train_pos) > batch_size,
+    fabric = make_fabric(config)
+    module = FinetuneModule(model, store.task, model.tags, config, encoder_lr_factor)
+    engine = Engine(fabric, module, config, state_dir, {}, display="live" if progress else "off")
+    resume = _readable_state(state_dir / CHECKPOINTS / "last.ckpt")
+    if resume is not None:
+        engine.restore(resume)
+    crops = LabelledCrops(store, "train", model.crop_length, seed=config.seed)
+    sampler = EpochSampler(len(train_pos), config.seed, shuffle=True)
+    train = DataLoader(
+        KeyedView(crops, index=train_pos),
+        batch_size=min(config.batch_size, len(train_pos)),
+        sampler=sampler,
+        drop_last=len(train_pos) > config.batch_size,
+        num_workers=config.trainer.num_workers,
     )
-    model.to(dev)  # before any optimizer state is loaded: Adam puts its moments where the parameters are
-    opt = torch.optim.Adam(
-        [
-            {"params": model.encoder.parameters(), "lr": lr * encoder_lr_factor},
-            {"params": model.head.parameters(), "lr": lr},
-        ],
-        weight_decay=1e-6,
-    )
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=lr_patience)
-    criterion = loss_fn(task)
-    y_valid = store.targets(valid_idx)
-    best, best_epoch, best_state, stale, history = float("inf"), 0, None, 0, []
-    saved = _readable_state(state_path)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        best, best_epoch, best_state = saved["best"], saved["best_epoch"], saved["best_state"]
-        stale, history = saved["stale"], saved["history"]
-        _set_rng_states(saved["rng"], loader.generator, dev)
-    with progress_bar("fine-tuning", max_epochs, enabled=progress, unit="epochs") as advance:
-        advance(len(history))
-        for epoch in range(len(history) + 1, max_epochs + 1):
-            if stale >= patience:
-                break
-            crops.set_epoch(epoch)
-            model.train()
-            total, seen = 0.0, 0
-            for x, y in loader:
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    logits = model.classify(x)
-                loss = criterion(logits.float(), y.float() if task == "multilabel" else y.long())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, seen = total + loss.detach() * len(x), seen + len(x)
-            valid_loss = _valid_loss(model, store, valid_idx, y_valid, task, eval_batch_size, dev)
-            sched.step(valid_loss)
-            history.append(
-                {"epoch": epoch, "train_loss": float(total) / max(seen, 1), "valid_loss": valid_loss}
-            )
-            advance(1)
-            if valid_loss < best:
-                best, best_epoch, stale = valid_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            if state_path is not None:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "stale": stale,
-                    "history": history,
-                    "rng": _rng_states(loader.generator, dev),
-                }
-                with atomic_open(state_path, "wb") as f:
-                    torch.save(state, f)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"epochs": len(history), "best_epoch": best_epoch, "best_valid_loss": best, "history": history}
+    valid = DataLoader(SongCrops(store, valid_idx, model.crop_length), batch_size=eval_batch_size)
+    engine.fit(train, valid, RunLog(state_dir, None, enabled=False))
+    best = state_dir / CHECKPOINTS / "best.ckpt"
+    if best.is_file():
+        module.load_state_dict(torch.load(best, map_location=dev, weights_only=True)["model"])
+    stopping = engine.state["stopping"]
+    history = [
+        {"epoch": row["epoch"] + 1, "train_loss": row["train/loss"], "valid_loss": row["valid/loss"]}
+        for row in engine.state["history"]
+    ]
+    return {
+        "epochs": len(history),
+        "best_epoch": stopping.best_epoch + 1,
+        "best_valid_loss": stopping.best,
+        "history": history,
+    }
 
 
 def _finetune_one(
-    model: CLMR, store, splits, train_pos, head: str, names, settings: dict, progress: bool, state_path: Path
+    model: CLMR, store, splits, train_pos, head: str, names, settings: dict, progress: bool, state_dir: Path
 ):
-    """Attach a fresh head, fine-tune (resumable from `state_path`), and test: (metrics, training
-    summary, test features)."""
-    task = store.task
+    """Attach a fresh head, fine-tune (resumable from `state_dir`), and test: (metrics, training summary,
+    test features)."""
+    task, seed = store.task, settings["seed"]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings["seed"])
+        torch.manual_seed(seed)
         model.head = Head(head, model.embedding_dim, len(names))
+    model.tags, model.task = names, task
+    arch = model.encoder.architecture()
+    config = load_config(
+        recipe=FINETUNE,
+        overrides={
+            "seed": seed,
+            "sample_rate": model.sample_rate,
+            "batch_size": settings["batch_size"],
+            "model.width": arch["width"],
+            "model.n_blocks": arch["n_blocks"],
+            "optim.lr": settings["lr"],
+            "optim.plateau_patience": settings["lr_patience"],
+            "trainer.max_epochs": settings["max_epochs"],
+            "trainer.early_stopping_patience": settings["patience"],
+            "trainer.num_workers": settings["num_workers"],
+        },
+    )
     device = torch.device(settings["device"])
+    config.trainer.accelerator = device.type
+    config.trainer.devices = f"{device.index}," if device.index is not None else 1
+    config.trainer.precision = "bf16-mixed" if device.type == "cuda" else "32-true"
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(settings["seed"])  # dropout draws are fixed by the seed too
         summary = train_end_to_end(
-            model, store, train_pos, splits.valid, progress=progress, state_path=state_path, **settings
+            model,
+            store,
+            train_pos,
+            splits.valid,
+            config=config,
+            encoder_lr_factor=settings["encoder_lr_factor"],
+            eval_batch_size=settings["eval_batch_size"],
+            device=settings["device"],
+            progress=progress,
+            state_dir=state_dir,
         )
     model.eval()
     test = extract(
@@ -214,24 +223,32 @@ def finetune(
     head: str = "linear",
     label_fraction: float = 1.0,
     baseline: str | None = None,
-    lr: float = 1e-3,
+    lr: float | None = None,
     encoder_lr_factor: float = 0.1,
-    max_epochs: int = 200,
-    patience: int = 10,
-    lr_patience: int = 5,
-    batch_size: int = 48,
+    max_epochs: int | None = None,
+    patience: int | None = None,
+    lr_patience: int | None = None,
+    batch_size: int | None = None,
     eval_batch_size: int = 64,
-    seed: int = 42,
+    seed: int | None = None,
     device: str = "cpu",
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
-    (encoder + head + tag names), report.json, report.md and plots; returns the report dict.
-    `baseline="random"` also trains the same architecture from a random initialisation (supervised).
-    Each run's training state is saved after every epoch to OUT/.finetune-{checkpoint,baseline}-KEY.pt
-    (KEY: checkpoint, store and options), so rerunning an interrupted call resumes; the files are removed
-    once the report is written."""
+    (encoder + head + tag names), report.json, report.md and plots; returns the report dict. Options left
+    None take the `clmr.config.FINETUNE` recipe's value. `baseline="random"` also trains the same
+    architecture from a random initialisation (supervised). Each run's training state is saved after
+    every epoch under OUT/.finetune-{checkpoint,baseline}-KEY/ (KEY: checkpoint, store and options), so
+    rerunning an interrupted call resumes; the folders are removed once the report is written."""
+    recipe = load_config(recipe=FINETUNE)
+    lr = recipe.optim.lr if lr is None else lr
+    max_epochs = recipe.trainer.max_epochs if max_epochs is None else max_epochs
+    patience = recipe.trainer.early_stopping_patience if patience is None else patience
+    lr_patience = recipe.optim.plateau_patience if lr_patience is None else lr_patience
+    batch_size = recipe.batch_size if batch_size is None else batch_size
+    seed = recipe.seed if seed is None else seed
+    num_workers = recipe.trainer.num_workers if num_workers is None else num_workers
     check_choices(head, baseline)
     check_device(device)
     check_fractions([label_fraction])
@@ -278,7 +295,7 @@ def finetune(
     shaping = {k: v for k, v in settings.items() if k != "num_workers"}  # workers do not change the result
     identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, shaping]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    states = {run: out / f".finetune-{run}-{key}.pt" for run in ("checkpoint", "baseline")}
+    states = {run: out / f".finetune-{run}-{key}" for run in ("checkpoint", "baseline")}
     model = inputs.model
     tuned = CLMR(model.encoder, head=None, sample_rate=model.sample_rate)
     metrics, summary, test = _finetune_one(
@@ -318,8 +335,6 @@ def finetune(
     report["model_path"] = "model.safetensors"
     report["plots"] = write_plots(report, test, store.targets(splits.test), names, out)
     write_report(report, out)
-    for state in out.glob(
-        ".finetune-*.pt"
-    ):  # this run's, and any left by an interrupted run with other options
-        state.unlink(missing_ok=True)
+    for state in out.glob(".finetune-*"):  # this run's, and any left by an interrupted run with other options
+        shutil.rmtree(state, ignore_errors=True)
     return report

@@ -84,9 +84,14 @@ class SampleCNN(nn.Module):
         self.n_classes = n_classes
         self.dropout = nn.Dropout(dropout) if n_classes else nn.Identity()
         self.fc = nn.Linear(last, n_classes) if n_classes else nn.Identity()
+
+    def kaiming_init(self) -> SampleCNN:
+        """Re-draw the conv weights kaiming-uniform (fan-in, ReLU). Not the default: the reference defines
+        such an `initialize()` but never calls it, so its SampleCNN trains from PyTorch's default init."""
         for module in self.modules():
             if isinstance(module, nn.Conv1d):
                 nn.init.kaiming_uniform_(module.weight, mode="fan_in", nonlinearity="relu")
+        return self
 
     @property
     def input_length(self) -> int:

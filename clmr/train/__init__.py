@@ -1,15 +1,17 @@
-"""Pre-training with Lightning: contrastive (SimCLR) and supervised modules, the data side of training,
-callbacks, and the run that ties them to a store and a run directory."""
+"""Training: one engine (Lightning Fabric + a loop of our own) for contrastive pre-training and the
+supervised baseline, the objectives it trains, the data side, and the run that ties them to a store and
+a run directory."""
 
-from clmr.train.modules import ContrastiveModule, NonFiniteLossError, SupervisedModule
-from clmr.train.run import RunDirError, build_trainer, pretrain, resolve_config
+from clmr.train.engine import Engine, NonFiniteLossError
+from clmr.train.modules import ContrastiveModule, SupervisedModule
+from clmr.train.run import RunDirError, pretrain, resolve_config
 
 __all__ = [
     "ContrastiveModule",
+    "Engine",
     "NonFiniteLossError",
     "RunDirError",
     "SupervisedModule",
-    "build_trainer",
     "pretrain",
     "resolve_config",
 ]

@@ -12,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clmr.config import Config, ConfigError
+from clmr.config import Config
 from clmr.errors import ClmrError
 
 
@@ -35,7 +34,7 @@ class EpochSampler(Sampler):
         self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before each epoch."""
+        """Called by the engine before each epoch."""
         self.epoch = int(epoch)
 
     def resume(self, epoch: int, done: int) -> None:
@@ -58,25 +57,26 @@ class EpochSampler(Sampler):
 
 
 class KeyedView(Dataset):
-    """A data view read by `(track, epoch)` keys, with the track's label targets appended if given."""
+    """A data view read by `(item, epoch)` keys, with the item's label targets appended if given; with
+    `index`, item k is the view's item `index[k]` (a subset of its tracks)."""
 
-    def __init__(self, view: Any, targets: np.ndarray | None = None) -> None:
-        self.view, self.targets = view, targets
+    def __init__(self, view: Any, targets: np.ndarray | None = None, index: np.ndarray | None = None) -> None:
+        self.view, self.targets, self.index = view, targets, index
 
     def __len__(self) -> int:
-        return len(self.view)
+        return len(self.view) if self.index is None else len(self.index)
 
     def __getitem__(self, key: tuple[int, int]):
         i, epoch = key
         self.view.set_epoch(epoch)
-        item = tuple(self.view[i])
+        item = tuple(self.view[i if self.index is None else int(self.index[i])])
         if self.targets is None:
             return item
         return (*item, torch.as_tensor(self.targets[i]))
 
 
-def open_store(path: str | Path, config: Config):
-    """Open the store and check, before any training, that it fits `config`."""
+def check_store(path: str | Path, config: Config):
+    """Open the store and check, before any training, that it fits `config`; returns the store."""
     from clmr.data import Store
 
     store = Store(path)
@@ -120,73 +120,27 @@ def check_batch(store, config: Config, world_size: int, path: str | Path) -> Non
         )
 
 
-class TrainData(L.LightningDataModule):
-    """Train and valid loaders over a store: contrastive pairs (+ targets for the probe) or labelled crops."""
+def loaders(store, config: Config, rank: int, world: int, pin: bool) -> tuple[DataLoader, DataLoader]:
+    """Train and valid loaders over a store: contrastive pairs (+ targets for the probe) or labelled crops.
+    Both shard by rank with an `EpochSampler`; training drops the last partial batch."""
+    from clmr.data import ContrastivePairs, LabelledCrops
 
-    def __init__(self, store, config: Config) -> None:
-        super().__init__()
-        self.store, self.config = store, config
-        self.with_targets = store.task is not None and (config.supervised or config.probe)
-        self.saved_layout: dict[str, int] | None = None  # the checkpoint's batch layout, when resuming
+    c = config
+    with_targets = store.task is not None and c.probe and not c.supervised
 
-    def layout(self) -> dict[str, int]:
-        """What a mid-epoch resume needs unchanged to skip exactly the samples already trained on."""
-        return {"batch_size": self.config.batch_size, "world_size": self.trainer.world_size}
-
-    def state_dict(self) -> dict[str, int]:
-        return self.layout()
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.saved_layout = dict(state_dict)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        from clmr.data import ContrastivePairs, LabelledCrops
-
-        c = self.config
-        view_cls = LabelledCrops if c.supervised else ContrastivePairs
-        view = view_cls(self.store, split, c.crop_length, seed=c.seed)
-        targets = None
-        if self.with_targets and not c.supervised:
-            targets = self.store.targets(self.store.split_indices(split))
-        dataset = KeyedView(view, targets)
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        sampler = EpochSampler(len(dataset), c.seed, shuffle, rank, world)
-        batch_size = min(c.batch_size, len(sampler))
-        if split == "train":
-            self._position(sampler, batch_size)
+    def loader(split: str, shuffle: bool) -> DataLoader:
+        view = (LabelledCrops if c.supervised else ContrastivePairs)(store, split, c.crop_length, seed=c.seed)
+        targets = store.targets(store.split_indices(split)) if with_targets else None
+        sampler = EpochSampler(len(view), c.seed, shuffle, rank, world)
         workers = c.trainer.num_workers
         return DataLoader(
-            dataset,
-            batch_size=batch_size,
+            KeyedView(view, targets),
+            batch_size=min(c.batch_size, len(sampler)),
             sampler=sampler,
             drop_last=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator",
+            pin_memory=pin,
         )
 
-    def _position(self, sampler: EpochSampler, batch_size: int) -> None:
-        """Start the training sampler where the (possibly resumed) fit loop is: at its epoch (workers
-        may draw keys before Lightning's `set_epoch`) and, in an epoch a stopped run left unfinished
-        (see `clmr.train.callbacks.MidEpochResume`), after the batches already trained on."""
-        loop = getattr(self.trainer, "fit_loop", None)
-        if loop is None:
-            return
-        epoch = loop.epoch_progress.current
-        sampler.set_epoch(epoch.processed)
-        done = loop.epoch_loop.batch_progress.current.completed
-        if loop.restarting and epoch.processed < epoch.started and done > 0:
-            if self.saved_layout is not None and self.saved_layout != self.layout():
-                raise ConfigError(
-                    f"the run stopped in the middle of epoch {epoch.processed} with batch_size "
-                    f"{self.saved_layout['batch_size']} on {self.saved_layout['world_size']} process(es); resuming "
-                    f"it with batch_size {self.config.batch_size} on {self.trainer.world_size} would skip other "
-                    "samples than those trained on: resume with the run's --batch-size and devices"
-                )
-            sampler.resume(epoch.processed, done * batch_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
+    return loader("train", shuffle=True), loader("valid", shuffle=False)

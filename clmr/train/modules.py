@@ -1,34 +1,25 @@
-"""Lightning modules: contrastive pre-training (SimCLR with an online linear probe) and the supervised
-SampleCNN baseline. Both export themselves as a `clmr.models.CLMR` for `save_model`.
+"""What the engine trains: contrastive pre-training (SimCLR with an online linear probe) and the supervised
+SampleCNN baseline, as plain modules with a training step, a validation step, their optimiser groups
+and an export as a `clmr.models.CLMR`. The engine (`clmr.train.engine`) owns everything else.
 
-Randomness is keyed, not carried: the augmentation generator is re-seeded from (seed, rank, step)
-at every step, and the global torch RNG (dropout) from (seed, rank, epoch) at every epoch start and
-from (seed, rank, epoch, step) at every step, so a run resumed from any checkpoint, mid-epoch ones
-included, replays the same draws as an uninterrupted run, whatever Lightning or the data loader
-consumed from the global RNG in between.
+State-dict keys are those of the exported model: `encoder.*` (SampleCNN; `encoder.fc.*` is the
+supervised classifier), `projector.*`, `probe.*`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
 from clmr.config import Config
-from clmr.errors import ClmrError
 from clmr.losses import nt_xent
 from clmr.models import CLMR, Head, Projector, SampleCNN
-from clmr.train.metrics import label_loss, metric_name, probe_metric
+from clmr.train.metrics import label_loss
 
-_VALID_STREAM = 1  # keeps validation augmentation draws apart from training ones
-
-
-class NonFiniteLossError(ClmrError):
-    """The loss became NaN or infinite; training stops before another checkpoint is written."""
+VALID_STREAM = 1  # keeps validation augmentation draws apart from training ones
 
 
 def mix_seed(*parts: int) -> int:
@@ -37,85 +28,23 @@ def mix_seed(*parts: int) -> int:
     return int(state) & ((1 << 63) - 1)
 
 
-class _Base(L.LightningModule):
-    """What both objectives share: config, task, keyed RNG, finite-loss guard and probe bookkeeping."""
-
-    def __init__(self, config: Config, n_classes: int | None, task: str | None, tags: list[str] | None):
-        super().__init__()
-        self.config = config
-        self.task = task
-        self.tags = list(tags) if tags is not None else None
-        self.n_classes = n_classes
-        self._valid_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(mix_seed(self.config.seed, self.global_rank, self.current_epoch))
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(mix_seed(self.config.seed, self.global_rank, self.current_epoch, self.global_step))
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                "stopped without writing a checkpoint: the last good one is kept. Try a lower --optim.lr "
-                "or --precision 32-true."
-            )
-
-    def _collect_probe(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        self._valid_outputs.append((logits.detach().float(), targets.detach()))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._valid_outputs:
-            return
-        logits = torch.cat([o[0] for o in self._valid_outputs])
-        targets = torch.cat([o[1] for o in self._valid_outputs])
-        self._valid_outputs.clear()
-        if self.trainer.world_size > 1:
-            logits = self.all_gather(logits).flatten(0, 1)
-            targets = self.all_gather(targets).flatten(0, 1)
-        value = probe_metric(logits, targets, self.task)
-        self.log(f"valid/probe_{metric_name(self.task)}", value, sync_dist=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the exported model's clmr config (architecture, sample rate, crop, tags, task, training
-        facts), the JSON that `save_model` writes, so that `clmr.load_model` reads a `.ckpt` of this run
-        as it reads the run's model.safetensors (with torch.load(weights_only=True): JSON text only)."""
-        from clmr.train.callbacks import ExportModel
-
-        meta = next((cb.meta for cb in self.trainer.callbacks if isinstance(cb, ExportModel)), {})
-        checkpoint["clmr_config"] = json.dumps(self.export(meta).config(), default=str)
-
-    def export_meta(self) -> dict[str, Any]:
-        """Training facts stored next to the exported weights."""
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("valid/")}
-        return {
-            "epoch": int(self.current_epoch),
-            "step": int(self.global_step),
-            "valid_loss": metrics.get("valid/loss"),
-            "metrics": metrics,
-            "preset": self.config.preset,
-            "train_config": self.config.to_dict(),
-        }
+def _encoder(config: Config, n_classes: int | None = None) -> SampleCNN:
+    encoder = SampleCNN(width=config.model.width, n_blocks=config.model.n_blocks, n_classes=n_classes)
+    return encoder.kaiming_init() if config.model.init == "kaiming" else encoder
 
 
-class ContrastiveModule(_Base):
+class ContrastiveModule(nn.Module):
     """SimCLR on raw audio: two views, `clmr.augment.Chain` on the device, SampleCNN -> projector -> NT-Xent.
 
     With `n_classes`, a linear probe on detached h (its own optimiser group, no gradient into the
-    encoder) is trained alongside and its valid metric logged every epoch as a health signal.
+    encoder) is trained alongside; its valid metric is a health signal.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        n_classes: int | None = None,
-        task: str | None = None,
-        tags: list[str] | None = None,
-    ) -> None:
-        super().__init__(config, n_classes, task, tags)
+    def __init__(self, config: Config, n_classes: int | None = None, task: str | None = None, tags=None):
+        super().__init__()
+        self.config, self.task, self.tags = config, task, tags
         m = config.model
-        self.encoder = SampleCNN(width=m.width, n_blocks=m.n_blocks)
+        self.encoder = _encoder(config)
         dim = self.encoder.out_dim
         self.projector = Projector(dim, m.projection_hidden or dim, m.projection_dim)
         self.augment: nn.Module | None = None
@@ -125,12 +54,12 @@ class ContrastiveModule(_Base):
             self.augment = Chain(sample_rate=config.sample_rate, **config.augment.chain_overrides())
         self.probe = nn.Linear(dim, n_classes) if (config.probe and n_classes and task) else None
 
-    def _views(self, x_i: torch.Tensor, x_j: torch.Tensor, stream: int, index: int):
+    def _views(self, x_i: torch.Tensor, x_j: torch.Tensor, key: tuple[int, ...]):
         """Augment both views on their device in float32 with a generator keyed by (seed, rank, stream, index)."""
         if self.augment is None:
             return x_i, x_j
         generator = torch.Generator(device=x_i.device)
-        generator.manual_seed(mix_seed(self.config.seed, self.global_rank, stream, index))
+        generator.manual_seed(mix_seed(self.config.seed, *key))
         with torch.no_grad(), torch.autocast(device_type=x_i.device.type, enabled=False):
             return self.augment(x_i.float(), generator=generator), self.augment(
                 x_j.float(), generator=generator
@@ -138,43 +67,35 @@ class ContrastiveModule(_Base):
 
     def _contrastive(self, x_i: torch.Tensor, x_j: torch.Tensor):
         h_i, h_j = self.encoder(x_i), self.encoder(x_j)
-        loss = nt_xent(self.projector(h_i), self.projector(h_j), self.config.temperature)
+        gather = self.config.loss.negatives == "global"
+        loss = nt_xent(self.projector(h_i), self.projector(h_j), self.config.loss.temperature, gather=gather)
         return loss, h_i, h_j
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x_i, x_j = self._views(batch[0], batch[1], 0, self.global_step)
+    def training_step(self, batch, step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and the values to log."""
+        x_i, x_j = self._views(batch[0], batch[1], (rank, 0, step))
         loss, h_i, h_j = self._contrastive(x_i, x_j)
-        self._check_finite(loss)
-        n = x_i.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if self.probe is None:
-            return loss
-        targets = batch[2]
-        logits = self.probe(torch.cat([h_i, h_j]).detach())
-        probe_loss = label_loss(logits, torch.cat([targets, targets]), self.task)
-        self.log("train/probe_loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
-        return loss + probe_loss
+            return loss, {"train/loss": loss.detach()}
+        targets = torch.cat([batch[2], batch[2]])
+        probe_loss = label_loss(self.probe(torch.cat([h_i, h_j]).detach()), targets, self.task)
+        return loss + probe_loss, {"train/loss": loss.detach(), "train/probe_loss": probe_loss.detach()}
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x_i, x_j = self._views(batch[0], batch[1], _VALID_STREAM, batch_idx)
+    def validation_step(self, batch, index: int, rank: int):
+        """(loss, probe logits on clean crops, targets); the last two None without a probe."""
+        x_i, x_j = self._views(batch[0], batch[1], (rank, VALID_STREAM, index))
         loss, _, _ = self._contrastive(x_i, x_j)
-        self.log("valid/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x_i.shape[0])
-        if self.probe is not None:
-            # the health signal: the probe on clean (un-augmented) crops
-            self._collect_probe(self.probe(self.encoder(batch[0])), batch[2])
+        if self.probe is None:
+            return loss, None, None
+        return loss, self.probe(self.encoder(batch[0])), batch[2]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Encoder + projector at `optim.lr`; the probe in its own group at `optim.probe_lr`."""
         o = self.config.optim
-        groups = [
-            {
-                "params": [*self.encoder.parameters(), *self.projector.parameters()],
-                "lr": o.lr,
-                "weight_decay": o.weight_decay,
-            }
-        ]
+        groups = [{"params": [*self.encoder.parameters(), *self.projector.parameters()], "lr": o.lr}]
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "lr": o.probe_lr, "weight_decay": 0.0})
-        return torch.optim.Adam(groups)
+        return groups
 
     def export(self, meta: dict[str, Any]) -> CLMR:
         """Encoder + projector as a CLMR model (sharing this module's weights)."""
@@ -182,44 +103,42 @@ class ContrastiveModule(_Base):
             self.encoder,
             self.projector,
             sample_rate=self.config.sample_rate,
-            meta={"objective": "contrastive", **self.export_meta(), **meta},
+            meta={"objective": "contrastive", **meta},
         )
 
 
-class SupervisedModule(_Base):
-    """The reference supervised baseline: SampleCNN(n_classes) with dropout 0.5 trained end to end on labels
-    (BCE for tags, cross-entropy for classes). Exported as encoder + linear head named by the store's vocab."""
+class SupervisedModule(nn.Module):
+    """The reference supervised baseline: SampleCNN(n_classes) with dropout 0.5 trained end to end on one
+    clean crop per track (BCE for tags, cross-entropy for classes). Exported as encoder + linear head
+    named by the store's vocabulary."""
 
     def __init__(self, config: Config, n_classes: int, task: str, tags: list[str] | None = None) -> None:
-        super().__init__(config, n_classes, task, tags)
-        m = config.model
-        self.encoder = SampleCNN(width=m.width, n_blocks=m.n_blocks, n_classes=n_classes)
+        super().__init__()
+        self.config, self.task, self.tags = config, task, tags
+        self.encoder = _encoder(config, n_classes)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        loss = label_loss(self.encoder(x), y, self.task)
-        self._check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
-        return loss
+    def training_step(self, batch, step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The label loss of one crop per track."""
+        loss = label_loss(self.encoder(batch[0]), batch[1], self.task)
+        return loss, {"train/loss": loss.detach()}
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch[0], batch[1]
-        logits = self.encoder(x)
-        loss = label_loss(logits, y, self.task)
-        self.log("valid/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
-        self._collect_probe(logits, y)
+    def validation_step(self, batch, index: int, rank: int):
+        """(loss, logits, targets): the classifier is its own probe."""
+        logits = self.encoder(batch[0])
+        return label_loss(logits, batch[1], self.task), logits, batch[1]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        o = self.config.optim
-        return torch.optim.Adam(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group: the whole network end to end."""
+        return [{"params": list(self.parameters()), "lr": self.config.optim.lr}]
 
     def export(self, meta: dict[str, Any]) -> CLMR:
         """The encoder without its `fc` (so `embed` gives h) plus `fc` as a linear head with tag names."""
         m = self.config.model
         encoder = SampleCNN(width=m.width, n_blocks=m.n_blocks)
-        state = {k: v for k, v in self.encoder.state_dict().items() if not k.startswith("fc.")}
-        encoder.load_state_dict(state)
-        head = Head("linear", encoder.out_dim, self.n_classes)
+        encoder.load_state_dict(
+            {k: v for k, v in self.encoder.state_dict().items() if not k.startswith("fc.")}
+        )
+        head = Head("linear", encoder.out_dim, self.encoder.n_classes)
         head.model[0].load_state_dict(self.encoder.fc.state_dict())
         return CLMR(
             encoder,
@@ -227,5 +146,22 @@ class SupervisedModule(_Base):
             sample_rate=self.config.sample_rate,
             tags=self.tags,
             task=self.task,
-            meta={"objective": "supervised", **self.export_meta(), **meta},
+            meta={"objective": "supervised", **meta},
         )
+
+
+def build_optimizer(module: nn.Module, config: Config):
+    """The config's optimiser over the module's groups, and its ReduceLROnPlateau (or None)."""
+    o = config.optim
+    groups = module.param_groups()
+    if o.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0, weight_decay=o.weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.plateau_factor is None:
+        return opt, None
+    return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=o.plateau_factor, patience=o.plateau_patience
+    )

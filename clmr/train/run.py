@@ -1,26 +1,23 @@
-"""A training run end to end: resolve the config, check the store, build the Lightning Trainer
-(devices, DDP, precision, checkpoints, logs, progress), fit, and export the model.
+"""A training run end to end: resolve the config, check the store and the run directory, set up Lightning
+Fabric (devices, DDP, precision), train with `clmr.train.engine.Engine`, and report.
 
-Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` every epoch and at a stop, `epochNNNN.ckpt`
-every `trainer.checkpoint_every` finished epochs, `best.ckpt` by valid loss), `model.safetensors`,
-`logs/` (TensorBoard under `logs/tensorboard`, CSV under `logs/csv`).
+Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` at every epoch end and at a stop,
+`epochNNNN.ckpt` every `trainer.checkpoint_every` finished epochs, `best.ckpt` by valid loss),
+`model.safetensors`, `logs/` (TensorBoard under `logs/tensorboard`, CSV under `logs/csv`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from clmr.config import Config, ConfigError, load_config, save_config
 from clmr.errors import ClmrError
-from clmr.files import atomic_open
+from clmr.train.engine import CHECKPOINTS, MODEL_FILE
 
 CONFIG_FILE = "config.yaml"
-CHECKPOINTS = "checkpoints"
-MODEL_FILE = "model.safetensors"
 
 
 class RunDirError(ClmrError):
@@ -51,7 +48,7 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
     return path
 
 
-LIGHTNING_KEYS = ("epoch", "global_step", "state_dict")  # what resuming reads from a checkpoint
+STATE_KEYS = ("epoch", "step", "model")  # what resuming reads from a checkpoint
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -90,7 +87,7 @@ def read_checkpoint(path: Path) -> dict:
         ) from err
     except Exception as err:
         raise unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
-    missing = [key for key in LIGHTNING_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    missing = [key for key in STATE_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise RunDirError(f"{path}: not a checkpoint of `clmr pretrain` (no '{missing[0]}' entry)")
     return ckpt
@@ -101,11 +98,11 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no details"
 
 
-def _check_resumable(ckpt_path: Path, ckpt: dict, config: Config, module) -> None:
+def _check_resumable(ckpt_path: Path, ckpt: dict, config: Config, module, world_size: int) -> None:
     """A resumed run keeps its model and cannot stop before where it already is: a changed architecture
-    (`--model.*`, `--supervised`, `--probe`) or a `--max-epochs` below the checkpoint's epoch is an error
-    here, before the run's config.yaml is rewritten with the new settings."""
-    done, saved = int(ckpt["epoch"]), ckpt["state_dict"]
+    (`--model.*`, `--supervised`, `--probe`), a `--max-epochs` below the epochs done, or another batch
+    layout in the middle of an epoch is an error here, before the run's config.yaml is rewritten."""
+    done, saved = int(ckpt["epoch"]), ckpt["model"]
     own = module.state_dict()
     for key in sorted(own.keys() | saved.keys()):
         before = tuple(saved[key].shape) if key in saved else "absent"
@@ -119,8 +116,16 @@ def _check_resumable(ckpt_path: Path, ckpt: dict, config: Config, module) -> Non
     limit = config.trainer.max_epochs
     if limit != -1 and done > limit:
         raise ConfigError(
-            f"{ckpt_path}: the run is at epoch {done} (counted from 0), past --max-epochs {limit}; "
+            f"{ckpt_path}: the run has finished {done} epochs, past --max-epochs {limit}; "
             "pass a larger --max-epochs to continue it"
+        )
+    saved, layout = ckpt.get("layout"), {"batch_size": config.batch_size, "world_size": world_size}
+    if int(ckpt.get("batch", 0)) > 0 and saved != layout:
+        raise ConfigError(
+            f"{ckpt_path}: the run stopped in the middle of epoch {done} with batch_size "
+            f"{saved['batch_size']} on {saved['world_size']} process(es); resuming it with batch_size "
+            f"{layout['batch_size']} on {layout['world_size']} would skip other samples than those "
+            "trained on: resume with the run's --batch-size and devices"
         )
 
 
@@ -140,179 +145,33 @@ def resolve_config(
     return load_config(preset=preset, path=config_file, overrides=overrides)
 
 
-def _progress_callbacks(config: Config, progress: bool | None) -> tuple[list, bool]:
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    from clmr.train.callbacks import PlainProgress
-
-    live = sys.stdout.isatty() if progress is None else progress
-    if live:
-        return [RichProgressBar()], True
-    return [PlainProgress(config.trainer.log_every_n_steps)], False
-
-
-def build_trainer(
-    config: Config,
-    run_dir: Path,
-    callbacks: list,
-    *,
-    progress: bool | None = None,
-    resume_step: int | None = None,
-):
-    """A Lightning Trainer with our checkpoint layout, loggers, progress display and device settings."""
+def make_fabric(config: Config):
+    """Lightning Fabric for the config's device settings; what Fabric refuses is a one-line ConfigError."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-
-    from clmr.train.callbacks import MidEpochResume, PeriodicCheckpoint, max_time_timer
 
     t = config.trainer
-    ckpt_dir = run_dir / CHECKPOINTS
-    checkpoints = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False),
-        PeriodicCheckpoint(  # its own state key: with every epoch, it triggers as the one above
-            dirpath=ckpt_dir,
-            filename="epoch{epoch:04d}",
-            auto_insert_metric_name=False,
-            every_n_epochs=t.checkpoint_every,
-            save_top_k=-1,
-        ),
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor="valid/loss",
-            mode="min",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-    ]
-    extra = [LearningRateMonitor(logging_interval="step"), MidEpochResume()]
-    if config.supervised:
-        # checked after each validation only: a --max-time / --max-steps stop mid-epoch has no new valid
-        # loss, and counting it would use up patience (or fail, before the first validation)
-        extra.append(
-            EarlyStopping(
-                monitor="valid/loss",
-                mode="min",
-                patience=t.early_stopping_patience,
-                check_on_train_epoch_end=False,
-            )
-        )
-    shown, live = _progress_callbacks(config, progress)
-    logs = run_dir / "logs"
-    if t.max_time:  # a fresh budget for each invocation, resumed or not (one SLURM slot each)
-        extra.append(max_time_timer(t.max_time))
     try:
-        return _trainer(
-            L, config, run_dir, logs, [*callbacks, *extra, *shown, *checkpoints], live, resume_step
+        fabric = L.Fabric(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=t.precision,
         )
-    except (
-        MisconfigurationException,
-        ValueError,
-        ModuleNotFoundError,
-    ) as err:  # what Lightning raises for them
-        # Lightning's own check of the device settings: one line naming the keys, not a traceback
+    except (MisconfigurationException, ValueError, ModuleNotFoundError) as err:
         settings = ", ".join(
             f"{k}={getattr(t, k)!r}" for k in ("accelerator", "devices", "strategy", "precision")
         )
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"config keys trainer.*: Lightning cannot run with {settings}: {problem}") from err
-
-
-def _csv_logger(logs: Path, resume_step: int | None):
-    """Lightning's CSVLogger (a fresh run starts a new metrics.csv), except that a run resumed from a
-    checkpoint saved at `resume_step` keeps the rows up to that step and appends to them: rows logged
-    after the checkpoint would otherwise appear twice (Lightning itself deletes the file)."""
-    import csv
-
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    if resume_step is None:
-        return CSVLogger(logs, name="", version="csv")
-
-    class AppendingWriter(ExperimentWriter):
-        def _check_log_dir_exists(self) -> None:
-            path = Path(self.metrics_file_path)
-            if path.is_file():
-                with open(path, newline="") as f:
-                    reader = csv.DictReader(f)
-                    rows, keys = list(reader), reader.fieldnames or []
-                kept = [r for r in rows if not r.get("step") or int(r["step"]) <= resume_step]
-                if len(kept) < len(rows):
-                    with atomic_open(path, "w", newline="") as f:
-                        writer = csv.DictWriter(f, fieldnames=keys)
-                        writer.writeheader()
-                        writer.writerows(kept)
-                self.metrics_keys = sorted(keys)
-
-    class ResumableCSVLogger(CSVLogger):
-        @property
-        def experiment(self) -> ExperimentWriter:
-            if self._experiment is None:
-                self._fs.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = AppendingWriter(log_dir=self.log_dir)
-            return self._experiment
-
-    return ResumableCSVLogger(logs, name="", version="csv")
-
-
-def _trainer(
-    L, config: Config, run_dir: Path, logs: Path, callbacks: list, live: bool, resume_step: int | None
-):
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    t = config.trainer
-    return L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        sync_batchnorm=t.sync_batchnorm,
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        max_time=None,  # build_trainer adds a SessionTimer: Lightning's would count earlier invocations
-        deterministic=t.deterministic,
-        log_every_n_steps=t.log_every_n_steps,
-        logger=[
-            TensorBoardLogger(logs, name="", version="tensorboard"),
-            _csv_logger(logs, resume_step),
-        ],
-        callbacks=callbacks,
-        enable_progress_bar=live,
-        enable_model_summary=live,
-        use_distributed_sampler=False,  # our EpochSampler shards by rank itself, keyed by (seed, epoch)
-        default_root_dir=run_dir,
-    )
-
-
-def _quiet_lightning() -> None:
-    """Hide Lightning's advice that does not apply to these runs."""
-    import logging
-
-    class NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            message = record.getMessage()
-            return "Tip:" not in message and not message.startswith(("TPU available", "HPU available"))
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        info = logging.getLogger(name)
-        if not any(type(f).__name__ == "NoTips" for f in info.filters):
-            info.addFilter(NoTips())
-    for pattern in (
-        r".*does not have many workers.*",
-        r".*The number of training batches .* is smaller than the logging interval.*",
-        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
-        # logged values are already global (NT-Xent gathers; the probe metric is computed on gathered data)
-        r".*when logging on epoch level in distributed setting.*",
-        r".*all_gather is deprecated.*",
-        # a resumed run writes into its own checkpoint folder; a fresh run refuses a used one (RunDirError)
-        r".*Checkpoint directory .* exists and is not empty.*",
-        # a run stopped mid-epoch resumes there: MidEpochResume and EpochSampler.resume
-        r".*resuming from a checkpoint that ended before the epoch ended.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
+    on_cpu = fabric.device.type == "cpu"
+    if t.sync_batchnorm and on_cpu:
+        raise ConfigError(
+            "config key 'trainer.sync_batchnorm' (--sync-batchnorm): torch's SyncBatchNorm needs GPUs; "
+            "drop it on CPU (under DDP on CPU each process keeps its own BatchNorm statistics)"
+        )
+    return fabric
 
 
 def pretrain(
@@ -322,20 +181,18 @@ def pretrain(
     *,
     resume: bool | str | Path | None = None,
     progress: bool | None = None,
-    callbacks: list | None = None,
+    hooks: list | None = None,
 ) -> dict[str, Any]:
     """Pre-train (contrastive, or supervised if `config.supervised`) on the store `data` into run
-    directory `out`. `callbacks` are extra Lightning callbacks. Returns paths, the step count, the
-    per-epoch history, throughput and the trained LightningModule."""
-    import lightning as L
+    directory `out`. `hooks` are passed to the engine. Returns paths, the step and epoch counts, the
+    per-epoch history, throughput and the trained module."""
     import torch
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from clmr.train.callbacks import ExportModel, FlushLogs, History, Throughput
-    from clmr.train.data import TrainData, check_batch, open_store
+    from clmr.train.data import check_batch, check_store, loaders
+    from clmr.train.engine import Engine
+    from clmr.train.logs import RunLog
     from clmr.train.modules import ContrastiveModule, SupervisedModule
 
-    _quiet_lightning()
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: is a file; --out names the run directory")
@@ -345,51 +202,44 @@ def pretrain(
         raise RunDirError(
             f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out"
         )
-    store = open_store(data, config)
-    L.seed_everything(config.seed, workers=True, verbose=False)
+    store = check_store(data, config)
+    fabric = make_fabric(config)
+    fabric.launch()
+    check_batch(store, config, fabric.world_size, data)
+    if fabric.world_size > 1 and fabric.device.type == "cpu":
+        # one process per device on CPU: share the cores instead of each process taking all of them
+        per_node = max(1, fabric.world_size // config.trainer.num_nodes)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+    if config.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    fabric.seed_everything(config.seed, verbose=False)
     n_classes = len(store.vocab) if store.task else None
     module_cls = SupervisedModule if config.supervised else ContrastiveModule
     module = module_cls(config, n_classes, store.task, store.vocab or None)
-    history, throughput = History(), Throughput()
-    meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    own = [throughput, ExportModel(run_dir / MODEL_FILE, meta), FlushLogs(), history]
-    resume_step = int(ckpt["global_step"]) if ckpt is not None else None
-    trainer = build_trainer(
-        config, run_dir, [*own, *(callbacks or [])], progress=progress, resume_step=resume_step
-    )
-    check_batch(store, config, trainer.world_size, data)
-    if config.trainer.sync_batchnorm and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
-        raise ConfigError(
-            "config key 'trainer.sync_batchnorm' (--sync-batchnorm): torch's SyncBatchNorm needs GPUs; "
-            "drop it on CPU"
-        )
-    if trainer.world_size > 1 and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
-        # one process per device on CPU: share the cores instead of each process taking all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
     if ckpt_path is not None:
-        _check_resumable(ckpt_path, ckpt, config, module)
-    del ckpt  # Lightning loads the checkpoint itself
-    if trainer.is_global_zero:
+        _check_resumable(ckpt_path, ckpt, config, module, fabric.world_size)
+    resume_step = int(ckpt["step"]) if ckpt is not None else None
+    del ckpt  # fabric.load reads it into the training state
+    sync = config.trainer.sync_batchnorm
+    if fabric.world_size > 1 and fabric.device.type == "cuda" and sync is not False:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # the reference's default
+    if fabric.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
+    live = sys.stdout.isatty() if progress is None else progress
+    display = "live" if live else "lines"
+    meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
+    engine = Engine(fabric, module, config, run_dir, meta, display=display, hooks=hooks or [])
+    if ckpt_path is not None:
+        engine.restore(ckpt_path)
+    log = RunLog(run_dir / "logs", resume_step, enabled=fabric.is_global_zero)
+    train, valid = loaders(store, config, fabric.global_rank, fabric.world_size, fabric.device.type == "cuda")
     try:
-        trainer.fit(module, datamodule=TrainData(store, config), ckpt_path=ckpt_path, weights_only=True)
-    except MisconfigurationException as err:
-        # e.g. resuming a run that is already past --max-epochs: one line, not a traceback
-        raise ConfigError(f"{ckpt_path or run_dir}: {str(err).strip()}") from err
-    except SystemExit:
-        # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1); callers see the interruption
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
+        engine.fit(train, valid, log)
+    finally:
+        log.close()
     return {
         "run_dir": run_dir,
         "model": run_dir / MODEL_FILE,
         "config": run_dir / CONFIG_FILE,
-        "global_zero": trainer.is_global_zero,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "history": history.epochs,
-        "pairs_per_s": throughput.pairs_per_s,
-        "data_wait_share": throughput.wait_share,
-        "module": module,
+        **engine.summary(),
     }

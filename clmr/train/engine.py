@@ -1,0 +1,333 @@
+"""The training engine: Lightning Fabric for devices, DDP, precision and checkpoint I/O, and a loop of our
+own (in the litgpt `pretrain.py` style) that owns the step and epoch counters, the position inside an
+epoch, time and step limits, validation, checkpoints, early stopping and the logs.
+
+The whole training state is one dict (`Engine.state`): the module, the optimizer, the plateau schedule,
+the early-stopping state, `epoch` (epochs finished), `step` (optimizer steps), `batch` (batches done in
+the current epoch), the running sums of the epoch's logged values, the best valid loss, the batch
+layout, and `clmr_config` (the exported model's JSON config, so `clmr.load_model` reads a checkpoint).
+It is written with `fabric.save` (to a temporary file, synced, then renamed) and read back with
+`fabric.load`; a resumed epoch skips the batches already trained on.
+
+Randomness is keyed, not carried: the global torch generator (dropout) is reseeded from (seed, rank,
+epoch, step) before every step and the augmentations draw from (seed, rank, step), so a run resumed
+from any checkpoint replays the draws of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from clmr.config import Config
+from clmr.errors import TrainingError
+from clmr.files import atomic_path
+from clmr.models import save_model
+from clmr.progress import progress_bar
+from clmr.train.metrics import metric_name, probe_metric
+from clmr.train.modules import build_optimizer, mix_seed
+from clmr.train.stopping import EarlyStopping
+
+if TYPE_CHECKING:
+    from lightning import Fabric
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from clmr.train.logs import RunLog
+
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.safetensors"
+
+
+def max_time_seconds(max_time: str | None) -> float | None:
+    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
+    if max_time is None:
+        return None
+    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; training stops before another checkpoint is written."""
+
+
+class Engine:
+    """Trains `module` (a `clmr.train.modules` objective) with `fabric` into `run_dir`.
+
+    `display` is `live` (a progress bar), `lines` (plain progress lines on stdout, for logs) or `off`.
+    `hooks` are objects with any of `on_train_epoch_start(engine)`, `on_train_batch_start(engine)` and
+    `on_train_batch_end(engine, batch)`, called on every rank (tests and benchmarks use them).
+    """
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        module: nn.Module,
+        config: Config,
+        run_dir: Path,
+        meta: dict,
+        *,
+        display: str,
+        hooks: list | tuple = (),
+    ) -> None:
+        self.fabric, self.config, self.run_dir, self.meta = fabric, config, run_dir, meta
+        self.live, self.lines, self.hooks = display == "live", display == "lines", list(hooks)
+        self.module = module
+        self.model = fabric.setup_module(module)
+        for method in ("training_step", "validation_step"):
+            self.model.mark_forward_method(method)
+        optimizer, scheduler = build_optimizer(module, config)
+        self.optimizer = fabric.setup_optimizers(optimizer)
+        patience = config.trainer.early_stopping_patience
+        self.state: dict[str, Any] = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": scheduler,
+            "stopping": EarlyStopping(patience) if patience else None,
+            "epoch": 0,
+            "step": 0,
+            "batch": 0,
+            "totals": {},
+            "best_valid_loss": math.inf,
+            "valid": {},
+            "history": [],
+            "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
+        }
+        self.run_totals = {"wait": 0.0, "busy": 0.0, "items": 0}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def restore(self, path: Path) -> None:
+        """Load the whole training state from a checkpoint (checked by `clmr.train.run` beforehand)."""
+        layout = dict(self.state["layout"])
+        self.fabric.load(path, self.state, strict=False, weights_only=True)
+        self.state["layout"] = layout
+
+    def save(self, *also: str) -> None:
+        """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
+        folder = self.run_dir / CHECKPOINTS
+        exported = self.module.export(self._export_meta())
+        self.state["clmr_config"] = json.dumps(exported.config(), default=str)
+        if not self.fabric.is_global_zero:
+            self.fabric.save(folder / "last.ckpt", self.state)  # only rank 0 writes; all ranks meet
+            return
+        self.log.flush()  # first: a resume drops the rows logged after its checkpoint, never misses one
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "last.ckpt") as tmp:
+            self.fabric.save(tmp, self.state)
+        for name in also:
+            with atomic_path(folder / name) as tmp:
+                shutil.copyfile(folder / "last.ckpt", tmp)
+        save_model(exported, self.run_dir / MODEL_FILE)
+
+    def _export_meta(self) -> dict[str, Any]:
+        valid = self.state["valid"]
+        return {
+            "epoch": self.state["epoch"],
+            "step": self.state["step"],
+            "valid_loss": valid.get("valid/loss"),
+            "metrics": valid,
+            "preset": self.config.preset,
+            "train_config": self.config.to_dict(),
+            **self.meta,
+        }
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
+        """Train until max_epochs, max_steps, max_time or early stopping; checkpoint at every epoch end
+        and at a stop inside an epoch."""
+        t = self.config.trainer
+        self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
+        self.deadline = max_time_seconds(t.max_time)
+        # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
+        # the sampler's epoch to its own count of passes, which a resumed run does not share
+        sampler, batch_size = train_loader.sampler, train_loader.batch_size
+        while not self._limit_reached() and (t.max_epochs == -1 or self.state["epoch"] < t.max_epochs):
+            epoch, done = self.state["epoch"], self.state["batch"]
+            sampler.set_epoch(epoch)
+            if done:
+                sampler.resume(epoch, done * batch_size)
+            self._call("on_train_epoch_start")
+            stopped = self._train_epoch(train_loader, epoch, len(train_loader))
+            if not stopped:
+                self._end_epoch(valid_loader, epoch)
+                stopping = self.state["stopping"]
+                if stopping is not None and stopping.should_stop:
+                    break
+            else:
+                self.save()  # in the middle of the epoch: resumed there
+                break
+
+    def _limit_reached(self) -> bool:
+        """Whether --max-steps or --max-time is reached; the time is agreed on by all processes (the
+        one whose clock says stop stops them all, at the same step)."""
+        max_steps = self.config.trainer.max_steps
+        if max_steps != -1 and self.state["step"] >= max_steps:
+            return True
+        if self.deadline is None:
+            return False
+        over = torch.tensor(
+            float(time.monotonic() - self.started >= self.deadline), device=self.fabric.device
+        )
+        return (
+            bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
+            if self.fabric.world_size > 1
+            else bool(over)
+        )
+
+    def _call(self, hook: str, *args) -> None:
+        for h in self.hooks:
+            if hasattr(h, hook):
+                getattr(h, hook)(self, *args)
+
+    def _train_epoch(self, loader, epoch: int, n_batches: int) -> bool:
+        """Train the epoch's remaining batches; True if a limit stopped it before its end."""
+        state, fabric, every = self.state, self.fabric, self.config.trainer.log_every_n_steps
+        world = fabric.world_size
+        self.model.train()
+        timing = {"wait": 0.0, "busy": 0.0, "items": 0}
+        label = f"epoch {epoch}"
+        with progress_bar(
+            label, n_batches, enabled=self.live, completed=state["batch"], unit="steps"
+        ) as advance:
+            last_end = time.perf_counter()
+            for batch in loader:
+                batch = fabric.to_device(batch)
+                start = time.perf_counter()
+                self._call("on_train_batch_start")
+                torch.manual_seed(mix_seed(self.config.seed, fabric.global_rank, epoch, state["step"]))
+                with fabric.autocast():
+                    loss, values = self.model.training_step(batch, state["step"], fabric.global_rank)
+                total, *logged = torch.stack([loss.detach(), *values.values()]).float().tolist()  # one sync
+                numbers = dict(zip(values, logged, strict=True))
+                if not math.isfinite(total):
+                    raise NonFiniteLossError(
+                        f"the training loss is {numbers['train/loss']} at step {state['step']} (epoch {epoch}); "
+                        "stopped without writing a checkpoint: the last good one is kept. Try a lower "
+                        "--optim.lr or --precision 32-true."
+                    )
+                fabric.backward(loss)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["batch"] += 1
+                for name, value in numbers.items():
+                    state["totals"][name] = state["totals"].get(name, 0.0) + value
+                now = time.perf_counter()
+                items = batch[0].shape[0] * world
+                for totals in (timing, self.run_totals):
+                    totals["wait"] += start - last_end
+                    totals["busy"] += now - start
+                    totals["items"] += items
+                self._call("on_train_batch_end", batch)
+                if state["step"] % every == 0:
+                    self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
+                advance(1)
+                last_end = time.perf_counter()
+                if self._limit_reached() and state["batch"] < n_batches:
+                    return True
+        total = timing["wait"] + timing["busy"]
+        if total > 0:
+            self.epoch_perf = {
+                "perf/epoch_pairs_per_s": timing["items"] / total,
+                "perf/data_wait_share": timing["wait"] / total,
+            }
+        return False
+
+    def _log_step(self, numbers: dict[str, float], pairs_per_s: float, wait: float) -> None:
+        state = self.state
+        lrs = {f"lr/pg{i}": group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
+        values = {
+            **{f"{k}_step": v for k, v in numbers.items()},
+            **lrs,
+            "perf/pairs_per_s": pairs_per_s,
+            "perf/data_wait_s": wait,
+            "epoch": state["epoch"],
+        }
+        if self.fabric.is_global_zero:
+            self.log.log(values, state["step"])
+            if self.lines:
+                print(
+                    f"epoch {state['epoch']}  step {state['step']}  loss {numbers['train/loss']:.4f}  "
+                    f"{pairs_per_s:.1f} pairs/s  {time.monotonic() - self.started:.0f} s",
+                    flush=True,
+                )
+
+    def _end_epoch(self, valid_loader, epoch: int) -> None:
+        """Validate, step the schedule and early stopping, log the epoch and checkpoint."""
+        state = self.state
+        steps = max(state["batch"], 1)
+        row = {name: value / steps for name, value in state["totals"].items()}
+        row.update(getattr(self, "epoch_perf", {}))
+        valid = self.validate(valid_loader)
+        row.update(valid)
+        state.update(epoch=epoch + 1, batch=0, totals={}, valid=valid)
+        loss = valid["valid/loss"]
+        if state["scheduler"] is not None:
+            state["scheduler"].step(loss)
+        if state["stopping"] is not None:
+            state["stopping"].update(loss, epoch)
+        also = []
+        every = self.config.trainer.checkpoint_every
+        if every and (epoch + 1) % every == 0:
+            also.append(f"epoch{epoch:04d}.ckpt")
+        if loss < state["best_valid_loss"]:
+            state["best_valid_loss"] = loss
+            also.append("best.ckpt")
+        named = {f"{k}_epoch" if k.startswith("train/") else k: v for k, v in row.items()}
+        if self.fabric.is_global_zero:
+            self.log.log({**named, "epoch": epoch}, state["step"])
+        state["history"].append({"epoch": epoch, "step": state["step"], **row})
+        self.save(*also)
+        if self.fabric.is_global_zero and self.lines:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(named.items()))
+            print(f"epoch {epoch} done  {shown}", flush=True)
+
+    @torch.no_grad()
+    def validate(self, loader: DataLoader) -> dict[str, float]:
+        """Valid loss (mean over the global valid split) and, with labels, the probe metric."""
+        fabric, rank = self.fabric, self.fabric.global_rank
+        self.model.eval()
+        total = torch.zeros((), device=fabric.device)
+        count, logits, targets = 0, [], []
+        for index, batch in enumerate(loader):
+            batch = fabric.to_device(batch)
+            with fabric.autocast():
+                loss, out, y = self.model.validation_step(batch, index, rank)
+            total += loss.float() * len(batch[0])
+            count += len(batch[0])
+            if out is not None:
+                logits.append(out.float())
+                targets.append(y)
+        mean = fabric.all_reduce(total / max(count, 1), reduce_op="mean")
+        values = {"valid/loss": float(mean)}
+        if logits:
+            out, y = torch.cat(logits), torch.cat(targets)
+            if fabric.world_size > 1:
+                with warnings.catch_warnings():  # Fabric's own call of a torch function torch deprecates
+                    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
+                    out, y = fabric.all_gather(out).flatten(0, 1), fabric.all_gather(y).flatten(0, 1)
+            task = self.module.task
+            values[f"valid/probe_{metric_name(task)}"] = probe_metric(out, y, task)
+        self.model.train()
+        return values
+
+    def summary(self) -> dict[str, Any]:
+        """This invocation's counts, finished epochs and throughput, and the trained module."""
+        r = self.run_totals
+        total = r["wait"] + r["busy"]
+        return {
+            "global_zero": self.fabric.is_global_zero,
+            "steps": self.state["step"],
+            "epochs": self.state["epoch"],
+            "history": [row for row in self.state["history"] if row["epoch"] >= self.first_epoch],
+            "pairs_per_s": r["items"] / total if total else math.nan,
+            "data_wait_share": r["wait"] / total if total else math.nan,
+            "module": self.module,
+        }
