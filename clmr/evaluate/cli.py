@@ -12,10 +12,16 @@ from clmr.evaluate.report import HEADLINE, row_names, training_data
 
 
 def add_common_arguments(
-    parser: argparse.ArgumentParser, *, out_default: str, head_help: str, baseline_help: str
+    parser: argparse.ArgumentParser,
+    *,
+    out_default: str,
+    head_help: str,
+    baseline_help: str,
+    own_head: bool = False,
 ):
-    """The options both commands take. Defaults are written into the help lines (plain formatter), so
-    options without one do not say `(default: None)`."""
+    """The options both commands take (`own_head`: --head may be `own`, the model's trained head).
+    Defaults are written into the help lines (plain formatter), so options without one do not say
+    `(default: None)`."""
     parser.formatter_class = argparse.HelpFormatter
     parser.add_argument(
         "--checkpoint",
@@ -29,9 +35,10 @@ def add_common_arguments(
     parser.add_argument(
         "--head",
         default="linear",
-        choices=["linear", "mlp", "marble"],
-        help=f"{head_help}: linear (reference), mlp (reference 512-512-C), marble (MARBLE's probe) "
-        "(default: %(default)s)",
+        choices=["linear", "mlp", "marble"] + (["own"] if own_head else []),
+        help=f"{head_help}: linear (reference), mlp (reference 512-512-C), marble (MARBLE's probe)"
+        + (", own (score the model's own trained head, e.g. a supervised run's)" if own_head else "")
+        + " (default: %(default)s)",
     )
     parser.add_argument("--baseline", choices=["random"], help=baseline_help)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")

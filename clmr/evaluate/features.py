@@ -66,9 +66,15 @@ def segment_mean(rows: np.ndarray | torch.Tensor, offsets: np.ndarray) -> np.nda
 
 
 def crop_batches(
-    store, indices: Sequence[int], crop_length: int, batch_size: int, counts: list[int]
+    store,
+    indices: Sequence[int],
+    crop_length: int,
+    batch_size: int,
+    counts: list[int],
+    starts: Sequence[int] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Full batches of `batch_size` crops taken across track boundaries (the last may be short).
+    """Full batches of `batch_size` crops taken across track boundaries (the last may be short): every
+    crop of the grid of each track, or with `starts` the one crop of track k starting at `starts[k]`.
 
     Appends each track's crop count to `counts` as it is read, so the caller can rebuild offsets.
     """
@@ -76,8 +82,11 @@ def crop_batches(
 
     pending: list[np.ndarray] = []
     n_pending = 0
-    for i in indices:
-        crops = track_crops(store, int(i), crop_length)
+    for k, i in enumerate(indices):
+        if starts is None:
+            crops = track_crops(store, int(i), crop_length)
+        else:
+            crops = store.crop(int(i), int(starts[k]), crop_length)[None, :]
         counts.append(len(crops))
         pending.append(crops)
         n_pending += len(crops)
@@ -107,8 +116,10 @@ def extract(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress=None,
+    starts: Sequence[int] | None = None,
 ) -> SplitFeatures:
-    """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode).
+    """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode),
+    or with `starts` of the one crop of each track starting there.
 
     `progress` is an optional callable taking the number of tracks just finished.
     """
@@ -117,7 +128,7 @@ def extract(
     counts: list[int] = []
     chunks = []
     done = 0
-    for batch in crop_batches(store, indices, model.crop_length, batch_size, counts):
+    for batch in crop_batches(store, indices, model.crop_length, batch_size, counts, starts):
         chunks.append(encode(model, batch, device).numpy())
         if progress is not None:
             progress(len(counts) - done)
@@ -138,6 +149,7 @@ def extract_resumable(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress=None,
+    starts: Sequence[int] | None = None,
 ) -> SplitFeatures:
     """`extract` in parts of RESUME_TRACKS tracks, each saved to `parts_dir` as soon as it is done, so that
     an interrupted extraction (hours for a large store on a CPU) continues where it stopped."""
@@ -145,17 +157,26 @@ def extract_resumable(
     pieces = []
     for start in range(0, len(indices), RESUME_TRACKS):
         chunk = indices[start : start + RESUME_TRACKS]
+        chunk_starts = None if starts is None else starts[start : start + RESUME_TRACKS]
         part = parts_dir / f"{start:09d}.npz"
         done = readable_features(part).get("part")
         if done is not None and np.array_equal(done.tracks, chunk):
             if progress is not None:
                 progress(len(chunk))
         else:
-            done = extract(model, store, chunk, batch_size=batch_size, device=device, progress=progress)
+            done = extract(
+                model,
+                store,
+                chunk,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                starts=chunk_starts,
+            )
             save_features(part, {"part": done})
         pieces.append(done)
     if not pieces:
-        return extract(model, store, indices, batch_size=batch_size, device=device)
+        return extract(model, store, indices, batch_size=batch_size, device=device, starts=starts)
     counts = np.concatenate([p.counts for p in pieces])
     return SplitFeatures(
         np.concatenate([p.features for p in pieces]),

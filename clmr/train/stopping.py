@@ -39,4 +39,8 @@ class EarlyStopping:
         return {"best": self.best, "best_epoch": self.best_epoch, "stale": self.stale}
 
     def load_state_dict(self, state: dict[str, float | int]) -> None:
-        self.best, self.best_epoch, self.stale = float(state["best"]), int(state["best_epoch"]), int(state["stale"])
+        self.best, self.best_epoch, self.stale = (
+            float(state["best"]),
+            int(state["best_epoch"]),
+            int(state["stale"]),
+        )
