@@ -269,3 +269,4 @@ def test_own_head_of_a_supervised_model_is_scored_song_level(small, tmp_path, ca
     argv = ["evaluate", "--checkpoint", str(path), "--data", str(store.path), "--head", "own"]
     assert main([*argv, "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "cli" / "report.json").read_text())["accuracy"] == report["accuracy"]
+    assert f"protocol: own head; split: {store.meta['split']}" in capsys.readouterr().out

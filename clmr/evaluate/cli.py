@@ -84,7 +84,15 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
         table.add_row(baseline_name, *(pct(report["baseline"].get(k)) for k in keys))
     if report.get("knn"):
         table.add_row(f"{report['knn']['k']}-NN", *(pct(report["knn"].get(k)) for k in keys))
+    for name, part in ((checkpoint_name, report), (baseline_name, report.get("baseline") or {})):
+        if part.get("logistic_regression"):
+            lr = part["logistic_regression"]
+            table.add_row(f"{name}: logistic regression (check)", *(pct(lr.get(k)) for k in keys))
     console = Console()
     console.print(table)
+    if report.get("protocol"):
+        console.print(f"protocol: {report['protocol']}; split: {report.get('split') or '-'}")
     console.print(training_data(report))
+    for note in report.get("notes") or []:
+        console.print(f"note: {note}")
     console.print(f"report: {Path(out) / 'report.md'}")

@@ -102,7 +102,7 @@ def evaluate(
 
     def features_of(model: CLMR, encoder_id: str):
         path = out / "features" / f"features-{cache_key(encoder_id, store_id, model.crop_length, device)}.npz"
-        feats, hit = cached_features(model, encoder_id, store, wanted, path, **extract_opts)
+        feats, hit = cached_features(model, store, wanted, path, **extract_opts)
         fixed = fixed_crops_of(model, encoder_id, store, splits, out / "features", store_id, **extract_opts)
         return feats, path, hit, fixed
 

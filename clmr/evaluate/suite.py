@@ -36,7 +36,6 @@ FixedCrops = Callable[[int], dict[str, SplitFeatures]]
 
 def cached_features(
     model: CLMR,
-    encoder_id: str,
     store,
     wanted: dict[str, np.ndarray],
     path: Path,
@@ -98,7 +97,7 @@ def fixed_crops_of(
         starts = fixed_crop_starts(store, splits, model.crop_length, seed)
         wanted = {"train": splits.train, "valid": splits.valid}
         path = cache_dir / f"crops-{key}.npz"
-        return cached_features(model, encoder_id, store, wanted, path, starts=starts, **extract)[0]
+        return cached_features(model, store, wanted, path, starts=starts, **extract)[0]
 
     return of_seed
 
