@@ -29,9 +29,9 @@ QUICK = Recipe(max_epochs=4)
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """60 generated 2 s pieces at 8 kHz as a genre store and a tag store, and a random-init model."""
+    """40 generated 1.5 s pieces at 8 kHz as a genre store and a tag store, and a random-init model."""
     root = tmp_path_factory.mktemp("protocol")
-    gen = generate(root / "gen", 60, seconds=2.0, seed=1, sample_rate=SR)
+    gen = generate(root / "gen", 40, seconds=1.5, seed=1, sample_rate=SR)
     kw = dict(sample_rate=SR, workers=0, min_length=2187, progress=False)
     genre = preprocess(gen.root, root / "genre", labels=gen.genre_csv, **kw)
     tags = preprocess(gen.root, root / "tags", labels=gen.tags_csv, **kw)
