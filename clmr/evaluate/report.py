@@ -121,7 +121,7 @@ def logistic_section(report: dict[str, Any], keys: list[str], models: list[tuple
         "",
         *_table(["model", *keys, "C"], rows),
     ]
-    return lines + ([""] + [f"**Note:** {n}." for n in report["notes"]] if report.get("notes") else [])
+    return lines + ([""] + [f"- **Note:** {n}." for n in report["notes"]] if report.get("notes") else [])
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
