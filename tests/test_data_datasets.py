@@ -80,15 +80,29 @@ def test_mtat_pons_split_uses_top50_by_frequency(mtat):
         scan("mtat", root, split="random")
 
 
-def test_mtat_preprocess_end_to_end(mtat, tmp_path):
+def test_mtat_preprocess_end_to_end_defaults_to_the_pons_split(mtat, tmp_path):
+    """The reference's `MAGNATAGATUNE` reads Pons et al.'s split unless told otherwise; so does clmr."""
     root, _, _ = mtat
+    assert scan("mtat", root).split_name == "pons"
     store = preprocess(
         root, tmp_path / "store", dataset="mtat", sample_rate=SR, workers=0, min_length=1, progress=False
     )
-    assert len(store) == 9 and store.meta["dataset"] == "mtat" and store.task == "multilabel"
-    assert store.targets(store.split_indices("train")).shape == (6, 50)
-    skipped = (tmp_path / "store" / "skipped.csv").read_text()
-    assert "missing" in skipped and "not_in_split" in skipped
+    assert len(store) == 7 and store.meta["dataset"] == "mtat" and store.task == "multilabel"
+    assert store.meta["split"] == "pons" and store.meta["splits"] == {"train": 4, "valid": 1, "test": 2}
+    assert store.targets(store.split_indices("train")).shape == (4, 50)
+    assert "not_in_split" in (tmp_path / "store" / "skipped.csv").read_text()
+    won = preprocess(
+        root,
+        tmp_path / "won",
+        dataset="mtat",
+        split="won",
+        sample_rate=SR,
+        workers=0,
+        min_length=1,
+        progress=False,
+    )
+    assert len(won) == 9 and won.meta["split"] == "won"
+    assert "missing" in (tmp_path / "won" / "skipped.csv").read_text()
 
 
 def test_mtat_bad_files(tmp_path):

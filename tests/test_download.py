@@ -171,10 +171,13 @@ def test_mtat_parts_merged_and_extracted(tmp_path, server):
     handler.files["/annotations_final.csv"] = b"clip_id\tguitar\tmp3_path\n"
     for f in ("train", "valid", "test", "binary", "tags"):
         handler.files[f"/split/mtat/{f}.npy"] = b"npy"
+    for f in ("index_mtt.tsv", "train_gt_mtt.tsv", "val_gt_mtt.tsv", "test_gt_mtt.tsv"):
+        handler.files[f"/index/mtt/{f}"] = b"tsv"  # Pons et al.'s split, the default
     download("mtat", tmp_path, mirror=base, progress=False)
     assert (tmp_path / "f" / "clip-0-29.mp3").read_bytes() == b"mp3 bytes"
     assert (tmp_path / "0" / "clip-1-29.mp3").is_file()
     assert (tmp_path / "checksums.json").is_file()
+    assert (tmp_path / "index" / "mtt" / "train_gt_mtt.tsv").read_bytes() == b"tsv"
     assert not (tmp_path / "mp3.zip").exists()  # the joined copy is removed; the parts stay
     assert all((tmp_path / f"mp3.zip.00{n}").is_file() for n in (1, 2, 3))
 

@@ -1,4 +1,4 @@
-"""Download MagnaTagATune (mp3 parts, annotations, Won et al. split files; the parts are merged and
+"""Download MagnaTagATune (mp3 parts, annotations, Pons et al. and Won et al. split files; the parts are merged and
 extracted), GTZAN (audio tarball, Kereliuk/Sturm filtered split files) or the MSD top-50 split files
 (MSD audio is not distributable). Partial files resume with HTTP Range requests; every file is
 SHA-256 checked (ROOT/checksums.json records first downloads). --mirror replaces the base URL:

@@ -1,8 +1,10 @@
-"""Probe a frozen pre-trained encoder on a labelled store: features of every crop are extracted once
-and cached in the output folder, a linear (reference), MLP or MARBLE head is trained on them with the
-reference recipe, and the test split is scored song-level (mean of per-crop predictions). Writes
-report.json, report.md, plots and head.safetensors (encoder + head + tag names) to --out. See
-docs/evaluation.md."""
+"""Probe a frozen pre-trained encoder on a labelled store: features are extracted once and cached in
+the output folder, a linear (reference), MLP or MARBLE head is trained on them under the reference's
+protocol (one fixed random crop per train/valid track, last epoch's head) or clmr's, and the test split
+is scored song-level (mean of per-crop predictions); a logistic regression on standardised song
+features checks the probe. --head own scores a model's own trained head (a supervised run's) the same
+way. Writes report.json, report.md, plots and head.safetensors (encoder + head + tag names) to --out.
+See docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -17,6 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         out_default="evaluation",
         head_help="probe head",
         baseline_help="also probe a random-initialised encoder of the same architecture",
+        own_head=True,
+    )
+    parser.add_argument(
+        "--protocol",
+        default="reference",
+        choices=["reference", "clmr"],
+        help="head training: reference (one random crop per train and valid track, drawn and encoded "
+        "once; batch 48; the last epoch's head is tested, as the reference's linear_evaluation.py) or "
+        "clmr (fresh crops every epoch, validation on every crop, the best epoch's head) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise features with the training rows' mean and std before the head (a "
+        "non-affine BatchNorm, as MAE-style linear probes do); folded into the saved head",
     )
     parser.add_argument(
         "--label-fraction",
@@ -24,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[1.0],
         metavar="F",
-        help="train heads on these fractions of the labelled training tracks (default: 1)",
+        help="train heads on these label fractions, drawn from the training tracks (default: 1)",
+    )
+    parser.add_argument(
+        "--fraction-of",
+        default="dataset",
+        choices=["dataset", "train"],
+        help="what a label fraction is of: every labelled track (train + valid + test, the paper's "
+        "count: 1%% of MTAT = 259 tracks) or the training tracks (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
@@ -40,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="random crops per training track per epoch (default: %(default)s)",
+        help="--protocol clmr: random crops per training track per epoch (default: %(default)s)",
     )
     parser.add_argument(
         "--max-epochs",
@@ -72,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
         args,
         label_fractions=args.label_fraction,
+        fraction_of=args.fraction_of,
         seeds=args.seed,
         knn=args.knn,
+        protocol=args.protocol,
+        standardize=args.standardize,
         train_crops=args.train_crops,
         batch_size=args.batch_size,
         recipe=Recipe(max_epochs=args.max_epochs, batch_size=args.head_batch_size),

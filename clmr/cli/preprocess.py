@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="labels CSV: path,label or path,tags ('a;b'), optional split column")
     parser.add_argument(
         "--split",
-        help="named split: mtat won|pons (default won), gtzan filtered|random (default filtered), "
+        help="named split: mtat pons|won (default pons), gtzan filtered|random (default filtered), "
         "folder hash|none (default: the CSV's split column, else hash)",
     )
     parser.add_argument(

@@ -48,6 +48,7 @@ class Remote:
 
 _WON = "https://raw.githubusercontent.com/minzwon/sota-music-tagging-models/master/split"
 _MTAT = "https://mirg.city.ac.uk/datasets/magnatagatune"
+_PONS = "https://raw.githubusercontent.com/jordipons/musicnn-training/master/data/index/mtt"
 _GTZAN_SPLIT = "https://raw.githubusercontent.com/jongpillee/music_dataset_split/master/GTZAN_split"
 MANIFESTS: dict[str, list[Remote]] = {
     "mtat": [
@@ -56,6 +57,10 @@ MANIFESTS: dict[str, list[Remote]] = {
         *(
             Remote(f"{_WON}/mtat/{f}.npy", f"split/mtat/{f}.npy")
             for f in ("train", "valid", "test", "binary", "tags")
+        ),
+        *(
+            Remote(f"{_PONS}/{f}", f"index/mtt/{f}")
+            for f in ("index_mtt.tsv", "train_gt_mtt.tsv", "val_gt_mtt.tsv", "test_gt_mtt.tsv")
         ),
     ],
     "gtzan": [

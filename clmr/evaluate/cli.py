@@ -12,10 +12,16 @@ from clmr.evaluate.report import HEADLINE, row_names, training_data
 
 
 def add_common_arguments(
-    parser: argparse.ArgumentParser, *, out_default: str, head_help: str, baseline_help: str
+    parser: argparse.ArgumentParser,
+    *,
+    out_default: str,
+    head_help: str,
+    baseline_help: str,
+    own_head: bool = False,
 ):
-    """The options both commands take. Defaults are written into the help lines (plain formatter), so
-    options without one do not say `(default: None)`."""
+    """The options both commands take (`own_head`: --head may be `own`, the model's trained head).
+    Defaults are written into the help lines (plain formatter), so options without one do not say
+    `(default: None)`."""
     parser.formatter_class = argparse.HelpFormatter
     parser.add_argument(
         "--checkpoint",
@@ -29,9 +35,10 @@ def add_common_arguments(
     parser.add_argument(
         "--head",
         default="linear",
-        choices=["linear", "mlp", "marble"],
-        help=f"{head_help}: linear (reference), mlp (reference 512-512-C), marble (MARBLE's probe) "
-        "(default: %(default)s)",
+        choices=["linear", "mlp", "marble"] + (["own"] if own_head else []),
+        help=f"{head_help}: linear (reference), mlp (reference 512-512-C), marble (MARBLE's probe)"
+        + (", own (score the model's own trained head, e.g. a supervised run's)" if own_head else "")
+        + " (default: %(default)s)",
     )
     parser.add_argument("--baseline", choices=["random"], help=baseline_help)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
@@ -77,7 +84,15 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
         table.add_row(baseline_name, *(pct(report["baseline"].get(k)) for k in keys))
     if report.get("knn"):
         table.add_row(f"{report['knn']['k']}-NN", *(pct(report["knn"].get(k)) for k in keys))
+    for name, part in ((checkpoint_name, report), (baseline_name, report.get("baseline") or {})):
+        if part.get("logistic_regression"):
+            lr = part["logistic_regression"]
+            table.add_row(f"{name}: logistic regression (check)", *(pct(lr.get(k)) for k in keys))
     console = Console()
     console.print(table)
+    if report.get("protocol"):
+        console.print(f"protocol: {report['protocol']}; split: {report.get('split') or '-'}")
     console.print(training_data(report))
+    for note in report.get("notes") or []:
+        console.print(f"note: {note}")
     console.print(f"report: {Path(out) / 'report.md'}")

@@ -18,7 +18,7 @@ import torch
 from clmr.devices import resolve_device
 from clmr.files import atomic_open
 from clmr.models import CLMR
-from clmr.songs import run_model, store_songs
+from clmr.songs import array_songs, run_model, store_songs
 
 CACHE_VERSION = 1
 RESUME_TRACKS = 256  # tracks per saved part of an extraction in progress (what an interruption can lose)
@@ -75,15 +75,24 @@ def extract(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress=None,
+    starts: Sequence[int] | None = None,
 ) -> SplitFeatures:
     """Features of all consecutive non-overlapping crops of tracks `indices` (frozen encoder, eval mode),
-    through the song-level path shared with inference (`clmr.songs`).
+    or with `starts` of the one crop of each track starting there, through the song-level path shared
+    with inference (`clmr.songs`).
 
     `progress` is an optional callable taking the number of tracks just finished.
     """
     device = resolve_device(device)
     model = model.to(device).eval()
-    songs = store_songs(store, indices, model.crop_length)
+    if starts is None:
+        songs = store_songs(store, indices, model.crop_length)
+    else:  # the reference protocol's one fixed crop per track
+        crops = (
+            (str(int(i)), store.crop(int(i), int(start), model.crop_length))
+            for i, start in zip(indices, starts)
+        )
+        songs = array_songs(crops, model.crop_length)
     counts: list[int] = []
     chunks = []
     for out in run_model(model, songs, batch_size=batch_size, device=device, per_crop=True):
@@ -105,6 +114,7 @@ def extract_resumable(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress=None,
+    starts: Sequence[int] | None = None,
 ) -> SplitFeatures:
     """`extract` in parts of RESUME_TRACKS tracks, each saved to `parts_dir` as soon as it is done, so that
     an interrupted extraction (hours for a large store on a CPU) continues where it stopped."""
@@ -112,17 +122,26 @@ def extract_resumable(
     pieces = []
     for start in range(0, len(indices), RESUME_TRACKS):
         chunk = indices[start : start + RESUME_TRACKS]
+        chunk_starts = None if starts is None else starts[start : start + RESUME_TRACKS]
         part = parts_dir / f"{start:09d}.npz"
         done = readable_features(part).get("part")
         if done is not None and np.array_equal(done.tracks, chunk):
             if progress is not None:
                 progress(len(chunk))
         else:
-            done = extract(model, store, chunk, batch_size=batch_size, device=device, progress=progress)
+            done = extract(
+                model,
+                store,
+                chunk,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                starts=chunk_starts,
+            )
             save_features(part, {"part": done})
         pieces.append(done)
     if not pieces:
-        return extract(model, store, indices, batch_size=batch_size, device=device)
+        return extract(model, store, indices, batch_size=batch_size, device=device, starts=starts)
     counts = np.concatenate([p.counts for p in pieces])
     return SplitFeatures(
         np.concatenate([p.features for p in pieces]),

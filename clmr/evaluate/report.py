@@ -92,12 +92,36 @@ def training_data(report: dict[str, Any]) -> str:
     if used is None or pool is None:
         return f"label fraction {fraction:g}"
     text = f"label fraction {fraction:g}: {used} of {pool} training tracks"
+    if config.get("fraction_of") == "dataset" and fraction < 1:
+        pool = config["fraction_pool"]  # the paper's count: a fraction of every labelled track
+        text = f"label fraction {fraction:g} of all {pool} labelled tracks: {used} of the training tracks"
     exact = fraction * pool
     if used > round(exact):
         text += (
             f" ({fraction:g} × {pool} = {exact:.3g}, raised to {used}: a head trains on at least one track)"
         )
     return text
+
+
+def logistic_section(report: dict[str, Any], keys: list[str], models: list[tuple[str, dict]]) -> list[str]:
+    """The logistic-regression check beside the probe, for each model that has it, and the notes on
+    where the two disagree."""
+    rows = [
+        [name, *(f"{_fmt(part.get(k))} / {_fmt(part['logistic_regression'].get(k))}" for k in keys), lr["C"]]
+        for name, part in models
+        if (lr := part.get("logistic_regression"))
+    ]
+    if not rows:
+        return []
+    lines = ["", "## Check: logistic regression on standardised song features (%)", ""]
+    lines += [
+        "Scikit-learn logistic regression on the mean crop feature of each track, standardised with the "
+        "training tracks' statistics, regularisation C chosen on the valid split. Cells: probe / "
+        "logistic regression.",
+        "",
+        *_table(["model", *keys, "C"], rows),
+    ]
+    return lines + ([""] + [f"- **Note:** {n}." for n in report["notes"]] if report.get("notes") else [])
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -121,7 +145,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"`{store['path']}` ({store.get('dataset') or 'store'}, {task}, {store['n_labels']} labels)",
         ],
         ["tracks train / valid / test", f"{splits['train']} / {splits['valid']} / {splits['test']}"],
-        ["head", config["head"]],
+        ["split", report.get("split") or "-"],
+        ["head", config["head"] + (" (standardised features)" if config.get("standardize") else "")],
+        ["head training protocol", report.get("protocol") or "-"],
         ["label fraction / training tracks", training_data(report)],
         ["song-level protocol", config["protocol"]],
     ]
@@ -141,6 +167,7 @@ def markdown(report: dict[str, Any]) -> str:
             scores.append([f"cosine {knn['k']}-NN{name} (no training)", *(_fmt(knn.get(k)) for k in keys)])
     lines = [f"# clmr {report['mode']} report", "", *_table(["", ""], identity)]
     lines += ["", "## Test scores (%)", "", *_table(["model", *keys], scores)]
+    lines += logistic_section(report, keys, [(checkpoint_name, report), (baseline_name, base or {})])
     if len(report.get("by_fraction", {})) > 1 or len(config.get("seeds", [])) > 1:
         models = [("checkpoint", report)] + ([("random init", base)] if base else [])
         rows = [

@@ -4,7 +4,9 @@ Single-label sets: a stratified subset. Each class gets `fraction * n_class` tra
 largest remainder so that the total is `round(fraction * N)` (at least 1), and every class present
 keeps at least one track while the budget allows. Tag sets (multi-label): first, rarest tag first,
 one random track carrying each tag not yet covered (while the budget allows), then uniformly random
-tracks up to `round(fraction * N)`. Both are deterministic for a given seed.
+tracks up to `round(fraction * N)`. Both are deterministic for a given seed. N is the training split's
+size, or the whole labelled set's (train + valid + test), as the paper counts "1% of MTAT" (259 tracks
+of the 25,860 clips of Pons et al.'s split, drawn from its 18,706 training clips).
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ def subset_size(n: int, fraction: float) -> int:
     return min(n, max(1, int(round(fraction * n))))
 
 
-def select_fraction(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def select_fraction(targets: np.ndarray, fraction: float, seed: int, pool: int | None = None) -> np.ndarray:
     """Positions (sorted, into `targets`) of the training subset for `fraction`.
 
     `targets` is int (N,) class indices for single-label sets or a (N, C) multi-hot matrix for tags.
+    `pool` is the number of tracks the fraction is of (default N, the training tracks; the paper's
+    "1% of MTAT" is 1% of all its labelled tracks, drawn from the training split), capped at N.
     """
     targets = np.asarray(targets)
     n = len(targets)
     if fraction >= 1.0:
         return np.arange(n)
-    size = subset_size(n, fraction)
+    size = min(n, subset_size(max(n, pool or n), fraction))
     rng = np.random.default_rng(seed)
     chosen = _stratified(targets, size, rng) if targets.ndim == 1 else _cover_tags(targets, size, rng)
     return np.sort(chosen)

@@ -22,9 +22,9 @@ def scan(
     if dataset in ("folder", "synthetic"):
         return scan_folder(root, labels=labels, split=split, task=task, name=dataset)
     if dataset == "mtat":
-        from clmr.data.datasets.mtat import scan_mtat
+        from clmr.data.datasets.mtat import DEFAULT_SPLIT, scan_mtat
 
-        return scan_mtat(root, split=split or "won")
+        return scan_mtat(root, split=split or DEFAULT_SPLIT)
     if dataset == "msd":
         from clmr.data.datasets.msd import scan_msd
 

@@ -1,11 +1,12 @@
 """MagnaTagATune: the merged/extracted mp3.zip.001-003 (folders 0-9, a-f) + annotations_final.csv.
 
 Tags: the 50 most frequent of the 188 annotation columns (or the split's own tag list). Splits:
-- "won" (Won et al. 2020, the CLMR reference): split/mtat/{train,valid,test,binary,tags}.npy, whose
-  rows are "index<TAB>mp3_path" with `index` a row of binary.npy;
-- "pons" (Pons et al. 2017): index_mtt.tsv (id<TAB>path) and {train,val,test}_gt_mtt.tsv
-  (id<TAB>[50 zeros/ones] in top-50 order).
-Split files are looked up in ROOT/split/mtat/ (won), ROOT/index/mtt/ (pons) or ROOT/.
+- "pons" (Pons et al. 2017; the default, as the reference's `MAGNATAGATUNE(split="pons2017")`):
+  index_mtt.tsv (id<TAB>path) and {train,val,test}_gt_mtt.tsv (id<TAB>[50 zeros/ones] in top-50
+  order): 18,706 / 1,825 / 5,329 clips;
+- "won" (Won et al. 2020): split/mtat/{train,valid,test,binary,tags}.npy, whose rows are
+  "index<TAB>mp3_path" with `index` a row of binary.npy (Pons' clips that carry a top-50 tag).
+Split files are looked up in ROOT/index/mtt/ (pons), ROOT/split/mtat/ (won) or ROOT/.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 
 from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, require_dir
 
-SPLITS = ("won", "pons")
+SPLITS = ("pons", "won")
+DEFAULT_SPLIT = "pons"
 
 
 def read_annotations(path: Path) -> tuple[list[str], list[dict]]:
@@ -47,7 +49,7 @@ def top_tags(rows: list[dict], k: int = 50) -> list[str]:
     return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
 
-def scan_mtat(root, split: str = "won") -> DatasetSpec:
+def scan_mtat(root, split: str = DEFAULT_SPLIT) -> DatasetSpec:
     """Entries of the chosen split with their top-50 tags; other clips are listed as not_in_split."""
     root = require_dir(root)
     if split not in SPLITS:
