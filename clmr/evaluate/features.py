@@ -90,7 +90,7 @@ def extract(
     else:  # the reference protocol's one fixed crop per track
         crops = (
             (str(int(i)), store.crop(int(i), int(start), model.crop_length))
-            for i, start in zip(indices, starts)
+            for i, start in zip(indices, starts, strict=True)
         )
         songs = array_songs(crops, model.crop_length)
     counts: list[int] = []
