@@ -1,5 +1,5 @@
-"""The HEAR benchmark API (Turian et al. 2022) for clmr models, so the HEAR and MARBLE harnesses can
-evaluate a clmr checkpoint as a module: `--module clmr.hear --model CHECKPOINT`.
+"""The HEAR benchmark API (Turian et al. 2022) for clmr models, so HEAR's harness (hear-eval-kit,
+hear-validator) can evaluate a clmr checkpoint as a module (MARBLE v2: `clmr.marble`).
 
 - `load_model(model_file_path)` (default: the released `clmr-mtat`) -> a torch module with
   `sample_rate`, `scene_embedding_size` and `timestamp_embedding_size`. HEAR accepts audio at
