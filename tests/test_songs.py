@@ -37,7 +37,7 @@ def test_evaluation_inference_and_hear_give_the_same_song_embeddings(
     length = min(map(len, audio))
     scene = hear.get_scene_embeddings(torch.from_numpy(np.stack([x[:length] for x in audio])), hear_model)
     cut = [store.track(i)[:length] for i in tracks]
-    short = np.stack([embed_audio(model, x, SR, batch_size=5) for x in cut])
+    short = np.stack([embed_audio(model, x, hear_model.sample_rate, batch_size=5) for x in cut])  # 16 kHz
 
     for k, i in enumerate(tracks):
         crops = track_crops(store, int(i), model.crop_length)

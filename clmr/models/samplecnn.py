@@ -117,3 +117,13 @@ class SampleCNN(nn.Module):
             )
         out = self.sequential(x).flatten(1)
         return self.fc(self.dropout(out))
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T) or (B, 1, T) waveforms -> each block's activations (B, C_k, T_k), first block to last,
+        for layer-wise probes. At T == input_length the last is (B, out_dim, 1): `forward`'s features."""
+        out = x.unsqueeze(1) if x.dim() == 2 else x
+        activations = []
+        for block in self.sequential:
+            out = block(out)
+            activations.append(out)
+        return activations
