@@ -22,7 +22,7 @@ from clmr.data.datasets.base import (
     hash_split,
     normalise_split,
     require_dir,
-    scan_files,
+    scan_tree,
 )
 
 LABEL_COLUMNS = ("label", "tags", "labels", "tag")
@@ -45,17 +45,17 @@ def scan_folder(
         raise DatasetError(f"split {split!r}: a folder takes 'hash' or 'none' (or a split column)")
     if task is not None and task not in TASKS:
         raise DatasetError(f"task {task!r}: expected one of {', '.join(TASKS)}")
-    files, unsupported = scan_files(root)
-    skipped = [Skip(p, "unsupported", UNSUPPORTED_DETAIL) for p in unsupported]
+    files, unsupported, problems = scan_tree(root)
+    skipped = [Skip(p, "unsupported", UNSUPPORTED_DETAIL) for p in unsupported] + problems
     if labels is None:
         entries = [Entry(p, p, _split(p, None, split)) for p in files]
         return DatasetSpec(name, root, None, [], entries, skipped, split_name=split or "hash")
     rows, task, has_split = read_labels_csv(Path(labels), task)
-    present, undecodable = set(files), set(unsupported)
+    present, undecodable = set(files), set(unsupported) | {p.path for p in problems}
     entries = []
     for path, (tags, row_split) in rows.items():
         if path in undecodable:
-            continue  # already listed as unsupported
+            continue  # already listed as unsupported or unreadable
         if path not in present:
             skipped.append(Skip(path, "missing", f"listed in {labels} but not found under {root}"))
         elif task == "multiclass" and not tags:
