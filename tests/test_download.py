@@ -8,9 +8,16 @@ import tarfile
 import threading
 import zipfile
 
+import numpy as np
 import pytest
 
 from clmr.data.download import DownloadError, Remote, download, extract_tar, extract_zip, fetch
+
+
+def _npy(values=(1, 2, 3)) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(values))
+    return buffer.getvalue()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -145,14 +152,14 @@ def test_checksum_verified_and_mismatch_rejected(tmp_path, server):
 
 def test_retry_mirror_and_optional(tmp_path, server):
     base, handler = server
-    handler.files["/split/x.npy"] = b"payload"
+    handler.files["/split/x.npy"] = _npy()
     handler.fail_first.add("/split/x.npy")
     manifest = [
         Remote("http://unreachable.invalid/x.npy", "split/x.npy"),
         Remote("http://unreachable.invalid/y.npy", "split/y.npy", optional=True),
     ]
     download("x", tmp_path, manifest=manifest, mirror=base + "/", progress=False)
-    assert (tmp_path / "split" / "x.npy").read_bytes() == b"payload"
+    assert (tmp_path / "split" / "x.npy").read_bytes() == _npy()
     assert [p for p, _ in handler.log].count("/split/x.npy") == 2  # 503, then retried
     with pytest.raises(DownloadError, match="404"):
         fetch(f"{base}/nothing", tmp_path / "n", progress=False)
@@ -170,7 +177,7 @@ def test_mtat_parts_merged_and_extracted(tmp_path, server):
         handler.files[f"/mp3.zip.00{n}"] = part
     handler.files["/annotations_final.csv"] = b"clip_id\tguitar\tmp3_path\n"
     for f in ("train", "valid", "test", "binary", "tags"):
-        handler.files[f"/split/mtat/{f}.npy"] = b"npy"
+        handler.files[f"/split/mtat/{f}.npy"] = _npy()
     download("mtat", tmp_path, mirror=base, progress=False)
     assert (tmp_path / "f" / "clip-0-29.mp3").read_bytes() == b"mp3 bytes"
     assert (tmp_path / "0" / "clip-1-29.mp3").is_file()
