@@ -123,11 +123,12 @@ def claim_folder(root: str | os.PathLike, what: str = "output folder") -> Path:
     return root
 
 
-def record_files(root: str | os.PathLike, names: list[str]) -> None:
+def record_files(root: str | os.PathLike, names: list[str], *, adopt: bool = False) -> None:
     """Add `names` (relative to `root`) to its manifest; call before writing them, so a kill between
-    the two leaves at most a name without its file, never a file clmr cannot prove it wrote."""
+    the two leaves at most a name without its file, never a file clmr cannot prove it wrote. A name
+    whose file already exists is refused (it is someone else's) unless `adopt` (clmr proved it wrote it)."""
     written = owned_files(root) or []
-    for name in set(names) - set(written):
+    for name in set(names) - set(written) if not adopt else ():
         if (Path(root) / name).exists():
             raise OutputError(
                 f"{Path(root) / name}: a file clmr did not write is in the way; move it away and rerun"

@@ -13,7 +13,7 @@ from pathlib import Path
 from clmr.data.datasets.base import DatasetSpec, Skip
 from clmr.data.store import StoreError
 from clmr.errors import check_whole
-from clmr.files import owned_files, record_files
+from clmr.files import LOCK, owned_files, record_files
 
 MAX_SAMPLE_RATE = 384_000  # Hz: the highest store rate accepted (typos such as 1e9 are refused)
 MAX_SHARD_BYTES = 1 << 40
@@ -90,7 +90,7 @@ def adopt_legacy(out: Path) -> None:
     if not any(m.is_file() and b'"sample_rate"' in m.read_bytes() for m in marks):
         return
     names = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
-    record_files(out, [n for n in names if _LAYOUT.fullmatch(n)])
+    record_files(out, [n for n in names if _LAYOUT.fullmatch(n)] + [LOCK], adopt=True)
 
 
 def check_arguments(sample_rate: int, workers: int | None, min_length: int, shard_bytes: int) -> None:
