@@ -101,6 +101,9 @@ def load(
 BLOCK_SAMPLES = 1 << 16
 """Samples (at the output rate) decoded per read by default (~3 s at 22,050 Hz)."""
 
+UNKNOWN_LENGTH = 1 << 62
+"""A frame count at or above this is libsndfile's "length unknown", not a claim."""
+
 MAX_BLOCK_VALUES = 1 << 20
 """At most this many samples (frames x channels) are read at once, whatever the header says."""
 
@@ -135,7 +138,9 @@ def _stream(
             raise UnreadableAudioError(
                 path, f"the header claims {rate} Hz (outside {SOURCE_RATES[0]}..{SOURCE_RATES[1]}): corrupt"
             )
-        block_frames = max(1, min(int(block_samples * rate / sample_rate), MAX_BLOCK_VALUES // channels))
+        block_frames = max(
+            1, min(int(block_samples * rate / sample_rate), MAX_BLOCK_VALUES // max(1, channels))
+        )
         width = 1 if mono else channels
         resampler = (
             soxr.ResampleStream(rate, sample_rate, width, dtype="float32", quality="HQ")
@@ -192,7 +197,7 @@ def truncation(path: str | os.PathLike, frames: int, claimed: int) -> str | None
     """A note when the file holds fewer samples than its header says (cut short by a copy or a download),
     else None: from the decoder's frame count, or the data size a WAV/AIFF/AU header states, or an Ogg
     stream without its end-of-stream page."""
-    if claimed > frames:
+    if frames < claimed < UNKNOWN_LENGTH:
         return f"truncated: decoded {frames} of the {claimed} frames the header claims"
     try:
         with open(path, "rb") as f:

@@ -42,6 +42,7 @@ def _source(tmp_path, names=("a.wav", "b.wav", "c.wav")):
 def test_odd_entries_are_listed_and_the_job_goes_on(tmp_path, monkeypatch):
     src = _source(tmp_path, ("good.wav",))
     os.mkfifo(src / "pipe.wav")  # reading it would block forever
+    os.symlink(src / "nowhere.wav", src / "dangling.wav")
     with open(os.fsencode(src) + b"/caf\xe9.wav", "wb") as f:  # a latin-1 name: not valid UTF-8
         f.write((src / "good.wav").read_bytes())
     (src / "locked").mkdir()
@@ -62,6 +63,18 @@ def test_odd_entries_are_listed_and_the_job_goes_on(tmp_path, monkeypatch):
     assert skipped["pipe.wav"][0] == "unreadable" and "not a regular file" in skipped["pipe.wav"][1]
     assert skipped["caf\\xe9.wav"][0] == "bad_name" and "UTF-8" in skipped["caf\\xe9.wav"][1]
     assert skipped["locked"] == ("unreadable", "folder cannot be listed (Permission denied)")
+    assert skipped["dangling.wav"] == ("unreadable", "cannot be opened (No such file or directory)")
+
+
+def test_a_dataset_layout_with_a_non_utf8_name_goes_on(tmp_path):
+    blues = tmp_path / "genres" / "blues"
+    blues.mkdir(parents=True)
+    _tone(blues / "blues.00000.au", format="AU", subtype="PCM_16")
+    with open(os.fsencode(blues) + b"/blues.0000\xe9.au", "wb") as f:
+        f.write((blues / "blues.00000.au").read_bytes())
+    store = preprocess(tmp_path, tmp_path / "store", dataset="gtzan", split="random", **KW)
+    assert len(store) == 1
+    assert _skipped(tmp_path / "store")["genres/blues/blues.0000\\xe9.au"][0] == "bad_name"
 
 
 def test_load_refuses_a_fifo_at_once(tmp_path):
@@ -151,6 +164,13 @@ def test_download_flags_are_range_checked(tmp_path, capsys):
 
     assert main(["download", "gtzan", "--root", str(tmp_path / "r"), "--retries", "1000000000"]) == 2
     assert "--retries" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    (tmp_path / "blocker").write_text("a file")
+    assert main(["download", "gtzan", "--root", str(tmp_path / "blocker")]) == 2
+    err = capsys.readouterr().err
+    assert "blocker: exists and is not a folder" in err and len(err.strip().splitlines()) == 1
+    assert main(["download", "gtzan", "--root", str(tmp_path / "blocker" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "blocker" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_foreign_folder_is_refused_and_left_as_it_was(tmp_path):

@@ -69,16 +69,15 @@ def mismatch(saved: dict | None, params: dict, what: str) -> str:
 def named_in_utf8(spec: DatasetSpec) -> DatasetSpec:
     """Move entries whose path is not valid UTF-8 (the index cannot hold it) to the skips, named with
     backslash escapes."""
-    bad = []
+    kept = []
     for entry in spec.entries:
         try:
             entry.path.encode("utf-8")
+            kept.append(entry)
         except UnicodeEncodeError:
-            bad.append(entry)
-    for entry in bad:
-        spec.entries.remove(entry)
-        name = entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        spec.skipped.append(Skip(name, "bad_name", "the file name is not valid UTF-8; rename it"))
+            name = entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            spec.skipped.append(Skip(name, "bad_name", "the file name is not valid UTF-8; rename it"))
+    spec.entries[:] = kept
     return spec
 
 
