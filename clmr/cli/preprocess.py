@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shard-mb", type=float, default=1024, help="shard size budget in MiB")
     parser.add_argument(
-        "--overwrite", action="store_true", help="discard an existing or unfinished store at --out"
+        "--overwrite",
+        action="store_true",
+        help="discard an existing or unfinished store at --out (only the files clmr wrote there)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
