@@ -315,3 +315,17 @@ def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "blocker" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "blocker").read_text() == "a file"
+
+
+def test_a_damaged_store_is_one_line(tmp_path):
+    src = _source(tmp_path, ("a.wav",))
+    out = tmp_path / "store"
+    preprocess(src, out, **KW)
+    index = (out / "index.parquet").read_bytes()
+    (out / "index.parquet").write_bytes(index[: len(index) // 2])
+    with pytest.raises(StoreError, match="index.parquet: unreadable"):
+        Store(out)
+    for content in ("{not json", "[1, 2]"):
+        (out / "meta.json").write_text(content)
+        with pytest.raises(StoreError, match="meta.json: "):
+            Store(out)
