@@ -220,6 +220,11 @@ def test_a_store_made_before_manifests_is_adopted(tmp_path):
     (out / "extra.txt").write_text("user")
     assert len(preprocess(src, out, overwrite=True, **KW)) == 3
     assert (out / "extra.txt").read_text() == "user"
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["params"]["sources"]  # as an older clmr wrote it
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="older clmr"):
+        preprocess(src, out, **KW)
 
 
 def test_a_second_writer_is_refused_clearly(tmp_path):
