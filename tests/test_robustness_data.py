@@ -118,6 +118,33 @@ def test_memory_follows_the_data_not_the_header(tmp_path):
     assert skipped["liar.wav"][0] == "truncated" and skipped["liar.wav"][1].startswith("stored shortened")
 
 
+def _sparse_wav(path, frames: int, rate: int = SR) -> None:
+    """A 16-bit mono WAV header for `frames` samples, the data a hole (sparse: zeros when read)."""
+    size = 2 * frames
+    fmt = (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    fmt += rate.to_bytes(4, "little") + (2 * rate).to_bytes(4, "little") + (2).to_bytes(2, "little")
+    fmt += (16).to_bytes(2, "little")
+    with open(path, "wb") as f:
+        f.write(b"RIFF" + (36 + size).to_bytes(4, "little") + b"WAVEfmt " + fmt + b"data")
+        f.write(size.to_bytes(4, "little"))
+        f.truncate(44 + size)
+
+
+def test_a_sparse_silent_file_costs_one_block(tmp_path):
+    from clmr.data.preprocessing import decode
+
+    path = tmp_path / "sparse.wav"
+    _sparse_wav(path, 30 * 60 * SR)  # half an hour of holes: 29 MB of int16 if it were kept
+    tracemalloc.start()
+    try:
+        status, pcm, detail = decode(str(path), SR, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (status, pcm) == ("silent", None) and "silent" in detail
+    assert peak < 8 << 20
+
+
 @pytest.mark.parametrize(
     "ext,fmt", [("wav", "WAV"), ("aiff", "AIFF"), ("au", "AU"), ("mp3", "MP3"), ("opus", "OGG")]
 )

@@ -66,13 +66,19 @@ def usable_cores() -> int:
 
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
     """One file's job: ("ok", int16 PCM, "" or a note such as a truncation) or (reason, None, detail).
-    Decoded block by block into int16, so the peak memory is the stored track plus one block."""
+    Decoded block by block into int16, so the peak memory is the stored track plus one block (and a
+    silent file, such as a sparse one whose header claims hours, never more than one block)."""
     notes: list[str] = []
+    blocks: list[np.ndarray | int] = []
     try:
-        blocks = [to_pcm(block) for block in read_blocks(path, sample_rate, notes=notes)]
+        for block in read_blocks(path, sample_rate, notes=notes):
+            pcm = to_pcm(block)
+            blocks.append(
+                pcm if pcm.any() else len(pcm)
+            )  # all-zero blocks by length: a sparse file costs nothing
     except AudioError as err:
         return err.reason, None, err.detail
-    audio = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    audio = np.concatenate([np.zeros(b, np.int16) if isinstance(b, int) else b for b in blocks])
     del blocks
     if len(audio) < min_length:
         return (
