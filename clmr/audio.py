@@ -138,9 +138,8 @@ def _stream(
             raise UnreadableAudioError(
                 path, f"the header claims {rate} Hz (outside {SOURCE_RATES[0]}..{SOURCE_RATES[1]}): corrupt"
             )
-        block_frames = max(
-            1, min(int(block_samples * rate / sample_rate), MAX_BLOCK_VALUES // max(1, channels))
-        )
+        wanted = max(1024, int(block_samples * rate / sample_rate))  # not a read per few frames
+        block_frames = max(1, min(wanted, MAX_BLOCK_VALUES // max(1, channels)))
         width = 1 if mono else channels
         resampler = (
             soxr.ResampleStream(rate, sample_rate, width, dtype="float32", quality="HQ")
