@@ -361,3 +361,25 @@ def test_a_damaged_store_is_one_line(tmp_path):
         (out / "meta.json").write_text(content)
         with pytest.raises(StoreError, match="meta.json: "):
             Store(out)
+
+
+def test_damaged_resume_state_is_redone_or_named(tmp_path):
+    src = _source(tmp_path, ("a.wav", "b.wav", "c.wav", "d.wav"))
+    clean = preprocess(src, tmp_path / "clean", shard_bytes=SR, **KW)
+    out = tmp_path / "store"
+
+    def stop(shard):
+        if shard == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        preprocess(src, out, shard_bytes=SR, on_shard=stop, **KW)
+    (out / ".partial" / "00001.json").write_text("{torn")  # a damaged journal: its shard is redone
+    written = []
+    store = preprocess(src, out, shard_bytes=SR, on_shard=written.append, **KW)
+    assert written == [1, 2, 3] and len(store) == len(clean)
+    with pytest.raises(_Stop):
+        preprocess(src, tmp_path / "again", shard_bytes=SR, on_shard=stop, **KW)
+    (tmp_path / "again" / ".partial" / "params.json").write_text("[1")
+    with pytest.raises(StoreError, match="params.json: unreadable"):
+        preprocess(src, tmp_path / "again", shard_bytes=SR, **KW)

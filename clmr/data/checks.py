@@ -56,7 +56,7 @@ def fingerprint(spec: DatasetSpec) -> str:
 
 def mismatch(saved: dict | None, params: dict, what: str) -> str:
     """Why an existing store cannot be reused or resumed, naming what changed."""
-    saved = saved or {}
+    saved = saved if isinstance(saved, dict) else {}
     changed = sorted(k for k in params if saved.get(k) != params[k])
     if changed == ["sources"] and "sources" not in saved:
         return f"{what} made by an older clmr (no source fingerprint); pass overwrite=True (--overwrite) to rebuild it"

@@ -169,9 +169,13 @@ def _build(
         return store
     partial = out / ".partial"
     params_file = partial / "params.json"
-    if params_file.is_file() and json.loads(params_file.read_text()) != params:
-        saved = json.loads(params_file.read_text())
-        raise StoreError(f"{out}: {mismatch(saved, params, 'an unfinished store')}")
+    if params_file.is_file():
+        try:
+            saved = json.loads(params_file.read_text())
+        except ValueError as err:
+            raise StoreError(f"{params_file}: unreadable ({err}); pass overwrite=True (--overwrite)") from err
+        if saved != params:
+            raise StoreError(f"{out}: {mismatch(saved, params, 'an unfinished store')}")
     record_files(out, [".partial/params.json"])
     partial.mkdir(exist_ok=True)
     (out / "shards").mkdir(exist_ok=True)
@@ -296,7 +300,10 @@ def _read_journals(out: Path) -> list[dict]:
         path = out / ".partial" / f"{n:05d}.json"
         if not path.is_file() or not shard_path(out, n).is_file():
             return journals
-        journals.append(json.loads(path.read_text()))
+        try:
+            journals.append(json.loads(path.read_text()))
+        except ValueError:  # damaged: its shard is redone
+            return journals
 
 
 def _finish(
