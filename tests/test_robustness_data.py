@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import clmr.files as files
 from clmr.audio import UnreadableAudioError, load
 from clmr.data import Store, StoreError, preprocess
 from clmr.data.datasets.base import DatasetError
-from clmr.files import MANIFEST, OutputError, clear_folder, folder_lock
+from clmr.files import MANIFEST, clear_folder, folder_lock
 
+# OutputError is looked up at each use: tests/test_files.py reloads clmr.files, which makes a new class
 SR = 8000
 KW = dict(sample_rate=SR, workers=0, min_length=1, progress=False)
 
@@ -208,7 +210,7 @@ def test_a_foreign_folder_is_refused_and_left_as_it_was(tmp_path):
     (out / "shards" / "00007.npy").write_bytes(b"user data")
     (out / "drafts" / "keep.tmp").write_bytes(b"user draft")
     for overwrite in (False, True):
-        with pytest.raises(OutputError, match="did not make"):
+        with pytest.raises(files.OutputError, match="did not make"):
             preprocess(src, out, overwrite=overwrite, **KW)
     assert (out / "shards" / "00007.npy").read_bytes() == b"user data"
     assert (out / "drafts" / "keep.tmp").read_bytes() == b"user draft"
@@ -232,7 +234,7 @@ def test_overwrite_removes_only_what_clmr_wrote(tmp_path):
     json.loads((out / MANIFEST).read_text())  # still clmr's
     assert clear_folder(out) == ["notes.txt", "shards/keep.tmp"]
     (out / "shards" / "00000.npy").write_bytes(b"user")
-    with pytest.raises(OutputError, match="00000.npy: a file clmr did not write"):
+    with pytest.raises(files.OutputError, match="00000.npy: a file clmr did not write"):
         preprocess(src, out, **KW)
     assert (out / "shards" / "00000.npy").read_bytes() == b"user"
 
@@ -259,7 +261,7 @@ def test_a_second_writer_is_refused_clearly(tmp_path):
     out = tmp_path / "store"
     preprocess(src, out, **KW)
     with folder_lock(out, "store"):
-        with pytest.raises(OutputError, match="another clmr process is writing"):
+        with pytest.raises(files.OutputError, match="another clmr process is writing"):
             preprocess(src, out, overwrite=True, **KW)
     assert len(Store(out)) == 3  # untouched by the refused run
 
