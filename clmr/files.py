@@ -98,9 +98,20 @@ def owned_files(root: str | os.PathLike) -> list[str] | None:
         written = json.loads(path.read_text(encoding="utf-8"))["written"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise OutputError(f"{path}: not a clmr file manifest ({err}); refusing to touch {root}") from err
-    if not isinstance(written, list) or not all(isinstance(w, str) for w in written):
-        raise OutputError(f"{path}: not a clmr file manifest (no list of names); refusing to touch {root}")
+    if not isinstance(written, list) or not all(_inside_name(w) for w in written):
+        raise OutputError(
+            f"{path}: not a clmr file manifest (expected a list of relative names inside the folder); "
+            f"refusing to touch {root}"
+        )
     return written
+
+
+def _inside_name(name: object) -> bool:
+    """A relative path that stays inside its folder (no absolute path, no `..`): a manifest naming
+    anything else is not trusted, so clearing a folder never reaches outside it."""
+    return (
+        isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+    )
 
 
 def claim_folder(root: str | os.PathLike, what: str = "output folder") -> Path:
@@ -118,8 +129,7 @@ def claim_folder(root: str | os.PathLike, what: str = "output folder") -> Path:
                     f"write into it: choose a new or empty {what}"
                 )
             root.mkdir(parents=True, exist_ok=True)
-            (root / LOCK).unlink(missing_ok=True)  # an empty lock file left by a killed first run
-            record_files(root, [LOCK])
+            record_files(root, [LOCK], adopt=True)  # an empty lock file may be all that is there
     return root
 
 

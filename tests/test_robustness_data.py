@@ -239,6 +239,18 @@ def test_overwrite_removes_only_what_clmr_wrote(tmp_path):
     assert (out / "shards" / "00000.npy").read_bytes() == b"user"
 
 
+def test_a_manifest_naming_files_outside_its_folder_is_not_trusted(tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    out = tmp_path / "store"
+    out.mkdir()
+    for names in (["../precious.txt"], [str(outside)], "meta.json"):
+        (out / MANIFEST).write_text(json.dumps({"written": names}))
+        with pytest.raises(files.OutputError, match="not a clmr file manifest"):
+            clear_folder(out)
+    assert outside.read_text() == "keep"
+
+
 def test_a_store_made_before_manifests_is_adopted(tmp_path):
     src = _source(tmp_path)
     out = tmp_path / "store"
