@@ -397,3 +397,20 @@ def test_damaged_resume_state_is_redone_or_named(tmp_path):
     (tmp_path / "again" / ".partial" / "params.json").write_text("[1")
     with pytest.raises(StoreError, match="params.json: unreadable"):
         preprocess(src, tmp_path / "again", shard_bytes=SR, **KW)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line_and_a_rerun_after_the_fix_works(tmp_path, capsys):
+    from clmr.cli import main
+
+    src = _source(tmp_path, ("a.wav",))
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        assert main(["preprocess", str(src), "--out", str(parent / "store"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "Permission denied" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    finally:
+        parent.chmod(0o755)
+    assert main(["preprocess", str(src), "--out", str(parent / "store"), "--quiet", "--min-length", "1"]) == 0
