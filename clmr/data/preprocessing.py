@@ -283,7 +283,8 @@ class _ShardWriter:
                 for chunk in self._chunks:
                     f.write(chunk.astype("<i2", copy=False).tobytes())
             journal = {"end": end, "rows": self._rows, "skipped": [asdict(s) for s in self._skipped]}
-            atomic_write_bytes(journal_file, json.dumps(journal).encode())
+            with io_errors(journal_file, StoreError, RETRY_HINT):
+                atomic_write_bytes(journal_file, json.dumps(journal).encode())
             if self.on_shard is not None:
                 self.on_shard(self.shard)
             self.shard += 1
