@@ -165,3 +165,28 @@ def test_corrupt_file_message_does_not_claim_it_is_missing(tmp_path):
     assert "does not exist" not in str(err.value)
     with pytest.raises(UnreadableAudioError, match="a folder"):
         load(tmp_path)
+
+
+def test_a_truncated_file_decodes_as_far_as_it_goes_with_a_note(tmp_path):
+    path = tmp_path / "cut.wav"
+    _write(path, 22050, 1)
+    whole = load(path)
+    path.write_bytes(path.read_bytes()[: 44 + len(whole)])  # half the 16-bit samples
+    notes: list[str] = []
+    x = load(path, notes=notes)
+    assert (
+        len(x) == len(whole) // 2 and len(notes) == 1 and notes[0].startswith("truncated: the header states")
+    )
+    notes.clear()
+    _write(path, 22050, 1)
+    assert len(load(path, notes=notes)) == len(whole) and notes == []  # a whole file: no note
+
+
+def test_a_header_rate_outside_the_sane_range_is_corrupt(tmp_path):
+    path = tmp_path / "one-hertz.wav"
+    sf.write(path, np.full((1000, 1), 0.5, np.float32), 22050, subtype="PCM_16")
+    b = bytearray(path.read_bytes())
+    b[24:28] = (1).to_bytes(4, "little")  # 1 Hz: 1000 samples would resample to 22 million
+    path.write_bytes(bytes(b))
+    with pytest.raises(UnreadableAudioError, match="one-hertz.wav: the header claims 1 Hz"):
+        load(path)

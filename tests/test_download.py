@@ -8,9 +8,16 @@ import tarfile
 import threading
 import zipfile
 
+import numpy as np
 import pytest
 
 from clmr.data.download import DownloadError, Remote, download, extract_tar, extract_zip, fetch
+
+
+def _npy(values=(1, 2, 3)) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(values))
+    return buffer.getvalue()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -19,6 +26,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     fail_first: set = set()
     wrong_range: set = set()  # paths answered with bytes 0- whatever range was asked
     cut_first: set = set()  # paths whose first answer stops half-way (the connection drops)
+    bare_416: set = set()  # paths whose 416 answer says no size (no Content-Range)
+    wrong_total: set = set()  # paths whose 206 answer announces another total size
 
     def do_GET(self):  # noqa: N802
         self.log.append((self.path, self.headers.get("Range")))
@@ -35,12 +44,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             start = 0 if self.path in self.wrong_range else int(rng.split("=")[1].split("-")[0])
             if start >= len(data):  # as real servers do: 416 with the file's size
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
+                if self.path not in self.bare_416:
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            total = len(data) + 7 if self.path in self.wrong_total else len(data)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{total}")
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
@@ -60,6 +71,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     _Handler.files, _Handler.log, _Handler.fail_first = {}, [], set()
     _Handler.wrong_range, _Handler.cut_first = set(), set()
+    _Handler.bare_416, _Handler.wrong_total = set(), set()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -145,14 +157,14 @@ def test_checksum_verified_and_mismatch_rejected(tmp_path, server):
 
 def test_retry_mirror_and_optional(tmp_path, server):
     base, handler = server
-    handler.files["/split/x.npy"] = b"payload"
+    handler.files["/split/x.npy"] = _npy()
     handler.fail_first.add("/split/x.npy")
     manifest = [
         Remote("http://unreachable.invalid/x.npy", "split/x.npy"),
         Remote("http://unreachable.invalid/y.npy", "split/y.npy", optional=True),
     ]
     download("x", tmp_path, manifest=manifest, mirror=base + "/", progress=False)
-    assert (tmp_path / "split" / "x.npy").read_bytes() == b"payload"
+    assert (tmp_path / "split" / "x.npy").read_bytes() == _npy()
     assert [p for p, _ in handler.log].count("/split/x.npy") == 2  # 503, then retried
     with pytest.raises(DownloadError, match="404"):
         fetch(f"{base}/nothing", tmp_path / "n", progress=False)
@@ -170,7 +182,7 @@ def test_mtat_parts_merged_and_extracted(tmp_path, server):
         handler.files[f"/mp3.zip.00{n}"] = part
     handler.files["/annotations_final.csv"] = b"clip_id\tguitar\tmp3_path\n"
     for f in ("train", "valid", "test", "binary", "tags"):
-        handler.files[f"/split/mtat/{f}.npy"] = b"npy"
+        handler.files[f"/split/mtat/{f}.npy"] = _npy()
     for f in ("index_mtt.tsv", "train_gt_mtt.tsv", "val_gt_mtt.tsv", "test_gt_mtt.tsv"):
         handler.files[f"/index/mtt/{f}"] = b"tsv"  # Pons et al.'s split, the default
     download("mtat", tmp_path, mirror=base, progress=False)
@@ -226,3 +238,126 @@ def test_progress_lines_while_downloading(tmp_path, server, monkeypatch, capsys)
     fetch(f"{base}/p.bin", tmp_path / "p.bin")
     err = capsys.readouterr().err
     assert "p.bin: 3.0 of 3.0 MB" in err and "MB/s" in err
+
+
+def test_a_416_without_a_size_is_not_taken_as_complete(tmp_path, server):
+    base, handler = server
+    handler.files["/s.bin"] = b"short"
+    handler.bare_416.add("/s.bin")
+    (tmp_path / "s.bin.part").write_bytes(b"garbage from elsewhere")  # longer than the file: 416
+    fetch(f"{base}/s.bin", tmp_path / "s.bin", progress=False)
+    assert (tmp_path / "s.bin").read_bytes() == b"short"
+
+
+def test_pieces_that_do_not_add_up_to_the_announced_size_start_over(tmp_path, server):
+    base, handler = server
+    handler.files["/t.bin"] = b"0123456789"
+    handler.wrong_total.add("/t.bin")
+    (tmp_path / "t.bin.part").write_bytes(b"01234")
+    with pytest.raises(DownloadError, match="announced as 17"):
+        fetch(f"{base}/t.bin", tmp_path / "t.bin", retries=0, progress=False)
+    assert not (tmp_path / "t.bin").exists() and not (tmp_path / "t.bin.part").exists()
+
+
+@pytest.mark.parametrize(
+    "name,payload",
+    [
+        ("split/msd/filtered_list_train.cP", bytes(range(256)) * 4),
+        ("split/x.npy", b"\x93NUMPY random bytes"),
+        ("tags.txt", b"\xff\xfe\x00 not text"),
+        ("genres.tar.gz", b"\x1f\x8b\x08 not a tarball"),
+    ],
+)
+def test_random_bytes_are_removed_and_never_recorded_as_trusted(tmp_path, server, name, payload):
+    base, handler = server
+    handler.files[f"/{name}"] = payload
+    with pytest.raises(DownloadError, match=f"{name.rsplit('/', 1)[-1]}: the downloaded file is not a valid"):
+        download(
+            "x", tmp_path, manifest=[Remote("http://unused.invalid/", name)], mirror=base, progress=False
+        )
+    assert not (tmp_path / name).exists()
+    recorded = tmp_path / "checksums.json"
+    assert not recorded.exists() or name not in recorded.read_text()
+
+
+def test_damaged_zip_parts_are_removed_with_one_line(tmp_path, server):
+    from clmr.data.download import extract_mtat
+
+    for n in (1, 2, 3):
+        (tmp_path / f"mp3.zip.00{n}").write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(DownloadError, match="not a valid zip.*rerun"):
+        extract_mtat(tmp_path, {})
+    assert not list(tmp_path.glob("mp3.zip*"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("f/a.mp3", b"x" * 1000)
+    blob = bytearray(buffer.getvalue())
+    blob[40] ^= 0xFF  # a flipped byte in the stored data: the CRC check fails
+    (tmp_path / "mp3.zip.001").write_bytes(bytes(blob))
+    with pytest.raises(DownloadError, match="not a valid zip"):
+        extract_mtat(tmp_path, {})
+    assert not (tmp_path / "f" / "a.mp3").exists()
+
+
+def test_a_damaged_tarball_and_a_corrupt_checksum_record_are_one_line(tmp_path):
+    archive = tmp_path / "genres.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as t:
+        info = tarfile.TarInfo("genres/a.au")
+        info.size = 5000
+        t.addfile(info, io.BytesIO(bytes(5000)))
+    archive.write_bytes(buffer.getvalue()[:-40])  # cut: the gzip stream ends early
+    with pytest.raises(DownloadError, match="genres.tar.gz: a damaged archive"):
+        extract_tar(archive, tmp_path / "out")
+    for content in ("[1, 2]", '{"a.txt": "not hex"}', "{not json"):
+        (tmp_path / "checksums.json").write_text(content)
+        with pytest.raises(DownloadError, match="checksums.json: not a"):
+            download("x", tmp_path, manifest=[], progress=False)
+
+
+def test_disk_full_during_a_download_is_one_line_and_resumes(tmp_path, server, monkeypatch, capsys):
+    import builtins
+
+    from clmr.cli import main
+
+    base, handler = server
+    handler.files["/split/msd/50tagList.txt"] = b"rock\n"
+    real_open = builtins.open
+
+    def full(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".part") and "b" in mode and "r" not in mode:
+            raise OSError(28, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full)
+    code = main(["download", "msd", "--root", str(tmp_path), "--mirror", base, "--retries", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    monkeypatch.setattr(builtins, "open", real_open)
+    handler.files.update(
+        {
+            f"/split/msd/{f}": pickle_bytes([])
+            for f in ("filtered_list_train.cP", "filtered_list_test.cP", "msd_id_to_tag_vector.cP")
+        }
+    )
+    assert main(["download", "msd", "--root", str(tmp_path), "--mirror", base]) == 0
+    assert (tmp_path / "split" / "msd" / "50tagList.txt").read_bytes() == b"rock\n"
+
+
+def pickle_bytes(value) -> bytes:
+    import pickle
+
+    return pickle.dumps(value, protocol=2)
+
+
+def test_a_name_with_markup_is_shown_literally(monkeypatch):
+    import clmr.data.download as dl
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(dl.sys, "stderr", Terminal())
+    with dl._meter(True, "[/][bold]{x}", 10, 0) as show:
+        show(5)
+    assert "[/][bold]{x}" in dl.sys.stderr.getvalue()

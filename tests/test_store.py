@@ -147,8 +147,8 @@ def test_resume_after_injected_failure_equals_clean_run(tmp_path, synthetic_musi
         preprocess(synthetic_music.root, tmp_path / "resumed", workers=0, on_shard=fail_at_third, **kw)
     with pytest.raises(StoreError, match="unfinished"):
         Store(tmp_path / "resumed")
-    # a write torn by the interruption is discarded on resume
-    (tmp_path / "resumed" / "shards" / "00003.npy.tmp").write_bytes(b"torn")
+    # a write torn by the interruption (atomic_path's temp name next to a file clmr recorded) is discarded
+    (tmp_path / "resumed" / "shards" / ".00002.npy.0123456789ab.tmp").write_bytes(b"torn")
     written = []
     preprocess(synthetic_music.root, tmp_path / "resumed", workers=0, on_shard=written.append, **kw)
     assert written[0] == 3  # shards 0-2 were kept, not rewritten

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from clmr.data import DATASETS, StoreError, preprocess
+from clmr.data import DATASETS, preprocess
+from clmr.data.checks import shard_bytes_from_mb
 
 # Options whose default is None explain it in their help text; "%(default).0s" renders as nothing
 # and keeps the default-adding help formatter from appending "(default: None)".
@@ -43,14 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shard-mb", type=float, default=1024, help="shard size budget in MiB")
     parser.add_argument(
-        "--overwrite", action="store_true", help="discard an existing or unfinished store at --out"
+        "--overwrite",
+        action="store_true",
+        help="discard an existing or unfinished store at --out (only the files clmr wrote there)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.shard_mb > 0:
-        raise StoreError(f"--shard-mb must be positive, got {args.shard_mb}")
+    shard_bytes = shard_bytes_from_mb(args.shard_mb)
     preprocess(
         args.source,
         args.out,
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         workers=args.workers,
         min_length=args.min_length,
-        shard_bytes=int(args.shard_mb * (1 << 20)),
+        shard_bytes=shard_bytes,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )

@@ -4,7 +4,10 @@ extraction that refuses any archive entry landing outside the target folder.
 
 Checksums: a file with a published SHA-256 in the manifest is checked against it; the others are
 checked against ROOT/checksums.json, which records the SHA-256 of every file on its first complete
-download (so a later, different download of the same file is caught).
+download (so a later, different download of the same file is caught). Nothing is recorded until it
+is verified: its size against what the server announced, and its content against its kind (a .npy
+loads, a .cP unpickles as plain data, text is UTF-8, a tarball lists, the MTAT zip parts extract); a
+file that fails is removed, so a rerun fetches it again.
 """
 
 from __future__ import annotations
@@ -13,27 +16,25 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clmr.errors import ClmrError
-from clmr.files import atomic_open
+from clmr.data.verify import ARCHIVE_ERRORS, DownloadError, extract_tar, extract_zip, verify_content
+from clmr.errors import check_whole
+from clmr.files import atomic_open, io_errors
+
+MAX_RETRIES = 100
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_S = 10.0
-
-
-class DownloadError(ClmrError):
-    """A download that failed for good, a checksum mismatch or an unsafe archive."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,28 @@ def download(
     MagnaTagATune's split zip or GTZAN's tarball. `manifest` overrides the built-in file list."""
     if manifest is None and dataset not in MANIFESTS:
         raise DownloadError(f"unknown dataset {dataset!r}; choose one of {', '.join(MANIFESTS)}")
-    if retries < 0:
-        raise DownloadError(f"retries must be >= 0, got {retries}")
-    if mirror is not None and not mirror.startswith(("http://", "https://")):
+    check_whole("retries (--retries)", retries, 0, DownloadError)
+    if retries > MAX_RETRIES:
+        raise DownloadError(f"retries (--retries) must be at most {MAX_RETRIES}, got {retries}")
+    if mirror is not None and not (isinstance(mirror, str) and mirror.startswith(("http://", "https://"))):
         raise DownloadError(f"--mirror {mirror!r}: expected an http:// or https:// base URL")
     root = Path(root)
+    with io_errors(root, DownloadError, "; fix it (free space, permissions) and rerun to resume"):
+        return _download(dataset, root, mirror, extract, retries, progress, manifest)
+
+
+def _download(
+    dataset: str,
+    root: Path,
+    mirror: str | None,
+    extract: bool,
+    retries: int,
+    progress: bool,
+    manifest: list[Remote] | None,
+) -> Path:
+    """`download` once its arguments are checked."""
+    if root.exists() and not root.is_dir():
+        raise DownloadError(f"{root}: exists and is not a folder; --root names the dataset folder")
     root.mkdir(parents=True, exist_ok=True)
     known = read_checksums(root)
     for remote in manifest if manifest is not None else MANIFESTS[dataset]:
@@ -125,10 +143,13 @@ def download(
             raise DownloadError(
                 f"{target}: SHA-256 {digest} does not match the expected {expected}; removed it"
             )
-        known[remote.target] = digest
-        write_checksums(root, known)
+        if not expected:  # not trusted yet: check what it is before recording it
+            verify_content(target)
+        if not _ZIP_PART.search(target.name) or (root / ".mp3-extracted").exists():
+            known[remote.target] = digest  # zip parts: once they extracted (see extract_mtat)
+            write_checksums(root, known)
     if extract and dataset == "mtat":
-        extract_mtat(root)
+        extract_mtat(root, known)
     if extract and dataset == "gtzan" and (root / "genres.tar.gz").is_file():
         marker = root / ".genres-extracted"
         if not marker.exists():  # an interrupted extraction is redone, not mistaken for a finished one
@@ -147,6 +168,7 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 resumed = response.status == 206
+                announced = _range_total(response.headers.get("Content-Range")) if resumed else None
                 if resumed and _range_start(response.headers.get("Content-Range")) != have:
                     # the server answered another range than the one asked: start over
                     part.unlink()
@@ -167,15 +189,19 @@ def fetch(url: str, target: Path, *, retries: int = 4, progress: bool = True) ->
                         show(done)
                 if total is not None and done < total:
                     raise urllib.error.URLError(f"connection closed at {done} of {total} bytes")
+                if announced is not None and done != announced:
+                    part.unlink()  # the pieces do not add up to the announced file: start over
+                    raise urllib.error.URLError(f"got {done} bytes of a file announced as {announced}")
             os.replace(part, target)
             return target
         except urllib.error.HTTPError as err:
             if err.code == 416 and have:
-                size = (err.headers.get("Content-Range") or "").rpartition("/")[2]
-                if not size.isdigit() or int(size) == have:  # the part is already complete
+                size = _range_total(err.headers.get("Content-Range"))
+                if size == have:  # the part is already complete (its checksum is checked next)
                     os.replace(part, target)
                     return target
-                part.unlink()  # the part is longer than the file on the server: start over
+                # longer than the file on the server, or a 416 that does not say the size: start over
+                part.unlink()
                 if attempt < retries:
                     continue
             if err.code < 500 or attempt == retries:
@@ -203,7 +229,7 @@ def _meter(enabled: bool, name: str, total: int | None, start: int) -> Iterator[
         )
 
         columns = (
-            TextColumn(name),
+            TextColumn("{task.description}", markup=False),  # a name is shown as is, never as markup
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -240,6 +266,15 @@ def _range_start(content_range: str | None) -> int | None:
         return None
 
 
+def _range_total(content_range: str | None) -> int | None:
+    """The TOTAL of a `Content-Range: bytes START-END/TOTAL` (or `bytes */TOTAL`) header, or None."""
+    size = (content_range or "").rpartition("/")[2].strip()
+    return int(size) if size.isdigit() else None
+
+
+_ZIP_PART = re.compile(r"\.zip\.\d{3}$")
+
+
 def sha256_file(path: Path) -> str:
     """The hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -249,8 +284,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def extract_mtat(root: Path) -> None:
-    """Join mp3.zip.001-003 into mp3.zip and extract it into ROOT (folders 0-9, a-f), once."""
+def extract_mtat(root: Path, known: dict[str, str] | None = None) -> None:
+    """Join mp3.zip.001-003 into mp3.zip and extract it into ROOT (folders 0-9, a-f), once. Only then
+    are the parts' checksums recorded in `known`; parts that do not make a valid zip are removed
+    (unless their checksum was already trusted) so a rerun fetches them again."""
     marker = root / ".mp3-extracted"
     parts = sorted(root.glob("mp3.zip.0*"))
     if marker.exists() or not parts:
@@ -261,45 +298,42 @@ def extract_mtat(root: Path) -> None:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out, CHUNK)
     os.replace(merged.with_suffix(".zip.tmp"), merged)
-    extract_zip(merged, root)
+    known = read_checksums(root) if known is None else known
+    try:
+        extract_zip(merged, root)
+    except DownloadError:
+        merged.unlink()
+        raise
+    except ARCHIVE_ERRORS as err:
+        merged.unlink()
+        untrusted = [p for p in parts if p.name not in known]
+        for part in untrusted:
+            part.unlink()
+        raise DownloadError(
+            f"{merged}: the joined parts are not a valid zip ({err}); removed "
+            f"{', '.join(p.name for p in untrusted) or 'nothing'}; rerun to fetch them again"
+        ) from err
     marker.touch()
+    known.update({p.name: sha256_file(p) for p in parts if p.name not in known})
+    write_checksums(root, known)
     merged.unlink()  # the checksummed parts stay; the joined copy would only double the disk use
-
-
-def extract_zip(archive: Path, target: Path) -> None:
-    """Extract every entry of a zip under `target`; an entry whose path would escape it is refused."""
-    base = target.resolve()
-    with zipfile.ZipFile(archive) as z:
-        for member in z.infolist():
-            _inside(base, member.filename, archive)
-        z.extractall(target)
-
-
-def extract_tar(archive: Path, target: Path) -> None:
-    """Extract a tar archive under `target`, refusing entries (or links) that would escape it."""
-    base = target.resolve()
-    with tarfile.open(archive) as t:
-        members = t.getmembers()
-        for member in members:
-            _inside(base, member.name, archive)
-            if member.issym() or member.islnk():
-                _inside(base, str(Path(member.name).parent / member.linkname), archive)
-        t.extractall(target, members=members, filter="data")
-
-
-def _inside(base: Path, name: str, archive: Path) -> None:
-    dest = (base / name).resolve()
-    if Path(name).is_absolute() or not dest.is_relative_to(base):
-        raise DownloadError(f"{archive}: entry {name!r} would be written outside {base}; refusing to extract")
 
 
 def read_checksums(root: Path) -> dict[str, str]:
     """ROOT/checksums.json: the SHA-256 recorded for each file (path relative to ROOT) when first made."""
     path = root / "checksums.json"
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
         raise DownloadError(f"{path}: not a JSON checksum record ({err}); delete it to record anew") from err
+    if not isinstance(known, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+        for k, v in known.items()
+    ):
+        raise DownloadError(
+            f"{path}: not a checksum record (expected {{file: 64 hex digits}}); delete it to record anew"
+        )
+    return known
 
 
 def write_checksums(root: Path, known: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import os
-import shutil
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,39 +25,38 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clmr.audio import AudioError, load
+from clmr.audio import AudioError, read_blocks
+from clmr.data.checks import (
+    adopt_legacy,
+    check_arguments,
+    default_min_length,
+    fingerprint,
+    mismatch,
+    named_in_utf8,
+    recorded_min_length,
+)
 from clmr.data.datasets import scan
 from clmr.data.datasets.base import DatasetSpec, Entry, Skip
 from clmr.data.store import FORMAT, INDEX_SCHEMA, SCALE, VERSION, Store, StoreError, shard_path
 from clmr.errors import check_whole
-from clmr.files import atomic_open, atomic_write_bytes
+from clmr.files import (
+    atomic_open,
+    atomic_write_bytes,
+    claim_folder,
+    clear_folder,
+    folder_lock,
+    io_errors,
+    owned_files,
+    record_files,
+    remove_owned,
+    remove_temps,
+)
 from clmr.progress import progress_bar
 
 DEFAULT_SHARD_BYTES = 1 << 30
-REFERENCE_CROP = 59049  # samples of the reference model's crop ...
-REFERENCE_RATE = 22050  # ... at its sample rate (2.68 s)
-
-
-def default_min_length(sample_rate: int) -> int:
-    """The default --min-length: one reference crop's duration (59049 / 22050 s) at `sample_rate`."""
-    return max(1, round(REFERENCE_CROP * sample_rate / REFERENCE_RATE))
-
-
-def _recorded_min_length(out: Path, params: dict) -> int:
-    """The min_length an existing (finished or unfinished) store at `out` was made with, when everything
-    else matches `params` and it is the old default of one reference crop in samples; else params'."""
-    for recorded in (out / "meta.json", out / ".partial" / "params.json"):
-        try:
-            saved = json.loads(recorded.read_text())
-        except (OSError, ValueError):
-            continue
-        saved = saved.get("params", saved) if recorded.name == "meta.json" else saved
-        if (
-            saved.get("min_length") == REFERENCE_CROP
-            and {**saved, "min_length": params["min_length"]} == params
-        ):
-            return REFERENCE_CROP
-    return params["min_length"]
+NOTES = ("truncated",)
+"""skipped.csv reasons that are notes about a stored track (kept shortened), not skips."""
+RETRY_HINT = "; fix it (free space, permissions) and rerun the same command to resume"
 
 
 def usable_cores() -> int:
@@ -66,18 +65,28 @@ def usable_cores() -> int:
 
 
 def decode(path: str, sample_rate: int, min_length: int) -> tuple[str, np.ndarray | None, str]:
-    """One file's job: ("ok", int16 PCM, "") or (reason, None, detail)."""
+    """One file's job: ("ok", int16 PCM, "" or a note such as a truncation) or (reason, None, detail).
+    Decoded block by block into int16, so the peak memory is the stored track plus one block (and a
+    silent file, such as a sparse one whose header claims hours, never more than one block)."""
+    notes: list[str] = []
+    blocks: list[np.ndarray | int] = []
     try:
-        audio = load(path, sample_rate)
+        for block in read_blocks(path, sample_rate, notes=notes):
+            pcm = to_pcm(block)
+            blocks.append(
+                pcm if pcm.any() else len(pcm)
+            )  # all-zero blocks by length: a sparse file costs nothing
     except AudioError as err:
         return err.reason, None, err.detail
+    audio = np.concatenate([np.zeros(b, np.int16) if isinstance(b, int) else b for b in blocks])
+    del blocks
     if len(audio) < min_length:
         return (
             "too_short",
             None,
             f"{len(audio)} samples at {sample_rate} Hz < min_length {min_length} (lower --min-length to keep it)",
         )
-    return "ok", to_pcm(audio), ""
+    return "ok", audio, "; ".join(notes)
 
 
 def to_pcm(audio: np.ndarray) -> np.ndarray:
@@ -118,62 +127,77 @@ def preprocess(
     if min_length is None:
         check_whole("sample_rate", sample_rate, 1000, StoreError, "Hz")
         min_length = default_min_length(sample_rate)
-    _check_arguments(sample_rate, workers, min_length, shard_bytes)
+    check_arguments(sample_rate, workers, min_length, shard_bytes)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"{out}: exists and is not a folder; --out names the store folder")
-    spec = scan(dataset, source, labels=labels, split=split, task=task)
-    params = {
-        "source": str(Path(source).resolve()),
-        "dataset": spec.name,
-        "labels": str(Path(labels).resolve()) if labels else None,
-        "split": spec.split_name,
-        "task": spec.task,
-        "sample_rate": int(sample_rate),
-        "min_length": int(min_length),
-        "shard_bytes": int(shard_bytes),
-        "entries": len(spec.entries),
-    }
-    if overwrite and out.exists():
-        _clear(out)
-    if not chosen_min_length:  # a store begun when the default was 59049 samples at every rate
-        params["min_length"] = _recorded_min_length(out, params)
+    with io_errors(out, StoreError, RETRY_HINT):
+        if out.exists() and not out.is_dir():
+            raise StoreError(f"{out}: exists and is not a folder; --out names the store folder")
+        spec = named_in_utf8(scan(dataset, source, labels=labels, split=split, task=task))
+        params = {
+            "source": str(Path(source).resolve()),
+            "dataset": spec.name,
+            "labels": str(Path(labels).resolve()) if labels else None,
+            "split": spec.split_name,
+            "task": spec.task,
+            "sample_rate": int(sample_rate),
+            "min_length": int(min_length),
+            "shard_bytes": int(shard_bytes),
+            "entries": len(spec.entries),
+            "sources": fingerprint(spec),
+        }
+        adopt_legacy(out)
+        claim_folder(out, "store folder (--out)")
+        with folder_lock(out, "store"):
+            if overwrite:
+                clear_folder(out)
+            if not chosen_min_length:  # a store begun when the default was 59049 samples at every rate
+                params["min_length"] = recorded_min_length(out, params)
+            return _build(out, spec, params, workers, progress, on_shard)
+
+
+def _build(
+    out: Path, spec: DatasetSpec, params: dict, workers: int | None, progress: bool, on_shard
+) -> Store:
+    """Reuse, resume or make the store at `out` (locked and owned by this process)."""
     if (out / "meta.json").is_file():
         store = Store(out)
         if store.meta.get("params") != params:
-            raise StoreError(
-                f"{out}: a store made with other parameters exists; pass overwrite=True (--overwrite)"
-            )
+            raise StoreError(f"{out}: {mismatch(store.meta.get('params'), params, 'a store')}")
         # meta.json is written last, so a run killed while deleting .partial/ is complete: finish the cleanup
-        shutil.rmtree(out / ".partial", ignore_errors=True)
+        _remove_partial(out)
         _say(progress, f"{out}: store already complete ({len(store)} tracks)")
         return store
     partial = out / ".partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    (out / "shards").mkdir(exist_ok=True)
     params_file = partial / "params.json"
-    if params_file.is_file() and json.loads(params_file.read_text()) != params:
-        raise StoreError(
-            f"{out}: an unfinished store made with other parameters; pass overwrite=True (--overwrite)"
-        )
+    if params_file.is_file():
+        try:
+            saved = json.loads(params_file.read_text())
+        except ValueError as err:
+            raise StoreError(f"{params_file}: unreadable ({err}); pass overwrite=True (--overwrite)") from err
+        if saved != params:
+            raise StoreError(f"{out}: {mismatch(saved, params, 'an unfinished store')}")
+    record_files(out, [".partial/params.json"])
+    partial.mkdir(exist_ok=True)
+    (out / "shards").mkdir(exist_ok=True)
     atomic_write_bytes(params_file, json.dumps(params, indent=1).encode())
-    for tmp in out.rglob("*.tmp"):
-        tmp.unlink()  # left by an interrupted write
+    remove_temps(out)  # left by an interrupted write
 
     journals = _read_journals(out)
     done = journals[-1]["end"] if journals else 0
     rows = [r for j in journals for r in j["rows"]]
     skipped = [Skip(**s) for j in journals for s in j["skipped"]]
-    writer = _ShardWriter(out, len(journals), shard_bytes, on_shard)
+    writer = _ShardWriter(out, len(journals), params["shard_bytes"], on_shard)
     if done:
         _say(progress, f"{out}: resuming after {done} of {len(spec.entries)} files")
-    total = len(spec.entries)
+    total, sample_rate, min_length = len(spec.entries), params["sample_rate"], params["min_length"]
     with progress_bar(
         "preprocess", total, enabled=progress, completed=done, unit="files", audio=True
     ) as advance:
         for i, entry, (status, pcm, detail) in _decoded(spec, done, sample_rate, min_length, workers):
             if status == "ok":
                 writer.add(i, entry, pcm)
+                if detail:  # kept, but the user should know: e.g. a file cut short
+                    writer.skip(Skip(entry.path, detail.split(":", 1)[0], f"stored shortened; {detail}"))
             else:
                 writer.skip(Skip(entry.path, status, detail))
             advance(1, 0.0 if pcm is None else len(pcm) / sample_rate)
@@ -181,19 +205,6 @@ def preprocess(
     rows += writer.rows
     skipped += writer.skipped
     return _finish(out, spec, params, rows, skipped + spec.skipped, progress)
-
-
-def _check_arguments(sample_rate: int, workers: int | None, min_length: int, shard_bytes: int) -> None:
-    """Reject values that would fail deep inside decoding (or silently do something odd)."""
-    checks = (
-        ("sample_rate", sample_rate, 1000, "Hz"),
-        ("min_length", min_length, 1, "samples"),
-        ("shard_bytes", shard_bytes, 2, "bytes"),
-    )
-    for name, value, least, unit in checks:
-        check_whole(name, value, least, StoreError, unit)
-    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 0):
-        raise StoreError(f"workers must be >= 0 (0: decode in the calling thread) or None, got {workers!r}")
 
 
 def _decoded(
@@ -262,15 +273,18 @@ class _ShardWriter:
         """Write the current shard and its journal; `end` is the first entry not covered."""
         if self._chunks:
             target = shard_path(self.root, self.shard)
-            with atomic_open(target, "wb") as f:
+            journal_file = self.root / ".partial" / f"{self.shard:05d}.json"
+            record_files(
+                self.root, [target.relative_to(self.root).as_posix(), f".partial/{journal_file.name}"]
+            )
+            with io_errors(target, StoreError, RETRY_HINT), atomic_open(target, "wb") as f:
                 header = {"descr": "<i2", "fortran_order": False, "shape": (self._samples,)}
                 np.lib.format.write_array_header_1_0(f, header)
                 for chunk in self._chunks:
                     f.write(chunk.astype("<i2", copy=False).tobytes())
             journal = {"end": end, "rows": self._rows, "skipped": [asdict(s) for s in self._skipped]}
-            atomic_write_bytes(
-                self.root / ".partial" / f"{self.shard:05d}.json", json.dumps(journal).encode()
-            )
+            with io_errors(journal_file, StoreError, RETRY_HINT):
+                atomic_write_bytes(journal_file, json.dumps(journal).encode())
             if self.on_shard is not None:
                 self.on_shard(self.shard)
             self.shard += 1
@@ -287,7 +301,10 @@ def _read_journals(out: Path) -> list[dict]:
         path = out / ".partial" / f"{n:05d}.json"
         if not path.is_file() or not shard_path(out, n).is_file():
             return journals
-        journals.append(json.loads(path.read_text()))
+        try:
+            journals.append(json.loads(path.read_text()))
+        except ValueError:  # damaged: its shard is redone
+            return journals
 
 
 def _finish(
@@ -305,9 +322,10 @@ def _finish(
             f"{spec.root}: no track could be stored ({_describe(reasons) or 'no audio files found'}){hint}"
         )
     shards = 1 + max(r["shard"] for r in rows)
-    for stale in (out / "shards").glob("*.npy"):  # shards beyond the final count (from another budget)
-        if int(stale.stem) >= shards:
-            stale.unlink()
+    for name in owned_files(out) or []:  # clmr's shards beyond the final count (from another budget)
+        if re.fullmatch(r"shards/\d{5}\.npy", name) and int(name[7:12]) >= shards:
+            remove_owned(out / name)
+    record_files(out, ["index.parquet", "skipped.csv", "meta.json"])
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
@@ -336,11 +354,12 @@ def _finish(
         "hours": round(samples / params["sample_rate"] / 3600, 4),
         "shards": shards,
         "splits": _count(r["split"] or "none" for r in rows),
-        "skipped": _count(s.reason for s in skipped),
+        "skipped": _count(s.reason for s in skipped if s.reason not in NOTES),
+        "notes": _count(s.reason for s in skipped if s.reason in NOTES),
         "params": params,
     }
     atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
-    shutil.rmtree(out / ".partial", ignore_errors=True)
+    _remove_partial(out)
     store = Store(out)
     short = meta["skipped"].get("too_short", 0)
     _say(
@@ -351,11 +370,13 @@ def _finish(
     return store
 
 
-def _clear(out: Path) -> None:
-    for name in ("meta.json", "index.parquet", "skipped.csv"):
-        (out / name).unlink(missing_ok=True)
-    for name in ("shards", ".partial"):
-        shutil.rmtree(out / name, ignore_errors=True)
+def _remove_partial(out: Path) -> None:
+    """Remove clmr's own files under .partial/ (and the folder once empty)."""
+    for name in owned_files(out) or []:
+        if name.startswith(".partial/"):
+            remove_owned(out / name)
+    if (out / ".partial").is_dir() and not any((out / ".partial").iterdir()):
+        (out / ".partial").rmdir()
 
 
 def _count(values) -> dict[str, int]:

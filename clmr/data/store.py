@@ -60,13 +60,23 @@ class Store:
                 else ""
             )
             raise StoreError(f"{self.path}: not a clmr store, meta.json is missing{hint}")
-        self.meta: dict = json.loads(meta_file.read_text())
+        try:
+            self.meta: dict = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise StoreError(f"{meta_file}: unreadable ({err}); rerun `clmr preprocess --overwrite`") from err
+        if not isinstance(self.meta, dict):
+            raise StoreError(f"{meta_file}: not a JSON object; rerun `clmr preprocess --overwrite`")
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise StoreError(
                 f"{meta_file}: format {self.meta.get('format')!r} version {self.meta.get('version')!r}; "
                 f"this clmr reads {FORMAT!r} version {VERSION}"
             )
-        self.index: pa.Table = pq.read_table(self.path / "index.parquet")
+        try:
+            self.index: pa.Table = pq.read_table(self.path / "index.parquet")
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(
+                f"{self.path / 'index.parquet'}: unreadable ({err}); rerun `clmr preprocess --overwrite`"
+            ) from err
         self._shard = self.index.column("shard").to_numpy().astype(np.int64)
         self._offset = self.index.column("offset").to_numpy()
         self._length = self.index.column("length").to_numpy()

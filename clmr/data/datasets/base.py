@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,8 @@ class DatasetSpec:
 
 def hash_split(path: str) -> str:
     """Deterministic 80/10/10 train/valid/test split from the SHA-1 of the relative path."""
-    bucket = int(hashlib.sha1(path.encode()).hexdigest()[:8], 16) % 100
+    # surrogateescape: a file name that is not valid UTF-8 still hashes (to the bytes on disk)
+    bucket = int(hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % 100
     return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
 
 
@@ -74,15 +76,31 @@ def find_audio(root: Path) -> list[str]:
 
 
 def scan_files(root: Path) -> tuple[list[str], list[str]]:
-    """(audio files, files in an audio format clmr cannot decode such as .m4a) under `root`,
+    """(audio files, files in an audio format clmr cannot decode such as .m4a) under `root`: the first
+    two lists of `scan_tree`."""
+    found, unsupported, _ = scan_tree(root)
+    return found, unsupported
+
+
+def scan_tree(root: Path) -> tuple[list[str], list[str], list[Skip]]:
+    """(audio files, files in an audio format clmr cannot decode such as .m4a, problems) under `root`,
     recursive, hidden files and folders left out; relative POSIX paths, sorted.
 
-    Symbolic links to folders are followed, but each folder (by device and inode) is read once, so a
-    link loop (`a/up -> ..`) or a second link to the same folder does not list its files again; the
-    walk goes in sorted order, so which path names a folder reached twice is deterministic."""
-    found, unsupported = [], []
+    Problems are listed, not dropped: a folder that cannot be listed, an audio name that is no regular
+    file (a FIFO would block the decoder forever) and a name that is not valid UTF-8 (shown with
+    backslash escapes). Symbolic links to folders are followed, but each folder (by device and inode)
+    is read once, so a link loop (`a/up -> ..`) or a second link to the same folder does not list its
+    files again; the walk goes in sorted order, so which path names a folder reached twice is
+    deterministic."""
+    found, unsupported, problems = [], [], []
     visited: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unlistable(err: OSError) -> None:
+        problems.append(
+            Skip(_relative(err.filename, root), "unreadable", f"folder cannot be listed ({err.strerror})")
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:  # vanished or unreadable since it was listed
@@ -94,14 +112,41 @@ def scan_files(root: Path) -> tuple[list[str], list[str]]:
         visited.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
-            if name.startswith("."):
-                continue
             lower = name.lower()
-            if lower.endswith(AUDIO_EXTENSIONS):
-                found.append((Path(dirpath) / name).relative_to(root).as_posix())
-            elif lower.endswith(UNSUPPORTED_EXTENSIONS):
-                unsupported.append((Path(dirpath) / name).relative_to(root).as_posix())
-    return sorted(found), sorted(unsupported)
+            if name.startswith(".") or not lower.endswith(AUDIO_EXTENSIONS + UNSUPPORTED_EXTENSIONS):
+                continue
+            rel = _relative(os.path.join(dirpath, name), root)
+            problem = _problem(os.path.join(dirpath, name), rel)
+            if problem is not None:
+                problems.append(problem)
+            elif lower.endswith(AUDIO_EXTENSIONS):
+                found.append(rel)
+            else:
+                unsupported.append(rel)
+    return sorted(found), sorted(unsupported), sorted(problems, key=lambda s: s.path)
+
+
+def _relative(path: str, root: Path) -> str:
+    """`path` relative to `root`, POSIX separators, with bytes that are not UTF-8 backslash-escaped."""
+    rel = Path(path).relative_to(root).as_posix()
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _problem(path: str, rel: str) -> Skip | None:
+    """Why the file at `path` cannot be an entry (a bad name, not a regular file), else None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return Skip(
+            rel, "bad_name", "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+        )
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:  # a dangling link, or vanished since the listing
+        return Skip(rel, "unreadable", f"cannot be opened ({err.strerror})")
+    if not stat.S_ISREG(mode):
+        return Skip(rel, "unreadable", "not a regular file (a FIFO, socket, device or folder); not read")
+    return None
 
 
 def require_dir(root: str | os.PathLike) -> Path:

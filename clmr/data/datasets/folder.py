@@ -8,7 +8,9 @@ else multiclass; `task=` forces it. Files without a split get `hash_split` (80/1
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from clmr.data.datasets.base import (
     hash_split,
     normalise_split,
     require_dir,
-    scan_files,
+    scan_tree,
 )
 
 LABEL_COLUMNS = ("label", "tags", "labels", "tag")
@@ -45,17 +47,17 @@ def scan_folder(
         raise DatasetError(f"split {split!r}: a folder takes 'hash' or 'none' (or a split column)")
     if task is not None and task not in TASKS:
         raise DatasetError(f"task {task!r}: expected one of {', '.join(TASKS)}")
-    files, unsupported = scan_files(root)
-    skipped = [Skip(p, "unsupported", UNSUPPORTED_DETAIL) for p in unsupported]
+    files, unsupported, problems = scan_tree(root)
+    skipped = [Skip(p, "unsupported", UNSUPPORTED_DETAIL) for p in unsupported] + problems
     if labels is None:
         entries = [Entry(p, p, _split(p, None, split)) for p in files]
         return DatasetSpec(name, root, None, [], entries, skipped, split_name=split or "hash")
     rows, task, has_split = read_labels_csv(Path(labels), task)
-    present, undecodable = set(files), set(unsupported)
+    present, undecodable = set(files), set(unsupported) | {p.path for p in problems}
     entries = []
     for path, (tags, row_split) in rows.items():
         if path in undecodable:
-            continue  # already listed as unsupported
+            continue  # already listed as unsupported or unreadable
         if path not in present:
             skipped.append(Skip(path, "missing", f"listed in {labels} but not found under {root}"))
         elif task == "multiclass" and not tags:
@@ -78,9 +80,12 @@ def read_labels_csv(
     """{relative path: (labels, split or None)}, the task, and whether a split column exists."""
     if not path.is_file():
         raise DatasetError(f"{path}: labels file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
+    try:
         header = [h.strip().lower() for h in reader.fieldnames or []]
+        repeated = sorted({h for h in header if header.count(h) > 1 and h})
+        if repeated:
+            raise DatasetError(f"{path}: column {repeated[0]!r} appears more than once in the header")
         reader.fieldnames = header
         column = next((c for c in LABEL_COLUMNS if c in header), None)
         if "path" not in header or column is None:
@@ -88,6 +93,10 @@ def read_labels_csv(
                 f"{path}: expected a 'path' column and one of {', '.join(LABEL_COLUMNS)}; got {header}"
             )
         raw = [(r["path"].strip(), (r[column] or "").strip(), (r.get("split") or "").strip()) for r in reader]
+    except csv.Error as err:  # e.g. a field over csv's size limit, a NUL byte, an unclosed quote
+        raise DatasetError(f"{path}, near line {reader.line_num + 1}: not a readable CSV ({err})") from err
+    except AttributeError as err:  # a row with more cells than the header (None key)
+        raise DatasetError(f"{path}, line {reader.line_num}: a cell is missing or misplaced") from err
     if task is None:
         multi = column in ("tags", "labels") or any(";" in cell for _, cell, _ in raw)
         task = "multilabel" if multi else "multiclass"
@@ -103,6 +112,20 @@ def read_labels_csv(
             raise DatasetError(f"{path}, line {line}: {rel} is listed twice")
         rows[rel] = (tags, normalise_split(split, f"{path}, line {line}") if split else None)
     return rows, task, "split" in header
+
+
+def _labels_text(path: Path) -> str:
+    """The labels file as text: UTF-8 (with or without a byte-order mark) or UTF-16 with one; any other
+    encoding (latin-1, cp1252...) is refused naming the file and the first bad byte, not guessed."""
+    data = path.read_bytes()
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    try:
+        return data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{path}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}); save it as UTF-8"
+        ) from err
 
 
 def _split(path: str, row_split: str | None, mode: str | None) -> str | None:

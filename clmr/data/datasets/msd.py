@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, find_audio, require_dir
+from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, require_dir, scan_tree
 
 TRAIN_SIZE = 201680  # filtered_list_train.cP[:201680] is train, the rest is valid (Won et al.)
 _ALLOWED = {
@@ -80,8 +80,9 @@ def scan_msd(root, split: str | None = None, labels=None) -> DatasetSpec:
             for k, v in load_pickle(folder / "msd_id_to_7d.cP").items()
         }
     files: dict[str, str] = {}
-    entries, skipped = [], []
-    for path in find_audio(root):  # sorted: the first file named after an id is used
+    audio, _, problems = scan_tree(root)
+    entries, skipped = [], list(problems)
+    for path in audio:  # sorted: the first file named after an id is used
         name = Path(path).name.split(".")[0]
         if name in files:
             skipped.append(Skip(path, "duplicate", f"{files[name]} is also named after {name}"))
