@@ -112,11 +112,9 @@ def read_index(out: str | os.PathLike) -> tuple[list[str], np.ndarray, dict[str,
 
 
 def _check_compatible(source: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """The same weights, layout and sample rate (a reference checkpoint's rate is set by --sample-rate,
-    so the same file can give different embeddings)."""
-    pairs = [
-        (key, found.get(key), wanted.get(key)) for key in ("checkpoint_sha256", "per_crop", "crop_hop_s")
-    ]
+    """The same weights, layout, sample rate (a reference checkpoint's rate is set by --sample-rate,
+    so the same file can give different embeddings) and crop hop."""
+    pairs = [(key, found.get(key), wanted.get(key)) for key in ("checkpoint_sha256", "per_crop")]
     rate = (found.get("config") or {}).get("sample_rate"), (wanted.get("config") or {}).get("sample_rate")
     pairs.append(("sample_rate", *rate))
     pairs.append(("crop_hop_s", found.get("crop_hop_s"), wanted.get("crop_hop_s")))
