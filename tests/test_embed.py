@@ -149,7 +149,10 @@ def test_bad_options_fail_with_a_message_before_anything_is_written(tmp_path, ck
         (["embed", str(ckpt), str(music), "--out", str(tmp_path)], "is a folder"),
         (["embed", str(ckpt), str(tmp_path / "nothing-here"), "--out", str(out)], "no such file or folder: "),
         (["embed", str(ckpt), str(music), "--out", str(tmp_path / "emb.txt")], "unknown table format '.txt'"),
-        (["embed", str(ckpt), str(music), "--out", str(tmp_path / "e.csv"), "--per-crop"], "one row per song"),
+        (
+            ["embed", str(ckpt), str(music), "--out", str(tmp_path / "e.csv"), "--per-crop"],
+            "one row per song",
+        ),
         (["embed", str(ckpt), str(music), "--out", str(out), "--hop", "0"], "hop must be a positive"),
         (["embed", str(ckpt), str(music), "--out", str(out), "--hop", "nan"], "hop must be a positive"),
         (["tag", str(ckpt), song, "--top", "0"], "top must be"),
