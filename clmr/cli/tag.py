@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -94,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {k: [{"tag": t, "probability": p} for t, p in v] for k, v in results.items()}, indent=2
+                {
+                    k: [{"tag": t, "probability": p if math.isfinite(p) else None} for t, p in v]
+                    for k, v in results.items()
+                },
+                indent=2,
+                allow_nan=False,  # a non-finite probability is null: always valid JSON
             )
         )
     return 1 if failed else 0
