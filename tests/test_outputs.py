@@ -10,11 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+import torch
 
 from clmr.cli import main
 from clmr.data.synthetic import draw_piece, render
 from clmr.inference.similar import Index, normalise
 from clmr.inference.table import read_index
+from clmr.models import CLMR, Head, SampleCNN, save_model
 from clmr.songs.crops import SongCrops
 
 SR = 8000
@@ -159,3 +161,15 @@ def test_a_part_that_is_not_parquet_is_one_line(tmp_path, tiny_model_file, folde
     assert main(["similar", str(folder / "s0.wav"), "--index", str(out)]) == 2
     err = capsys.readouterr().err
     assert "part-000003.parquet" in err and "Traceback" not in err
+
+
+def test_tag_json_is_valid_with_non_finite_probabilities(tmp_path, capsys):
+    torch.manual_seed(0)
+    tagger = CLMR(SampleCNN(width=1 / 16, n_blocks=5), head=Head("linear", 32, 3), sample_rate=SR)
+    ckpt = save_model(tagger, tmp_path / "tagger.safetensors")
+    loud = tmp_path / "loud.wav"  # finite samples whose activations overflow to inf - inf = NaN
+    sf.write(loud, np.full(SR, 3e38, np.float32) * np.sign(piece(0)), SR, subtype="FLOAT")
+    capsys.readouterr()
+    assert main(["tag", str(ckpt), str(loud), "--json", "--top", "2"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"invalid JSON {c}"))
+    assert [t["probability"] for tags in out.values() for t in tags] == [None, None]
