@@ -173,3 +173,13 @@ def test_tag_json_is_valid_with_non_finite_probabilities(tmp_path, capsys):
     assert main(["tag", str(ckpt), str(loud), "--json", "--top", "2"]) == 0
     out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"invalid JSON {c}"))
     assert [t["probability"] for tags in out.values() for t in tags] == [None, None]
+
+
+def test_an_index_of_one_song_is_not_centred_away(tmp_path, tiny_model_file, folder, capsys):
+    out = tmp_path / "one.parquet"
+    assert main(["embed", str(tiny_model_file), str(folder / "s0.wav"), "--out", str(out), "--quiet"]) == 0
+    copy = tmp_path / "copy.wav"
+    copy.write_bytes((folder / "s0.wav").read_bytes())
+    capsys.readouterr()
+    assert main(["similar", str(copy), "--index", str(out), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["similarity"] == pytest.approx(1.0, abs=1e-5)

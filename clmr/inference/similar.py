@@ -26,7 +26,8 @@ class Index:
 
     Raw song embeddings of one model all point the same way (cosine >= 0.99 over a small collection);
     centring removes that shared direction, so scores separate near-duplicates from unrelated songs.
-    Rows with non-finite values score NaN and rank last."""
+    An index of one song (or of copies of one) is not centred; rows with non-finite values score NaN
+    and rank last."""
 
     paths: list[str]
     vectors: np.ndarray  # (N, D) float32, transformed unit rows (zero rows where not finite)
@@ -42,6 +43,8 @@ class Index:
         valid = np.isfinite(raw).all(axis=1)
         finite = raw[valid].astype(np.float64)
         centre = finite.mean(axis=0) if len(finite) else np.zeros(raw.shape[1])
+        if not np.any(finite - centre):  # one song (or copies of one): no spread to centre on
+            centre = np.zeros(raw.shape[1])
         whitening = whitening_matrix(finite - centre) if whiten else None
         index = cls(paths, raw, meta, centre.astype(np.float32), whitening, valid)
         index.vectors = np.where(valid[:, None], index.transform(np.where(valid[:, None], raw, 0)), 0)
