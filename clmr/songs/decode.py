@@ -62,7 +62,11 @@ def captured_fd2(notes: list[str]) -> Iterator[None]:
     """Send what is written to file descriptor 2 inside the block to `notes` instead of the terminal.
     Python's own `sys.stderr` should be moved off fd 2 first (`python_stderr_aside`)."""
     with _FD2, tempfile.TemporaryFile() as sink:
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 (started with 2>&-): nothing to capture
+            yield
+            return
         os.dup2(sink.fileno(), 2)
         try:
             yield
