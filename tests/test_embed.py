@@ -98,6 +98,7 @@ def test_killed_run_keeps_finished_parts(tmp_path, ckpt, music):
     writer = EmbeddingWriter(out, checkpoint_metadata(model, ckpt), model.embedding_dim, flush_rows=1)
     for result in embed_files(model, [str(p.resolve()) for p in done]):
         writer.add(result)  # each row is flushed to its own part; then the "kill": no close()
+    writer.lock.release()  # the kernel drops a killed process's lock
     (parts_dir(out) / ".part-000009.parquet.tmp").write_bytes(b"half-written")
     assert not out.exists() and len(list(parts_dir(out).glob("part-*.parquet"))) == 2
     summary = embed_catalogue(model, ckpt, [str(music)], out, progress=False)
@@ -146,7 +147,14 @@ def test_bad_options_fail_with_a_message_before_anything_is_written(tmp_path, ck
         (["embed", str(ckpt), str(music), "--out", str(out), "--batch-size", "0"], "batch size"),
         (["embed", str(ckpt), str(music), "--out", str(out), "--device", "tpu"], "unknown device"),
         (["embed", str(ckpt), str(music), "--out", str(tmp_path)], "is a folder"),
-        (["embed", str(ckpt), str(tmp_path / "nothing-here"), "--out", str(out)], "no audio files"),
+        (["embed", str(ckpt), str(tmp_path / "nothing-here"), "--out", str(out)], "no such file or folder: "),
+        (["embed", str(ckpt), str(music), "--out", str(tmp_path / "emb.txt")], "unknown table format '.txt'"),
+        (
+            ["embed", str(ckpt), str(music), "--out", str(tmp_path / "e.csv"), "--per-crop"],
+            "one row per song",
+        ),
+        (["embed", str(ckpt), str(music), "--out", str(out), "--hop", "0"], "hop must be a positive"),
+        (["embed", str(ckpt), str(music), "--out", str(out), "--hop", "nan"], "hop must be a positive"),
         (["tag", str(ckpt), song, "--top", "0"], "top must be"),
         (["similar", "--index", str(out), song, "--k", "0"], "k must be"),
     ):
@@ -155,6 +163,7 @@ def test_bad_options_fail_with_a_message_before_anything_is_written(tmp_path, ck
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
         assert not out.exists() and not parts_dir(out).exists()
+        assert not list(tmp_path.glob("e*.*")), list(tmp_path.glob("e*.*"))
     if not torch.cuda.is_available():
         capsys.readouterr()
         assert main(["embed", str(ckpt), song, "--out", str(out), "--device", "cuda", "--quiet"]) == 2

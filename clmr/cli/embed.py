@@ -1,8 +1,9 @@
-"""Embed audio files, folders (searched recursively) or glob patterns into a parquet table: one row per
-track (path, duration, n_crops, embedding = mean of h over consecutive non-overlapping crops).
+"""Embed audio files, folders (searched recursively) or glob patterns into a table: one row per
+track (path, duration, n_crops, embedding = mean of h over the track's crops, by default consecutive
+and non-overlapping). The format follows --out's suffix: .parquet, .npz or .csv.
 
-Rerunning on the same --out skips tracks already embedded; unreadable files are listed in
-OUT.errors.csv (next to the table) and skipped."""
+Rerunning on the same --out skips tracks already embedded; unusable files are listed in
+OUT.errors.csv (next to the table) with their reason, and the job goes on."""
 
 from __future__ import annotations
 
@@ -20,12 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="embeddings.parquet",
-        help="parquet table to write or extend; failures go to OUT.errors.csv (OUT without .parquet)",
+        help="table to write or extend: .parquet, .npz (arrays embedding, path, ...) or .csv (path, "
+        "duration, n_crops, e0, e1, ...); failures go to OUT.errors.csv (OUT without its suffix)",
     )
     parser.add_argument(
         "--per-crop",
         action="store_true",
-        help="also store every crop's embedding (column crop_embeddings)",
+        help="also store every crop's embedding and start time (crop_embeddings and crop_start_s; in "
+        ".npz: crop_embedding, crop_start_s, crop_track)",
+    )
+    parser.add_argument(
+        "--hop",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between crop starts (default: the crop length, non-overlapping crops as in the "
+        "reference evaluation)",
     )
     parser.add_argument(
         "--batch-size",
@@ -62,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         per_crop=args.per_crop,
         progress=not args.quiet,
+        hop=args.hop,
     )
     print(
         f"{summary.out}: embedded {summary.embedded} tracks ({summary.audio_seconds:,.0f} s of audio, "
         f"{summary.realtime:,.1f}x real-time), skipped {summary.skipped} already embedded, "
         f"{len(summary.failed)} not embedded (unreadable, empty, silent, missing or unsupported)"
-        + (f" (listed in {summary.errors_csv})" if summary.failed else ""),
+        + (f", {summary.noted} embedded with decoder warnings" if summary.noted else "")
+        + (f" (listed in {summary.errors_csv})" if summary.failed or summary.noted else ""),
         file=sys.stderr,
     )
     return 0

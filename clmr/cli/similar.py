@@ -1,12 +1,14 @@
 """Nearest neighbours (exact cosine similarity) of a song in an embedding table made by `clmr embed`.
 
 QUERY is a track already in the table, or any audio file, which is embedded on the fly with the
-table's checkpoint (recorded in its metadata; --checkpoint if it has moved)."""
+table's checkpoint (recorded in its metadata; --checkpoint if it has moved). Scores are cosine
+similarities of embeddings centred on the table's mean embedding (--whiten: also whitened)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from clmr.cli.models import resolve_model
 
@@ -16,7 +18,9 @@ from clmr.cli.models import resolve_model
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="a path in the index, or an audio file to embed")
-    parser.add_argument("--index", required=True, help="parquet table written by `clmr embed`")
+    parser.add_argument(
+        "--index", required=True, help="table written by `clmr embed` (.parquet, .npz or .csv)"
+    )
     parser.add_argument("--k", type=int, default=10, help="number of neighbours")
     parser.add_argument(
         "--checkpoint",
@@ -25,7 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "table records)",
     )
     parser.add_argument(
-        "--device", default="cpu", help="device for embedding a query file: cpu, cuda, cuda:N or auto"
+        "--whiten",
+        action="store_true",
+        help="also whiten the centred embeddings by the table's covariance (decorrelates dimensions)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="device for embedding a query file: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -40,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from clmr.inference.similar import Index, check_k
 
     check_k(args.k)
-    index = Index.load(args.index)
+    index = Index.load(args.index, whiten=args.whiten)
     checkpoint = resolve_model(args.checkpoint) if args.checkpoint else None
     hits = index.query(args.query, args.k, checkpoint=checkpoint, device=args.device)
     if args.json:
-        print(json.dumps([{"path": p, "similarity": s} for p, s in hits], indent=2))
+        rows = [{"path": p, "similarity": s if math.isfinite(s) else None} for p, s in hits]
+        print(json.dumps(rows, indent=2, allow_nan=False))  # non-finite scores are null: valid JSON
         return 0
     console = Console()
     console.print(f"nearest to [bold]{escape(str(args.query))}[/bold]", soft_wrap=True)  # unwrapped
@@ -53,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("path")
     table.add_column("cosine", justify="right")
     for rank, (path, score) in enumerate(hits, 1):
-        table.add_row(str(rank), path, f"{score:.4f}")
+        table.add_row(str(rank), escape(path), f"{score:.4f}")
     console.print(table)
     return 0

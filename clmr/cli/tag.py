@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from clmr.errors import ClmrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_and_inputs(parser, "SONG", "audio files (any format clmr reads, any sample rate)")
+    add_model_and_inputs(
+        parser, "SONG", "audio files, folders or glob patterns (any format clmr reads, any sample rate)"
+    )
     parser.add_argument(
         "--head", help="head file (a fine-tuned or probe head), unless the checkpoint has one"
     )
@@ -41,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from clmr.audio import UNSUPPORTED_DETAIL
     from clmr.inference import tag_files, top_tags
+    from clmr.inference.paths import find_audio
     from clmr.models import load_model
     from clmr.songs.apply import check_batch_size, check_top
+    from clmr.songs.decode import python_stderr_aside
 
     check_top(args.top)
     check_batch_size(args.batch_size)
@@ -54,29 +60,47 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
     if model.head is None:
         raise ClmrError(f"{checkpoint}: the model has no classification head; pass --head HEAD")
-    results, failed = {}, 0
+    found = find_audio(songs)
+    skipped = [f"{item}: no such file or folder" for item in found.missing]
+    skipped += [f"{path}: {UNSUPPORTED_DETAIL}" for path in found.unsupported]
+    skipped += [f"{path}: {reason}" for path, reason in found.problems]
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)  # one unwrapped line per file, for logs
+    results, failed = {}, len(skipped)
     console = Console()
-    for out in tag_files(model, songs, batch_size=args.batch_size, device=args.device):
-        if not out.ok:
-            failed += 1
-            print(f"skipped {out.error}", file=sys.stderr)  # one unwrapped line per file, for logs
-            continue
-        results[out.key] = top_tags(model, out.mean, args.top)
-        if not args.json:
-            # the song as a line of its own: a table title would wrap long paths to the table's width
-            console.print(
-                f"[bold]{escape(out.key)}[/bold] ({out.duration:.1f} s, {out.n_crops} crops)", soft_wrap=True
-            )
-            table = Table()
-            table.add_column("tag")
-            table.add_column("probability", justify="right")
-            for name, prob in results[out.key]:
-                table.add_row(name, f"{prob:.3f}")
-            console.print(table)
+    with python_stderr_aside():  # decoder warnings go to the song's note line, not the terminal
+        for out in tag_files(model, found.files, batch_size=args.batch_size, device=args.device):
+            notes = " | ".join(out.notes)
+            if not out.ok:
+                failed += 1
+                print(
+                    f"skipped {out.error}" + (f" (decoder said: {notes})" if notes else ""), file=sys.stderr
+                )
+                continue
+            if notes:
+                print(f"note {out.key}: decoder said: {notes}", file=sys.stderr)
+            results[out.key] = top_tags(model, out.mean, args.top)
+            if not args.json:
+                # the song as a line of its own: a table title would wrap long paths to the table's width
+                console.print(
+                    f"[bold]{escape(out.key)}[/bold] ({out.duration:.1f} s, {out.n_crops} crops)",
+                    soft_wrap=True,
+                )
+                table = Table()
+                table.add_column("tag")
+                table.add_column("probability", justify="right")
+                for name, prob in results[out.key]:
+                    table.add_row(name, f"{prob:.3f}")
+                console.print(table)
     if args.json:
         print(
             json.dumps(
-                {k: [{"tag": t, "probability": p} for t, p in v] for k, v in results.items()}, indent=2
+                {
+                    k: [{"tag": t, "probability": p if math.isfinite(p) else None} for t, p in v]
+                    for k, v in results.items()
+                },
+                indent=2,
+                allow_nan=False,  # a non-finite probability is null: always valid JSON
             )
         )
     return 1 if failed else 0

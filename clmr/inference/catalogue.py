@@ -1,9 +1,12 @@
-"""Embed a catalogue of audio files into a resumable parquet table, with a side file of the failures."""
+"""Embed a catalogue of audio files into a resumable table (parquet, npz or CSV), with a side file of the
+files that were not embedded and of what the decoder printed about the others."""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,14 +20,47 @@ from clmr.audio import UNSUPPORTED_DETAIL
 from clmr.devices import resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint
-from clmr.inference.paths import find_audio
+from clmr.inference.paths import Inputs, find_audio
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
 from clmr.models.checkpoint import RUN_DIR_MODEL
 from clmr.progress import progress_bar
 from clmr.songs.apply import check_batch_size, embed_files
+from clmr.songs.decode import python_stderr_aside
 
-EMBEDDING_DEFINITION = "mean of the encoder output h over consecutive non-overlapping crops"
+EMBEDDING_DEFINITION = "mean of the encoder output h over crops starting every crop_hop_s seconds"
+NOTES_REASON = "decoder-notes"
+"""errors.csv reason of a file that was embedded but whose decoder printed warnings (e.g. a damaged mp3)."""
+
+
+def hop_samples(hop_seconds: float | None, sample_rate: int) -> int | None:
+    """`--hop` seconds as whole samples at the model's rate (None: the crop length); validated."""
+    if hop_seconds is None:
+        return None
+    if not (isinstance(hop_seconds, (int, float)) and math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise ClmrError(f"hop must be a positive number of seconds, got {hop_seconds!r}")
+    hop = round(hop_seconds * sample_rate)
+    if hop < 1:
+        raise ClmrError(f"hop {hop_seconds} s is shorter than one sample at {sample_rate} Hz")
+    return hop
+
+
+def _no_input_message(inputs: list[str], found: Inputs) -> str:
+    """Why nothing can be embedded, naming the inputs."""
+    if found.missing and len(found.missing) == len(inputs):
+        names = ", ".join(found.missing)
+        if any(ch in names for ch in "*?["):
+            return f"no such file or folder, and no glob match: {names}"
+        return f"no such file or folder: {names}"
+    what = "no audio files found in " + ", ".join(map(str, inputs))
+    if found.unsupported:
+        what += (
+            f" ({len(found.unsupported)} file(s) such as {found.unsupported[0].name}: {UNSUPPORTED_DETAIL})"
+        )
+    if found.problems:
+        path, reason = found.problems[0]
+        what += f" ({len(found.problems)} unusable entr(ies) such as {path}: {reason})"
+    return what
 
 
 @dataclass
@@ -35,12 +71,13 @@ class CatalogueSummary:
     embedded: int = 0
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, detail)
+    noted: int = 0  # embedded files the decoder printed warnings about (listed as reason "decoder-notes")
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
     @property
     def errors_csv(self) -> Path:
-        """The side file listing unreadable inputs."""
+        """The side file listing unreadable inputs and decoder notes."""
         return errors_path(self.out)
 
     @property
@@ -54,8 +91,9 @@ def errors_path(out: Path) -> Path:
     return out.with_name(out.stem + ".errors.csv")
 
 
-def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """What a table records about the model: checkpoint path and sha256, its config, clmr version."""
+def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike, hop: int | None = None) -> dict[str, Any]:
+    """What a table records about the model: checkpoint path and sha256, its config, clmr version, and
+    the crop hop in seconds (`hop` samples; default the crop length)."""
     path = Path(checkpoint).resolve()
     weights = path / RUN_DIR_MODEL if path.is_dir() else path
     return {
@@ -64,6 +102,7 @@ def checkpoint_metadata(model: CLMR, checkpoint: str | os.PathLike) -> dict[str,
         "config": model.config(),
         "embedding": EMBEDDING_DEFINITION,
         "clmr_version": __version__,
+        "crop_hop_s": (hop or model.crop_length) / model.sample_rate,
     }
 
 
@@ -79,12 +118,13 @@ class _ErrorLog:
 
     def add(self, path: str, reason: str, detail: str) -> None:
         if self._file is None:
-            self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._file = open(self.path, "w", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
             self._writer = csv.writer(self._file)
             self._writer.writerow(["path", "reason", "detail"])
         self._writer.writerow([path, reason, detail])
         self._file.flush()
-        self.rows.append((path, reason, detail))
+        if reason != NOTES_REASON:
+            self.rows.append((path, reason, detail))
 
     def close(self) -> None:
         if self._file is not None:
@@ -101,12 +141,14 @@ def embed_catalogue(
     device: str | torch.device | None = "auto",
     per_crop: bool = False,
     progress: bool = True,
+    hop: float | None = None,
 ) -> CatalogueSummary:
-    """Embed every audio file named by `inputs` (files, folders, globs) into the table `out`.
-
-    Paths already in the table are skipped; unreadable ones are listed in `OUT.errors.csv` and skipped.
-    """
+    """Embed every audio file named by `inputs` (files, folders, globs) into the table `out`, its
+    format by suffix (`clmr.inference.formats`); crops start every `hop` seconds (default: the crop
+    length). Paths already in the table are skipped; unusable ones are listed in `OUT.errors.csv` with
+    their reason, and the job goes on. A second run on the same `out` waits for the first."""
     check_batch_size(batch_size)
+    hop_n = hop_samples(hop, model.sample_rate)
     resolve_device(device, model)  # bad options fail before anything is written
     out = Path(out)
     if out.is_dir():
@@ -117,29 +159,47 @@ def embed_catalogue(
     found = find_audio(inputs)
     files = found.files
     if not files:
-        what = "no audio files found in " + ", ".join(map(str, inputs))
-        if found.unsupported:
-            what += f" ({len(found.unsupported)} file(s) such as {found.unsupported[0].name}: {UNSUPPORTED_DETAIL})"
-        raise ClmrError(what)
-    writer = EmbeddingWriter(out, checkpoint_metadata(model, checkpoint), model.embedding_dim, per_crop)
+        raise ClmrError(_no_input_message(inputs, found))
+    writer = EmbeddingWriter(
+        out,
+        checkpoint_metadata(model, checkpoint, hop_n),
+        model.embedding_dim,
+        per_crop,
+        on_wait=lambda: print(
+            f"{out}: another clmr embed is writing it; waiting", file=sys.stderr, flush=True
+        ),
+    )
     errors = _ErrorLog(errors_path(out))
     summary = CatalogueSummary(out)
     for item in found.missing:
         errors.add(item, "missing", "no file, folder or glob match")
     for path in found.unsupported:
         errors.add(str(path), "unsupported", UNSUPPORTED_DETAIL)
+    for path, reason in found.problems:
+        errors.add(path, "unreadable", reason)
     todo = [str(f) for f in files if str(f) not in writer.done]
     summary.skipped = len(files) - len(todo)
     start = time.monotonic()
     try:
-        with progress_bar("embedding", len(todo), enabled=progress, unit="tracks", audio=True) as advance:
-            for result in embed_files(model, todo, batch_size=batch_size, device=device, per_crop=per_crop):
+        with (
+            python_stderr_aside(),
+            progress_bar("embedding", len(todo), enabled=progress, unit="tracks", audio=True) as advance,
+        ):
+            results = embed_files(
+                model, todo, batch_size=batch_size, device=device, per_crop=per_crop, hop=hop_n
+            )
+            for result in results:
+                notes = " | ".join(result.notes)
                 if result.ok:
                     writer.add(result)
                     summary.embedded += 1
                     summary.audio_seconds += result.duration
+                    if notes:
+                        errors.add(result.key, NOTES_REASON, notes)
+                        summary.noted += 1
                 else:
-                    errors.add(result.key, result.error.reason, result.error.detail)
+                    detail = result.error.detail + (f" (decoder said: {notes})" if notes else "")
+                    errors.add(result.key, result.error.reason, detail)
                 advance(1, result.duration)
     finally:
         writer.close()

@@ -1,67 +1,132 @@
-"""Expand the command line's audio inputs (files, folders searched recursively, glob patterns)."""
+"""Expand the command line's audio inputs (files, folders searched recursively, glob patterns) into
+regular audio files, listing what cannot be used (missing inputs, undecodable formats, unreadable
+folders, FIFOs, symlink loops) instead of stopping or hanging on it."""
 
 from __future__ import annotations
 
 import glob
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmr.audio import UNSUPPORTED_EXTENSIONS
-from clmr.data.datasets.base import scan_files
-
-
-def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(audio files, files of undecodable audio formats) under `folder`, as `clmr preprocess` finds
-    them: recursive, hidden files and folders (e.g. macOS `._song.mp3`) left out, sorted."""
-    audio, odd = scan_files(folder)
-    return [folder / p for p in audio], [folder / p for p in odd]
+from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
+from clmr.songs.decode import display_name
 
 
 @dataclass
 class Inputs:
     """What the command line's inputs name: audio files (absolute, in order), inputs that matched
-    nothing, and files in folders whose audio format clmr cannot decode (e.g. .m4a)."""
+    nothing, files of audio formats clmr cannot decode (e.g. .m4a), and (path, reason) of entries that
+    cannot be read (an unreadable folder, a FIFO, a symlink loop)."""
 
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unsupported: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _kind(path: Path) -> tuple[str, str]:
+    """("file" | "dir" | "missing" | "problem", reason) of a path, following symlinks."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ("problem", "a dangling symbolic link") if os.path.islink(path) else ("missing", "")
+    except OSError as err:
+        return "problem", "a symbolic link loop" if "loop" in str(err).lower() else err.strerror or str(err)
+    if stat.S_ISDIR(mode):
+        return "dir", ""
+    if stat.S_ISREG(mode):
+        return "file", ""
+    return "problem", "not a regular file (a FIFO, device or socket is never read)"
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute with its symlinks resolved where possible (a loop keeps its own name)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+class _Walk:
+    """Collects one input's audio files, undecodable files and problems."""
+
+    def __init__(self) -> None:
+        self.audio: list[Path] = []
+        self.odd: list[Path] = []
+        self.problems: list[tuple[str, str]] = []
+        self.visited: set[tuple[int, int]] = set()
+
+    def entry(self, path: Path, named: bool) -> None:
+        """A file met in a folder (by extension) or named directly (whatever its extension)."""
+        lower = path.name.lower()
+        if lower.endswith(UNSUPPORTED_EXTENSIONS):
+            self.odd.append(path)
+            return
+        if not named and not lower.endswith(AUDIO_EXTENSIONS):
+            return
+        kind, reason = _kind(path)
+        if kind == "file":
+            self.audio.append(path)
+        elif kind == "problem":
+            self.problems.append((display_name(path), reason))
+
+    def folder(self, root: Path) -> None:
+        """Audio under `root` as `clmr preprocess` finds it: recursive, hidden names left out, symlinked
+        folders followed once each (by device and inode), sorted; unreadable folders are reported."""
+
+        def unreadable(err: OSError) -> None:
+            self.problems.append((display_name(err.filename), f"folder not readable ({err.strerror})"))
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+            try:
+                st = os.stat(dirpath)
+            except OSError as err:
+                err.filename = dirpath
+                unreadable(err)
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in self.visited:
+                dirnames[:] = []
+                continue
+            self.visited.add((st.st_dev, st.st_ino))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    self.entry(Path(dirpath) / name, named=False)
 
 
 def find_audio(inputs: Iterable[str]) -> Inputs:
-    """Expand files, folders and glob patterns into audio files.
+    """Expand files, folders and glob patterns into regular audio files.
 
-    A named file is kept whatever its extension (the decoder judges it) unless its audio format is
-    one clmr cannot decode (listed as `unsupported`); folders contribute their
-    audio files (by extension, recursively), and list the files of undecodable audio formats
-    (`clmr.audio.UNSUPPORTED_EXTENSIONS`) as `unsupported`; anything else is a glob pattern (`**`
-    recursive). Order follows the inputs, files within a folder or pattern sorted; duplicates are
-    dropped.
+    A named file is kept whatever its extension (the decoder judges it) unless its audio format is one
+    clmr cannot decode (listed as `unsupported`); folders contribute their audio files (by extension,
+    recursively); anything else is a glob pattern (`**` recursive). Order follows the inputs, files
+    within a folder or pattern sorted; duplicates are dropped.
     """
     found: dict[Path, None] = {}
     unsupported: dict[Path, None] = {}
+    problems: dict[str, str] = {}
     missing: list[str] = []
     for item in inputs:
         path = Path(item).expanduser()
-        odd: list[Path] = []
-        if path.is_file() and path.suffix.lower() in UNSUPPORTED_EXTENSIONS:
-            matches, odd = [], [path]
-        elif path.is_file():
-            matches = [path]
-        elif path.is_dir():
-            matches, odd = _scan(path)
+        walk = _Walk()
+        kind = _kind(path)[0]
+        if kind == "dir":
+            walk.folder(path)
+        elif kind != "missing":
+            walk.entry(path, named=True)
         else:
-            matches = []
             for hit in sorted(glob.glob(str(path), recursive=True)):
-                hit_path = Path(hit)
-                if hit_path.is_dir():
-                    audio, undecodable = _scan(hit_path)
-                    matches += audio
-                    odd += undecodable
+                if _kind(Path(hit))[0] == "dir":
+                    walk.folder(Path(hit))
                 else:
-                    matches.append(hit_path)
-        if not matches and not odd:
+                    walk.entry(Path(hit), named=True)
+        if not walk.audio and not walk.odd and not walk.problems:
             missing.append(item)
-        found.update((m.resolve(), None) for m in matches)
-        unsupported.update((p.resolve(), None) for p in odd)
-    return Inputs(list(found), missing, [p for p in unsupported if p not in found])
+        found.update((_absolute(m), None) for m in walk.audio)
+        unsupported.update((_absolute(p), None) for p in walk.odd)
+        problems.update(walk.problems)
+    return Inputs(list(found), missing, [p for p in unsupported if p not in found], list(problems.items()))

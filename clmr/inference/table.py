@@ -1,10 +1,12 @@
-"""The embedding table: a parquet file of song embeddings, written resumably.
+"""The embedding table: song embeddings written resumably, as parquet, npz or CSV (`clmr.inference.formats`).
 
-Finished tracks go to small part files in `OUT.parts/` (each written to a temporary name and
+Finished tracks go to small parquet part files in `OUT.parts/` (each written to a temporary name and
 renamed, so a kill never leaves a half-written part); closing merges the previous table and the
 parts into a new `OUT` (again atomically) and removes the parts. Rerunning on the same output
-skips every path already present in the table or its parts. The schema metadata key "clmr" holds
-the checkpoint path, its sha256 and its config, so a table cannot be extended with another model.
+skips every path already present in the table or its parts. The metadata ("clmr") holds the
+checkpoint path, its sha256, its config and the crop hop, so a table cannot be extended with another
+model, and the mean embedding of its rows (for centred cosine similarity). One writer at a time: a
+second waits on the lock file `.OUT.lock`.
 """
 
 from __future__ import annotations
@@ -12,23 +14,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
-from clmr.errors import ClmrError
 from clmr.files import atomic_path
+from clmr.inference.formats import TableError, parse_metadata, read_table, table_format, write_table
 from clmr.songs.batch import TrackOutput
 
 META_KEY = b"clmr"
-
-
-class TableError(ClmrError):
-    """An embedding table that cannot be read or extended; the message names the file."""
 
 
 def parts_dir(out: Path) -> Path:
@@ -37,7 +36,8 @@ def parts_dir(out: Path) -> Path:
 
 
 def table_schema(dim: int, per_crop: bool, metadata: dict[str, Any]) -> pa.Schema:
-    """Columns: path, duration (s), n_crops, embedding (fixed-size list of float32), [crop_embeddings]."""
+    """Columns: path, duration (s), n_crops, embedding (fixed-size list of float32), [crop_embeddings,
+    crop_start_s (each crop's start in seconds)]."""
     fields = [
         pa.field("path", pa.string()),
         pa.field("duration", pa.float64()),
@@ -46,18 +46,33 @@ def table_schema(dim: int, per_crop: bool, metadata: dict[str, Any]) -> pa.Schem
     ]
     if per_crop:
         fields.append(pa.field("crop_embeddings", pa.list_(pa.list_(pa.float32(), dim))))
+        fields.append(pa.field("crop_start_s", pa.list_(pa.float64())))
     return pa.schema(fields, metadata={META_KEY: json.dumps(metadata).encode()})
 
 
 def table_metadata(source: Path) -> dict[str, Any]:
-    """The "clmr" metadata of a table file."""
+    """The "clmr" metadata of a table file (any format)."""
+    if table_format(source) != ".parquet":
+        return read_table(source)[1]
     try:
         meta = pq.read_schema(source).metadata or {}
-    except (OSError, pa.ArrowInvalid) as err:
+    except (OSError, pa.ArrowException) as err:
         raise TableError(f"{source}: not a readable parquet file ({err})") from err
-    if META_KEY not in meta:
-        raise TableError(f"{source}: not a clmr embedding table (no 'clmr' schema metadata)")
-    return json.loads(meta[META_KEY])
+    return parse_metadata(source, meta.get(META_KEY))
+
+
+def _row_groups(source: Path, columns: list[str] | None) -> Iterator[pa.Table]:
+    """The rows of one source in pieces: a parquet file by row group, another format whole."""
+    if table_format(source) != ".parquet":
+        table = read_table(source)[0]
+        yield table.select(columns) if columns else table
+        return
+    try:
+        pf = pq.ParquetFile(source)
+        for i in range(pf.num_row_groups):
+            yield pf.read_row_group(i, columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise TableError(f"{source}: not a readable parquet file ({err})") from err
 
 
 def _sources(out: Path) -> list[Path]:
@@ -69,9 +84,7 @@ def iter_tables(out: Path, columns: list[str] | None = None) -> Iterator[pa.Tabl
     """Row groups of the table and its unfinished parts, each path once (first occurrence wins)."""
     seen: set[str] = set()
     for source in _sources(out):
-        pf = pq.ParquetFile(source)
-        for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i, columns=columns)
+        for table in _row_groups(source, columns):
             paths = table.column("path").to_pylist()
             keep = [p not in seen for p in paths]
             if not all(keep):
@@ -99,11 +112,12 @@ def read_index(out: str | os.PathLike) -> tuple[list[str], np.ndarray, dict[str,
 
 
 def _check_compatible(source: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """The same weights, layout and sample rate (a reference checkpoint's rate is set by --sample-rate,
-    so the same file can give different embeddings)."""
+    """The same weights, layout, sample rate (a reference checkpoint's rate is set by --sample-rate,
+    so the same file can give different embeddings) and crop hop."""
     pairs = [(key, found.get(key), wanted.get(key)) for key in ("checkpoint_sha256", "per_crop")]
     rate = (found.get("config") or {}).get("sample_rate"), (wanted.get("config") or {}).get("sample_rate")
     pairs.append(("sample_rate", *rate))
+    pairs.append(("crop_hop_s", found.get("crop_hop_s"), wanted.get("crop_hop_s")))
     for key, was, now in pairs:
         if was != now:
             raise TableError(
@@ -120,7 +134,9 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
 class EmbeddingWriter:
     """Append `TrackOutput`s to the table at `out`; `done` holds the paths already embedded.
 
-    Rows are written as a part every `flush_rows` rows or `flush_seconds` seconds; `close()` merges.
+    Rows are written as a part every `flush_rows` rows or `flush_seconds` seconds; `close()` merges
+    and releases the table's lock (taken here; `on_wait` is called before waiting for another writer).
+    `metadata["crop_hop_s"]` (default: none recorded) gives each stored crop's start time.
     """
 
     def __init__(
@@ -131,21 +147,34 @@ class EmbeddingWriter:
         per_crop: bool = False,
         flush_rows: int = 256,
         flush_seconds: float = 30.0,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.out = Path(out)
+        table_format(self.out, per_crop)  # an unknown suffix is refused before anything is written
         self.parts = parts_dir(self.out)
         self.metadata = {**metadata, "per_crop": per_crop}
         self.schema = table_schema(dim, per_crop, self.metadata)
         self.dim, self.per_crop = dim, per_crop
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.parts.glob(".*.tmp") if self.parts.is_dir() else []:
-            stale.unlink()
-        for source in _sources(self.out):
-            _check_compatible(source, table_metadata(source), self.metadata)
-        self.done: set[str] = {
-            p for t in iter_tables(self.out, columns=["path"]) for p in t.column("path").to_pylist()
-        }
+        self.lock = FileLock(self.out.with_name(f".{self.out.name}.lock"))
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            if on_wait is not None:
+                on_wait()
+            self.lock.acquire()
+        try:
+            for stale in self.parts.glob(".*.tmp") if self.parts.is_dir() else []:
+                stale.unlink()
+            for source in _sources(self.out):
+                _check_compatible(source, table_metadata(source), self.metadata)
+            self.done: set[str] = {
+                p for t in iter_tables(self.out, columns=["path"]) for p in t.column("path").to_pylist()
+            }
+        except BaseException:
+            self.lock.release()
+            raise
         self._rows: list[TrackOutput] = []
         self._last_flush = time.monotonic()
 
@@ -170,6 +199,11 @@ class EmbeddingWriter:
             columns["crop_embeddings"] = pa.ListArray.from_arrays(
                 pa.array(offsets), pa.FixedSizeListArray.from_arrays(crops, self.dim)
             )
+            hop = self.metadata.get("crop_hop_s") or 0.0
+            starts = np.concatenate([np.arange(len(r.crops)) * hop for r in rows])
+            columns["crop_start_s"] = pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(starts, pa.float64())
+            )
         return pa.table(columns, schema=self.schema)
 
     def flush(self) -> None:
@@ -185,15 +219,29 @@ class EmbeddingWriter:
         self._rows = []
 
     def close(self) -> None:
-        """Flush, then merge the table and its parts into one file at `out` and remove the parts."""
-        self.flush()
-        if not self.parts.is_dir():
-            if not self.out.exists():
-                _write_atomic(self.schema.empty_table(), self.out)
-            return
-        with atomic_path(self.out) as tmp, pq.ParquetWriter(tmp, self.schema) as writer:
-            for table in iter_tables(self.out):
-                writer.write_table(table.replace_schema_metadata(self.schema.metadata))
-        for part in self.parts.glob("part-*.parquet"):
-            part.unlink()
-        self.parts.rmdir()
+        """Flush, then merge the table and its parts into one file at `out` (with the mean embedding
+        of its rows in the metadata), remove the parts and release the lock."""
+        try:
+            self.flush()
+            if self.parts.is_dir() or not self.out.exists():
+                meta = {**self.metadata, "mean_embedding": mean_embedding(self.out, self.dim).tolist()}
+                schema = self.schema.with_metadata({META_KEY: json.dumps(meta).encode()})
+                write_table(self.out, schema, iter_tables(self.out))
+            for part in self.parts.glob("part-*.parquet") if self.parts.is_dir() else []:
+                part.unlink()
+            if self.parts.is_dir():
+                self.parts.rmdir()
+        finally:
+            self.lock.release()
+
+
+def mean_embedding(out: Path, dim: int) -> np.ndarray:
+    """(dim,) float32 mean of the table's finite song embeddings (zeros when there are none)."""
+    total, count = np.zeros(dim, np.float64), 0
+    for table in iter_tables(out, columns=["path", "embedding"]):
+        vectors = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = vectors.reshape(-1, dim)
+        finite = vectors[np.isfinite(vectors).all(axis=1)]
+        total += finite.sum(axis=0, dtype=np.float64)
+        count += len(finite)
+    return (total / max(count, 1)).astype(np.float32)

@@ -157,14 +157,16 @@ def embed_files(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     per_crop: bool = False,
+    hop: int | None = None,
 ) -> Iterator[TrackOutput]:
     """Embed files in batches of crops taken across tracks; one `TrackOutput` per file, in order.
 
     Unreadable, empty or silent files come back with `.error` set (an `AudioError`) instead of raising.
     `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
     `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
+    `hop`: samples between crop starts (default: the crop length, non-overlapping crops).
     """
-    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
+    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0), hop)
     return run_model(model, songs, batch_size=batch_size, device=device, per_crop=per_crop)
 
 
@@ -175,9 +177,10 @@ def tag_files(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     per_crop: bool = False,
+    hop: int | None = None,
 ) -> Iterator[TrackOutput]:
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
-    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0))
+    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0), hop)
     return run_model(
         model, songs, output="probabilities", batch_size=batch_size, device=device, per_crop=per_crop
     )

@@ -31,7 +31,8 @@ CropFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class TrackOutput:
-    """The result of one track: the mean of its crop outputs, optionally every crop's output, or the error."""
+    """The result of one track: the mean of its crop outputs, optionally every crop's output, or the
+    error; `notes` holds what the decoder printed while reading it (e.g. libmpg123 resync notes)."""
 
     key: str
     sample_rate: int
@@ -40,6 +41,7 @@ class TrackOutput:
     mean: np.ndarray | None = None
     crops: np.ndarray | None = None
     error: AudioError | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class _Accumulator:
     finished: bool = False
     samples: int = 0
     error: AudioError | None = None
+    notes: list[str] = field(default_factory=list)
     parts: list[np.ndarray] = field(default_factory=list)
 
     def add(self, out: np.ndarray) -> None:
@@ -74,10 +77,10 @@ class _Accumulator:
 
     def result(self, sample_rate: int) -> TrackOutput:
         if self.error is not None:
-            return TrackOutput(self.key, sample_rate, self.samples, error=self.error)
+            return TrackOutput(self.key, sample_rate, self.samples, error=self.error, notes=self.notes)
         mean = (self.total / self.count).astype(np.float32)
         crops = np.concatenate(self.parts) if self.keep_crops else None
-        return TrackOutput(self.key, sample_rate, self.samples, self.count, mean, crops)
+        return TrackOutput(self.key, sample_rate, self.samples, self.count, mean, crops, notes=self.notes)
 
 
 def prefetch(items: Iterator[T], size: int = 4) -> Iterator[T]:
@@ -120,7 +123,7 @@ def prefetch(items: Iterator[T], size: int = 4) -> Iterator[T]:
 
 def _events(songs: Iterable[Song]) -> Iterator[tuple[str, int, Any]]:
     """Per track (numbered by `slot`): ("start", slot, key), ("crops", slot, chunk) for each chunk,
-    then ("end", slot, (samples, error))."""
+    then ("end", slot, (samples, error, notes))."""
     for slot, (key, open_crops) in enumerate(songs):
         yield "start", slot, key
         crops = None
@@ -128,9 +131,10 @@ def _events(songs: Iterable[Song]) -> Iterator[tuple[str, int, Any]]:
             crops = open_crops()
             for chunk in crops:
                 yield "crops", slot, chunk
-            yield "end", slot, (crops.samples, None)
+            yield "end", slot, (crops.samples, None, crops.notes)
         except AudioError as err:
-            yield "end", slot, (crops.samples if crops is not None else 0, err)
+            samples, notes = (crops.samples, crops.notes) if crops is not None else (0, [])
+            yield "end", slot, (samples, err, notes)
 
 
 def run_songs(
@@ -182,7 +186,7 @@ def run_songs(
         else:
             acc = accs.pop(slot)
             acc.finished = True
-            acc.samples, acc.error = payload
+            acc.samples, acc.error, acc.notes = payload
         yield from finished()
     if batch:
         flush()
