@@ -175,4 +175,4 @@ def test_an_unreadable_folder_is_listed_even_for_root(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "scandir", scandir)
     found = find_audio([str(tmp_path)])
     assert [p.name for p in found.files] == ["ok.wav"]
-    assert found.problems == [(str(tmp_path / "locked"), "folder not readable (Permission denied)")]
+    assert found.problems == [(str(tmp_path / "locked"), "folder cannot be listed (Permission denied)")]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clmr.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
+from clmr.data.datasets.base import scan_tree
 from clmr.songs.decode import display_name
 
 
@@ -57,7 +58,6 @@ class _Walk:
         self.audio: list[Path] = []
         self.odd: list[Path] = []
         self.problems: list[tuple[str, str]] = []
-        self.visited: set[tuple[int, int]] = set()
 
     def entry(self, path: Path, named: bool) -> None:
         """A file met in a folder (by extension) or named directly (whatever its extension)."""
@@ -74,28 +74,12 @@ class _Walk:
             self.problems.append((display_name(path), reason))
 
     def folder(self, root: Path) -> None:
-        """Audio under `root` as `clmr preprocess` finds it: recursive, hidden names left out, symlinked
-        folders followed once each (by device and inode), sorted; unreadable folders are reported."""
-
-        def unreadable(err: OSError) -> None:
-            self.problems.append((display_name(err.filename), f"folder not readable ({err.strerror})"))
-
-        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-            try:
-                st = os.stat(dirpath)
-            except OSError as err:
-                err.filename = dirpath
-                unreadable(err)
-                dirnames[:] = []
-                continue
-            if (st.st_dev, st.st_ino) in self.visited:
-                dirnames[:] = []
-                continue
-            self.visited.add((st.st_dev, st.st_ino))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if not name.startswith("."):
-                    self.entry(Path(dirpath) / name, named=False)
+        """Audio under `root` as `clmr preprocess` finds it (`scan_tree`: recursive, hidden names left
+        out, symlinked folders read once, sorted); unreadable folders and entries are reported."""
+        audio, odd, problems = scan_tree(root)
+        self.audio += [root / rel for rel in audio]
+        self.odd += [root / rel for rel in odd]
+        self.problems += [(str(root / skip.path), skip.detail) for skip in problems]
 
 
 def find_audio(inputs: Iterable[str]) -> Inputs:

@@ -3,6 +3,7 @@ it already knows it cannot use (missing or unlabelled files)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -142,8 +143,9 @@ def _problem(path: str, rel: str) -> Skip | None:
         )
     try:
         mode = os.stat(path).st_mode
-    except OSError as err:  # a dangling link, or vanished since the listing
-        return Skip(rel, "unreadable", f"cannot be opened ({err.strerror})")
+    except OSError as err:  # a link loop, a dangling link, or vanished since the listing
+        why = "a symbolic link loop" if err.errno == errno.ELOOP else err.strerror
+        return Skip(rel, "unreadable", f"cannot be opened ({why})")
     if not stat.S_ISREG(mode):
         return Skip(rel, "unreadable", "not a regular file (a FIFO, socket, device or folder); not read")
     return None
