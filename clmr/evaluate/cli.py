@@ -1,5 +1,6 @@
 """What `clmr evaluate` and `clmr finetune` share on the command line: the checkpoint, store, head,
-baseline, what label fractions are of, device and output options, the call, and the short table printed when done."""
+baseline, what label fractions are of, device and output options, the call, and the short table
+printed when done."""
 
 from __future__ import annotations
 

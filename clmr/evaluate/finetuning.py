@@ -235,13 +235,14 @@ def finetune(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
-        (encoder + head + tag names), report.json, report.md and plots; returns the report dict. Options left
-        None take the `clmr.config.FINETUNE` recipe's value. `baseline="random"` also trains the same
-        architecture from a random initialisation (supervised). `label_fraction` is of every labelled track
+    (encoder + head + tag names), report.json, report.md and plots; returns the report dict. Options left
+    None take the `clmr.config.FINETUNE` recipe's value. `baseline="random"` also trains the same
+    architecture from a random initialisation (supervised). `label_fraction` is of every labelled track
     (`fraction_of="dataset"`, the paper's count) or of the training tracks ("train"), drawn from the
-    training tracks by `clmr.evaluate.selection` as `evaluate` draws it. Each run's training state is saved after
-        every epoch under OUT/.finetune-{checkpoint,baseline}-KEY/ (KEY: checkpoint, store and options), so
-        rerunning an interrupted call resumes; the folders are removed once the report is written."""
+    training tracks by `clmr.evaluate.selection` as `evaluate` draws it. `device`: `auto` (the best this
+    machine has) or a name. Each run's training state is saved after every epoch under
+    OUT/.finetune-{checkpoint,baseline}-KEY/ (KEY: checkpoint, store and options), so rerunning an
+    interrupted call resumes; the folders are removed once the report is written."""
     recipe = load_config(recipe=FINETUNE)
     lr = recipe.optim.lr if lr is None else lr
     max_epochs = recipe.trainer.max_epochs if max_epochs is None else max_epochs
