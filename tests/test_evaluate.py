@@ -128,6 +128,16 @@ def test_tsne_map_of_small_sets(tmp_path, n):
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_tsne_maps_a_seeded_sample_of_large_sets(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "TSNE_MAX_TRACKS", 6)
+    monkeypatch.setattr(plots, "_scatter", lambda xy, labels, path, title, axes: drawn.append((xy, title)))
+    x = np.random.default_rng(0).standard_normal((20, 8))
+    plots.tsne_scatter(x, ["a", "b"] * 10, tmp_path / "tsne.png", "t")
+    xy, title = drawn[0]
+    assert xy.shape == (6, 2) and "6 sampled tracks" in title
+
+
 def test_track_of_five_and_a_half_crops_gives_five(tmp_path):
     model = tiny_model(1).eval()
     L = model.crop_length

@@ -108,7 +108,7 @@ def pca_scatter(embeddings: np.ndarray, labels: Sequence[str], path: Path, title
     return _scatter(_pca(embeddings, 2), labels, path, title, ("PC 1", "PC 2"))
 
 
-TSNE_MAX_TRACKS = 2000
+TSNE_MAX_TRACKS = 1000
 """t-SNE maps at most this many tracks (a seeded sample of larger test splits), so it stays fast."""
 TSNE_ONE_THREAD_BELOW = 500
 """Smaller t-SNE maps run on one thread."""
