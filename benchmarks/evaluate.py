@@ -118,6 +118,7 @@ def main() -> None:
             f"{t_epoch_ref * trained.epochs / t_cached:9.1f}"
         )
         print("* one epoch of encoder passes measured, extrapolated to the same number of epochs")
+        print("  (a naive loop, not the reference: it encodes one crop per track once, before training)")
 
 
 if __name__ == "__main__":
