@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from clmr import load_model
+from clmr import devices, load_model
 from clmr.cli import main
 from clmr.data import ContrastivePairs, Store, preprocess
 from clmr.data.synthetic import generate
-from clmr.evaluate import Recipe, evaluate
+from clmr.evaluate import Recipe, evaluate, plots
 from clmr.evaluate import features as features_module
 from clmr.evaluate.features import extract
 from clmr.evaluate.inputs import EvaluationError
@@ -83,12 +83,59 @@ def test_pretrained_probe_beats_random_init(world, tmp_path):
     assert saved["store"]["path"] == str(world["tags"].path) and saved["checkpoint"]["sha256"]
     md = (tmp_path / "report.md").read_text()
     assert "| random init (same architecture) |" in md and "| cosine 5-NN, random init (no training) |" in md
-    for png in ("per_tag_pr_auc.png", "embeddings_pca.png"):
+    for png in ("per_tag_scores.png", "embeddings_pca.png", "embeddings_tsne.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in md  # report.md shows every figure
+    table = md.split("## Per tag (%), best PR-AUC first")[1].split("\n\n")[1].splitlines()[2:]
+    pr_auc = [float(row.split("|")[4]) for row in table if row.split("|")[4].strip() != "-"]
+    assert len(pr_auc) >= 2 and pr_auc == sorted(pr_auc, reverse=True)
     tagger = load_model(world["trained"], head=tmp_path / "head.safetensors")
     assert tagger.tags == world["tags"].vocab and tagger.task == "multilabel"
     crops = torch.zeros(2, tagger.crop_length)
     assert tagger.classify(crops).shape == (2, len(world["tags"].vocab))
+
+
+def test_per_tag_bars_are_sorted_best_first_in_both_panels(tmp_path, monkeypatch):
+    drawn = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig.axes) or real_save(fig, path))
+    per_tag = {
+        "a": {"positives": 3, "roc_auc": 0.9, "pr_auc": 0.2},
+        "b": {"positives": 2, "roc_auc": 0.6, "pr_auc": 0.7},
+        "c": {"positives": 4, "roc_auc": 0.7, "pr_auc": 0.5},
+        "silent": {"positives": 0},  # no test positives: no score, no bar
+    }
+    baseline = {t: {"roc_auc": 0.5, "pr_auc": 0.1} for t in per_tag}
+    for base in (None, baseline):
+        path = plots.per_tag_bars(per_tag, tmp_path / "bars.png", base)
+        assert path.read_bytes()[:4] == b"\x89PNG"
+        roc, pr = drawn.pop()
+        for ax, best_first in ((roc, ["a", "c", "b"]), (pr, ["b", "c", "a"])):
+            top_down = [label.get_text() for label in ax.get_yticklabels()][::-1]
+            assert top_down == best_first
+            ours = ax.containers[-1]  # the checkpoint's bars (drawn after the baseline's)
+            assert [bar.get_width() for bar in ours][::-1] == sorted(
+                (b.get_width() for b in ours), reverse=True
+            )
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("n", [2, 3, 40])
+def test_tsne_map_of_small_sets(tmp_path, n):
+    rng = np.random.default_rng(0)
+    labels = ["x", "y"] * (n // 2) + ["x"] * (n % 2)
+    path = plots.tsne_scatter(rng.standard_normal((n, 16)), labels, tmp_path / "tsne.png", "t")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tsne_maps_a_seeded_sample_of_large_sets(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "TSNE_MAX_TRACKS", 6)
+    monkeypatch.setattr(plots, "_scatter", lambda xy, labels, path, title, axes: drawn.append((xy, title)))
+    x = np.random.default_rng(0).standard_normal((20, 8))
+    plots.tsne_scatter(x, ["a", "b"] * 10, tmp_path / "tsne.png", "t")
+    xy, title = drawn[0]
+    assert xy.shape == (6, 2) and "6 sampled tracks" in title
 
 
 def test_track_of_five_and_a_half_crops_gives_five(tmp_path):
@@ -257,7 +304,7 @@ def test_tracks_shorter_than_the_crop_are_a_clear_error(world, tmp_path):
         evaluate(path, world["tags"], tmp_path / "out", progress=False)
 
 
-def test_cli_evaluate(world, tmp_path, capsys):
+def test_cli_evaluate(world, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli"
     args = [
         "evaluate",
@@ -268,9 +315,12 @@ def test_cli_evaluate(world, tmp_path, capsys):
         "--out",
         str(out),
     ]
+    resolved = []  # --device defaults to auto, resolved once for the whole run
+    monkeypatch.setattr(devices, "auto_device", lambda: resolved.append(1) or torch.device("cpu"))
     assert main([*args, "--max-epochs", "3", "--no-progress", "--head", "mlp", "--knn", "1000"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert "accuracy" in report and report["config"]["head"] == "mlp"
+    assert report["config"]["device"] == "cpu" and resolved == [1]
     # K above the number of training tracks: all of them vote, and the report says so
     assert report["knn"]["k"] == report["store"]["splits"]["train"] and report["knn"]["k_asked"] == 1000
     assert "report.md" in capsys.readouterr().out

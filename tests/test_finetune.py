@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clmr import load_model
+from clmr import devices, load_model
 from clmr.cli import main
 from clmr.data import preprocess
 from clmr.data.synthetic import generate
@@ -70,7 +70,7 @@ def test_zero_encoder_lr_keeps_encoder_weights(world, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def test_cli_finetune(world, tmp_path):
+def test_cli_finetune(world, tmp_path, monkeypatch):
     out = tmp_path / "cli"
     args = [
         "finetune",
@@ -81,9 +81,29 @@ def test_cli_finetune(world, tmp_path):
         "--out",
         str(out),
     ]
-    assert main([*args, "--max-epochs", "1", "--no-progress", "--label-fraction", "0.5"]) == 0
+    resolved = []  # --device defaults to auto, resolved once for the whole run
+    monkeypatch.setattr(devices, "auto_device", lambda: resolved.append(1) or torch.device("cpu"))
+    flags = ["--max-epochs", "1", "--no-progress", "--label-fraction", "0.5", "--fraction-of", "train"]
+    assert main([*args, *flags]) == 0
     config = json.loads((out / "report.json").read_text())["config"]
     assert config["n_train_tracks"] == round(0.5 * len(world["store"].split_indices("train")))
+    assert config["device"] == "cpu" and resolved == [1]
+
+
+def test_label_fraction_is_of_the_whole_labelled_set_by_default_as_in_evaluate(world, tmp_path):
+    from clmr.evaluate.selection import select_fraction
+
+    store = world["store"]
+    splits = {s: store.split_indices(s) for s in ("train", "valid", "test")}
+    total = sum(map(len, splits.values()))
+    report = finetune(world["ckpt"], store, tmp_path, max_epochs=1, label_fraction=0.2, progress=False)
+    config = report["config"]
+    assert config["fraction_of"] == "dataset" and config["fraction_pool"] == total
+    assert config["n_train_tracks"] == round(0.2 * total) != round(0.2 * len(splits["train"]))
+    # the same tracks `evaluate` would pick for this fraction and seed
+    picked = select_fraction(store.targets(splits["train"]), 0.2, config["seed"], pool=total)
+    assert len(picked) == config["n_train_tracks"]
+    assert f"label fraction 0.2 of all {total} labelled tracks" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -93,6 +113,7 @@ def test_cli_finetune(world, tmp_path):
         ({"label_fraction": 0.01}, "leaves 1 training track"),
         ({"num_workers": -1}, "--workers must be >= 0"),
         ({"device": "bogus"}, "--device 'bogus'"),
+        ({"fraction_of": "songs"}, "unknown --fraction-of 'songs'"),
         ({"baseline": "supervised"}, "unknown baseline"),
     ],
 )
@@ -143,7 +164,7 @@ def test_a_damaged_finetune_state_starts_over_with_a_warning(tmp_path):
 
 def test_finetune_valid_crops_are_the_song_level_crops_extract_cuts(world):
     """The validation loss is over every consecutive crop of the valid tracks, as `extract` cuts them."""
-    from clmr.songs import track_crops
+    from clmr.data import track_crops
     from clmr.evaluate.finetuning import SongCrops
 
     store = world["store"]

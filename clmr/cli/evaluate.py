@@ -45,13 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train heads on these label fractions, drawn from the training tracks (default: 1)",
     )
     parser.add_argument(
-        "--fraction-of",
-        default="dataset",
-        choices=["dataset", "train"],
-        help="what a label fraction is of: every labelled track (train + valid + test, the paper's "
-        "count: 1%% of MTAT = 259 tracks) or the training tracks (default: %(default)s)",
-    )
-    parser.add_argument(
         "--seed",
         type=int,
         nargs="+",
@@ -97,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
         args,
         label_fractions=args.label_fraction,
-        fraction_of=args.fraction_of,
         seeds=args.seed,
         knn=args.knn,
         protocol=args.protocol,

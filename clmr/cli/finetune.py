@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="F",
-        help="train on this fraction of the labelled training tracks (default: %(default)s)",
+        help="train on this fraction (see --fraction-of) of the labelled tracks, drawn from the training "
+        "tracks (default: %(default)s)",
     )
     from clmr.config import FINETUNE, load_config
 

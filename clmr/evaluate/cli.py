@@ -1,5 +1,6 @@
 """What `clmr evaluate` and `clmr finetune` share on the command line: the checkpoint, store, head,
-baseline, device and output options, the call, and the short table printed when done."""
+baseline, what label fractions are of, device and output options, the call, and the short table
+printed when done."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clmr.evaluate.report import HEADLINE, row_names, training_data
+from clmr.evaluate.selection import FRACTION_OF
 
 
 def add_common_arguments(
@@ -41,7 +43,19 @@ def add_common_arguments(
         + " (default: %(default)s)",
     )
     parser.add_argument("--baseline", choices=["random"], help=baseline_help)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--fraction-of",
+        default="dataset",
+        choices=list(FRACTION_OF),
+        help="what --label-fraction is of: every labelled track (train + valid + test, the paper's "
+        "count: 1%% of MTAT = 259 tracks) or the training tracks; either way the tracks are drawn "
+        "from the training split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:1, mps ... (default: auto: CUDA, else MPS, else the CPU)",
+    )
     parser.add_argument(
         "--out", default=out_default, metavar="DIR", help="output folder (default: %(default)s)"
     )
@@ -50,16 +64,14 @@ def add_common_arguments(
 
 def run_and_print(fn: Callable[..., dict[str, Any]], args: argparse.Namespace, **options: Any) -> int:
     """Call `evaluate` or `finetune` with the common options and `options`, then print the summary."""
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = fn(
         args.checkpoint,
         args.data,
         args.out,
         head=args.head,
         baseline=args.baseline,
-        device=device,
+        fraction_of=args.fraction_of,
+        device=args.device,
         progress=not args.no_progress,
         **options,
     )

@@ -22,6 +22,7 @@ from clmr.evaluate.inputs import (
     EvaluationError,
     check_choices,
     check_device,
+    check_fraction_of,
     check_fractions,
     check_positive,
     check_seeds,
@@ -33,7 +34,7 @@ from clmr.evaluate.metrics import metrics_for
 from clmr.evaluate.probe import predict
 from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
-from clmr.evaluate.selection import select_fraction
+from clmr.evaluate.selection import fraction_pool, select_fraction
 from clmr.models import CLMR, Head, save_model
 from clmr.train.metrics import label_loss
 
@@ -117,7 +118,7 @@ def train_end_to_end(
     config: Config,
     encoder_lr_factor: float,
     eval_batch_size: int,
-    device: str,
+    device: torch.device,
     progress: bool,
     state_dir: Path,
 ) -> dict[str, Any]:
@@ -130,7 +131,6 @@ def train_end_to_end(
     from clmr.train.logs import RunLog
     from clmr.train.run import make_fabric
 
-    dev = torch.device(device)
     fabric = make_fabric(config)
     module = FinetuneModule(model, store.task, model.tags, config, encoder_lr_factor)
     engine = Engine(fabric, module, config, state_dir, {}, display="live" if progress else "off")
@@ -150,7 +150,7 @@ def train_end_to_end(
     engine.fit(train, valid, RunLog(state_dir, None, enabled=False))
     best = state_dir / CHECKPOINTS / "best.ckpt"
     if best.is_file():
-        module.load_state_dict(torch.load(best, map_location=dev, weights_only=True)["model"])
+        module.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model"])
     stopping = engine.state["stopping"]
     history = [
         {"epoch": row["epoch"] + 1, "train_loss": row["train/loss"], "valid_loss": row["valid/loss"]}
@@ -190,7 +190,7 @@ def _finetune_one(
             "trainer.num_workers": settings["num_workers"],
         },
     )
-    device = torch.device(settings["device"])
+    device = settings["device"]  # resolved once, by `finetune`
     config.trainer.accelerator = device.type
     config.trainer.devices = f"{device.index}," if device.index is not None else 1
     config.trainer.precision = "bf16-mixed" if device.type == "cuda" else "32-true"
@@ -203,14 +203,12 @@ def _finetune_one(
             config=config,
             encoder_lr_factor=settings["encoder_lr_factor"],
             eval_batch_size=settings["eval_batch_size"],
-            device=settings["device"],
+            device=device,
             progress=progress,
             state_dir=state_dir,
         )
     model.eval()
-    test = extract(
-        model, store, splits.test, batch_size=settings["eval_batch_size"], device=settings["device"]
-    )
+    test = extract(model, store, splits.test, batch_size=settings["eval_batch_size"], device=device)
     metrics = metrics_for(task, store.targets(splits.test), predict(model.head.cpu(), test, task), names)
     return metrics, summary, test
 
@@ -222,6 +220,7 @@ def finetune(
     *,
     head: str = "linear",
     label_fraction: float = 1.0,
+    fraction_of: str = "dataset",
     baseline: str | None = None,
     lr: float | None = None,
     encoder_lr_factor: float = 0.1,
@@ -231,16 +230,19 @@ def finetune(
     batch_size: int | None = None,
     eval_batch_size: int = 64,
     seed: int | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "auto",
     num_workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune a checkpoint's encoder with a new head on `store`'s labels; writes OUT/model.safetensors
     (encoder + head + tag names), report.json, report.md and plots; returns the report dict. Options left
     None take the `clmr.config.FINETUNE` recipe's value. `baseline="random"` also trains the same
-    architecture from a random initialisation (supervised). Each run's training state is saved after
-    every epoch under OUT/.finetune-{checkpoint,baseline}-KEY/ (KEY: checkpoint, store and options), so
-    rerunning an interrupted call resumes; the folders are removed once the report is written."""
+    architecture from a random initialisation (supervised). `label_fraction` is of every labelled track
+    (`fraction_of="dataset"`, the paper's count) or of the training tracks ("train"), drawn from the
+    training tracks by `clmr.evaluate.selection` as `evaluate` draws it. `device`: `auto` (the best this
+    machine has) or a name. Each run's training state is saved after every epoch under
+    OUT/.finetune-{checkpoint,baseline}-KEY/ (KEY: checkpoint, store and options), so rerunning an
+    interrupted call resumes; the folders are removed once the report is written."""
     recipe = load_config(recipe=FINETUNE)
     lr = recipe.optim.lr if lr is None else lr
     max_epochs = recipe.trainer.max_epochs if max_epochs is None else max_epochs
@@ -250,8 +252,9 @@ def finetune(
     seed = recipe.seed if seed is None else seed
     num_workers = recipe.trainer.num_workers if num_workers is None else num_workers
     check_choices(head, baseline)
-    check_device(device)
+    device = check_device(device)
     check_fractions([label_fraction])
+    check_fraction_of(fraction_of)
     check_seeds([seed])
     seed = int(seed)
     check_positive(max_epochs=max_epochs, patience=patience, eval_batch_size=eval_batch_size)
@@ -268,10 +271,13 @@ def finetune(
     inputs = prepare(checkpoint, store, out_dir)
     store, splits, out, ckpt_info = inputs.store, inputs.splits, inputs.out, inputs.checkpoint
     task, names = inputs.task, inputs.names
-    # positions of the (kept) train tracks within the store's train split, then the label fraction
+    # positions of the (kept) train tracks within the store's train split, then the label fraction,
+    # drawn as `evaluate` draws it
     train_split = store.split_indices("train")
     positions = np.searchsorted(train_split, splits.train)
-    train_pos = positions[select_fraction(store.targets(splits.train), label_fraction, seed)]
+    n_labelled = len(splits.train) + len(splits.valid) + len(splits.test)
+    pool = fraction_pool(fraction_of, len(splits.train), n_labelled)
+    train_pos = positions[select_fraction(store.targets(splits.train), label_fraction, seed, pool=pool)]
     if len(train_pos) < 2:
         raise EvaluationError(
             f"{store_path(store)}: --label-fraction {label_fraction} leaves "
@@ -293,7 +299,7 @@ def finetune(
     # training state of each run in progress, named by everything that shapes it: a rerun of the same
     # command resumes; a changed option starts afresh
     shaping = {k: v for k, v in settings.items() if k != "num_workers"}  # workers do not change the result
-    identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, shaping]
+    identity = [ckpt_info["sha256"], store_fingerprint(store), head, label_fraction, fraction_of, shaping]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     states = {run: out / f".finetune-{run}-{key}" for run in ("checkpoint", "baseline")}
     model = inputs.model
@@ -312,11 +318,14 @@ def finetune(
         "config": {
             "head": head,
             "label_fraction": label_fraction,
+            "fraction_of": fraction_of,
+            "fraction_pool": pool,
             "n_train_tracks": len(train_pos),
             "seeds": [seed],
             "baseline": baseline,
             "protocol": PROTOCOL,
             **settings,
+            "device": str(device),
         },
     }
     if baseline == "random":

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from clmr.devices import DeviceError, resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint, model_fingerprint, store_fingerprint
+from clmr.evaluate.selection import FRACTION_OF
 from clmr.models import CLMR, HEAD_KINDS, load_model, save_model
 from clmr.models.registry import model_file
 
@@ -160,16 +162,19 @@ def check_choices(head: str, baseline: str | None) -> None:
         raise EvaluationError(f"unknown baseline {baseline!r}; the only baseline is 'random'")
 
 
-def check_device(device: str) -> str:
-    """A torch device string this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), else a clear error
-    (`auto` is not taken here: the evaluation uses the name as given)."""
-    if device == "auto":
-        raise EvaluationError("--device 'auto': name the device (cpu, cuda, cuda:N or mps)")
+def check_device(device: str | torch.device) -> torch.device:
+    """The device to run on, resolved once by `clmr.devices.resolve_device` (`auto`: the best this
+    machine has; a name it does not have is a clear error naming the option)."""
     try:
-        resolve_device(device)
+        return resolve_device(device)
     except DeviceError as err:
         raise EvaluationError(f"--{err}") from err
-    return device
+
+
+def check_fraction_of(fraction_of: str) -> None:
+    """What label fractions are of must be one `clmr.evaluate.selection.FRACTION_OF` names."""
+    if fraction_of not in FRACTION_OF:
+        raise EvaluationError(f"unknown --fraction-of {fraction_of!r}; choose {' or '.join(FRACTION_OF)}")
 
 
 def check_out_dir(out_dir: str | Path) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clmr.devices import resolve_device
 from clmr.evaluate.features import SplitFeatures, segment_mean
 from clmr.models import Head
 from clmr.train.stopping import EarlyStopping
@@ -114,7 +115,7 @@ def train_fixed(
     mini-batches of `recipe.batch_size` (48), Adam, ReduceLROnPlateau and early stopping on the mean
     valid loss, and the head of the LAST epoch is returned (Lightning keeps the weights it stopped with)."""
     recipe = recipe or Recipe()
-    device = torch.device(device)
+    device = resolve_device(device)
     scaling = feature_scaling(x_train) if recipe.standardize else None
     x, xv = (_scaled(a, scaling, device) for a in (x_train, x_valid))
     y, yv = _as_targets(y_train, task, device), _as_targets(y_valid, task, device)
@@ -171,7 +172,7 @@ def train_head(
     every valid crop.
     """
     recipe = recipe or Recipe()
-    device = torch.device(device)
+    device = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     scaling = feature_scaling(train.features) if recipe.standardize else None
     x_train, x_valid = (_scaled(a, scaling, device) for a in (train.features, valid.features))

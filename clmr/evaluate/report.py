@@ -19,6 +19,16 @@ DETAILS = {
 """Per-label detail keys of a report (of one run: the first seed's), per task."""
 
 
+PLOT_CAPTIONS = {
+    "per_tag_scores.png": "Per-tag ROC-AUC and PR-AUC on the test split, each panel sorted best first "
+    "(grey: the random-init baseline)",
+    "confusion_matrix.png": "Confusion matrix of the test tracks",
+    "embeddings_pca.png": "Test-track embeddings (mean crop feature), first two principal components",
+    "embeddings_tsne.png": "Test-track embeddings, t-SNE map (neighbourhoods, not distances, are meaningful)",
+}
+"""What each report figure shows, written above it in report.md."""
+
+
 def details(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """The per-label part of one test's metrics (per-tag scores, or confusion matrix and classes)."""
     return {k: metrics[k] for k in DETAILS[task]}
@@ -185,15 +195,21 @@ def markdown(report: dict[str, Any]) -> str:
             "Left out of the macro averages: " + "; ".join(f"`{t}` ({why})" for t, why in excluded.items()),
         ]
     if task == "multilabel" and report.get("per_tag"):
+        per_tag = report["per_tag"]
         rows = [
             [t, v["positives"], _fmt(v.get("roc_auc")), _fmt(v.get("pr_auc"))]
-            for t, v in report["per_tag"].items()
+            for t, v in sorted(
+                per_tag.items(), key=lambda tv: (tv[1].get("pr_auc") is None, -(tv[1].get("pr_auc") or 0.0))
+            )
         ]
-        lines += ["", "## Per tag (%)", "", *_table(["tag", "test positives", "ROC-AUC", "PR-AUC"], rows)]
+        lines += ["", "## Per tag (%), best PR-AUC first", ""]
+        lines += _table(["tag", "test positives", "ROC-AUC", "PR-AUC"], rows)
     if task == "multiclass" and report.get("confusion_matrix"):
         classes = report["classes"]
         rows = [[name, *row] for name, row in zip(classes, report["confusion_matrix"], strict=True)]
         lines += ["", "## Confusion matrix (rows true, columns predicted)", "", *_table(["", *classes], rows)]
     if report.get("plots"):
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in report["plots"]]
+        lines += ["", "## Plots"]
+        for p in report["plots"]:
+            lines += ["", f"{PLOT_CAPTIONS.get(Path(p).name, Path(p).stem)}:", "", f"![{Path(p).stem}]({p})"]
     return "\n".join(lines) + "\n"

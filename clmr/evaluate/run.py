@@ -17,6 +17,7 @@ from clmr.evaluate.inputs import (
     EvaluationError,
     check_choices,
     check_device,
+    check_fraction_of,
     check_fractions,
     check_positive,
     check_seeds,
@@ -26,6 +27,7 @@ from clmr.evaluate.inputs import (
 from clmr.evaluate.logreg import disagreements
 from clmr.evaluate.probe import Recipe
 from clmr.evaluate.report import model_meta, row_names, write_report
+from clmr.evaluate.selection import fraction_pool
 from clmr.evaluate.suite import PROTOCOLS, cached_features, fixed_crops_of, own_head_suite, probe_suite
 from clmr.models import CLMR, SampleCNN, save_model
 
@@ -55,7 +57,7 @@ def evaluate(
     knn: int | None = None,
     train_crops: int = 1,
     standardize: bool = False,
-    device: str = "cpu",
+    device: str | torch.device = "auto",
     batch_size: int | None = None,
     progress: bool = True,
     recipe: Recipe | None = None,
@@ -67,12 +69,12 @@ def evaluate(
     model's own trained classifier instead. Label fractions are of all labelled tracks
     (`fraction_of="dataset"`, the paper's count) or of the training tracks (`"train"`). `recipe`
     overrides the reference head-training recipe (`train_crops` and `standardize` set its fields);
-    `batch_size` is the number of crops per encoder forward pass during feature extraction (default
+    `device`: `auto` (the best this machine has) or a name. `batch_size` is the number of crops per encoder forward pass during feature extraction (default
     256 on CUDA; 16 on CPU, where large batches are memory-bound and no faster).
     """
     check_options(head, baseline, protocol, fraction_of, label_fractions)
-    check_device(device)
-    batch_size = batch_size or (256 if torch.device(device).type == "cuda" else 16)
+    device = check_device(device)
+    batch_size = batch_size or (256 if device.type == "cuda" else 16)
     if not seeds or not label_fractions:
         raise EvaluationError("give at least one seed and one label fraction")
     check_fractions(label_fractions)
@@ -98,7 +100,7 @@ def evaluate(
     store_id = store_fingerprint(store)
     extract_opts = dict(batch_size=batch_size, device=device, progress=progress)
     wanted = {"train": splits.train, "valid": splits.valid, "test": splits.test}
-    pool = sum(map(len, wanted.values())) if fraction_of == "dataset" else None
+    pool = fraction_pool(fraction_of, len(splits.train), sum(map(len, wanted.values())))
 
     def features_of(model: CLMR, encoder_id: str):
         path = out / "features" / f"features-{cache_key(encoder_id, store_id, model.crop_length, device)}.npz"
@@ -142,7 +144,7 @@ def evaluate(
             "head": head,
             "label_fractions": sorted(set(map(float, label_fractions)), reverse=True),
             "fraction_of": fraction_of,
-            "fraction_pool": pool or len(splits.train),
+            "fraction_pool": pool,
             "seeds": list(seeds),
             "knn": knn,
             "baseline": baseline,
@@ -150,7 +152,7 @@ def evaluate(
             "standardize": recipe.standardize,
             "recipe": recipe.__dict__,
             "protocol": PROTOCOL,
-            "device": device,
+            "device": str(device),
             "batch_size": batch_size,
         },
         "features": {"cache": str(cache_path.relative_to(out)), "reused": hit},
@@ -189,8 +191,7 @@ def check_options(
     check_choices("linear" if head == "own" else head, baseline)
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if fraction_of not in ("dataset", "train"):
-        raise EvaluationError(f"unknown --fraction-of {fraction_of!r}; choose dataset or train")
+    check_fraction_of(fraction_of)
     if head == "own" and (baseline or any(float(f) < 1.0 for f in label_fractions)):
         raise EvaluationError(
             "--head own scores the model's trained head as it is: it takes no --baseline and no "
@@ -201,21 +202,23 @@ def check_options(
 def write_plots(
     report: dict[str, Any], test: SplitFeatures, y_test: np.ndarray, names: Sequence[str], out: Path
 ) -> list[str]:
-    """Per-tag PR-AUC bars or the confusion matrix, and the PCA of test embeddings; relative paths."""
+    """Per-tag ROC-AUC and PR-AUC bars or the confusion matrix, and the PCA and t-SNE maps of test
+    embeddings; relative paths."""
     task = report["task"]
     made = []
     if task == "multilabel":
         base = report.get("baseline", {}).get("per_tag")
-        made.append(plots.per_tag_bars(report["per_tag"], out / "per_tag_pr_auc.png", base))
+        made.append(plots.per_tag_bars(report["per_tag"], out / "per_tag_scores.png", base))
     else:
         made.append(
             plots.confusion(report["confusion_matrix"], report["classes"], out / "confusion_matrix.png")
         )
     if len(test.tracks) >= 2:
-        labels = plots.track_colours(y_test, names, task)
+        labels, songs = plots.track_colours(y_test, names, task), test.song_means()
         made.append(
-            plots.pca_scatter(
-                test.song_means(), labels, out / "embeddings_pca.png", "Test-track embeddings (PCA)"
-            )
+            plots.pca_scatter(songs, labels, out / "embeddings_pca.png", "Test-track embeddings (PCA)")
+        )
+        made.append(
+            plots.tsne_scatter(songs, labels, out / "embeddings_tsne.png", "Test-track embeddings (t-SNE)")
         )
     return [p.name for p in made]

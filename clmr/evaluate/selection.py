@@ -13,6 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
+FRACTION_OF = ("dataset", "train")
+"""What a label fraction may be of: every labelled track (the paper's count) or the training tracks."""
+
+
+def fraction_pool(fraction_of: str, n_train: int, n_labelled: int) -> int:
+    """How many tracks a label fraction is of: `n_labelled` (train + valid + test) for "dataset",
+    `n_train` for "train"; the subset is drawn from the training tracks either way."""
+    if fraction_of not in FRACTION_OF:
+        raise ValueError(f"unknown --fraction-of {fraction_of!r}; choose {' or '.join(FRACTION_OF)}")
+    return n_labelled if fraction_of == "dataset" else n_train
+
 
 def subset_size(n: int, fraction: float) -> int:
     """How many of `n` tracks a label fraction keeps: round(fraction * n), at least 1."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from clmr.evaluate.features import (
     SplitFeatures,
@@ -41,7 +42,7 @@ def cached_features(
     path: Path,
     *,
     batch_size: int,
-    device: str,
+    device: torch.device,
     progress: bool,
     starts: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, SplitFeatures], bool]:
@@ -119,7 +120,7 @@ def fit_probe(
     *,
     seed: int,
     recipe: Recipe,
-    device: str,
+    device: torch.device,
 ) -> TrainedHead:
     """One head trained on the training tracks `pick` under `protocol`."""
     common = dict(seed=seed, recipe=recipe, device=device)
@@ -144,7 +145,7 @@ def probe_suite(
     seeds: Sequence[int],
     knn: int | None,
     recipe: Recipe,
-    device: str,
+    device: torch.device,
     progress: bool,
     title: str,
     protocol: str = "reference",
