@@ -225,8 +225,7 @@ def pretrain(
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # the reference's default
     if fabric.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
-    live = sys.stdout.isatty() if progress is None else progress
-    display = "live" if live else "lines"
+    display = "off" if progress is False else "live"
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
     engine = Engine(fabric, module, config, run_dir, meta, display=display, hooks=hooks or [])
     if ckpt_path is not None:
