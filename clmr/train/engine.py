@@ -62,7 +62,7 @@ class Engine:
     """Trains `module` (a `clmr.train.modules` objective) with `fabric` into `run_dir`.
 
     `display` is `live` or `lines` (the run's progress through `clmr.progress`: a bar with an ETA on a
-    terminal, plain lines in a log; a line per validation on stdout) or `off`.
+    terminal, plain lines in a log; a line per validation on stdout) or `off`; `label` names the run there.
     `hooks` are objects with any of `on_train_epoch_start(engine)`, `on_train_batch_start(engine)` and
     `on_train_batch_end(engine, batch)`, called on every rank (tests and benchmarks use them).
     """
@@ -77,9 +77,10 @@ class Engine:
         *,
         display: str,
         hooks: list | tuple = (),
+        label: str = "training",
     ) -> None:
         self.fabric, self.config, self.run_dir, self.meta = fabric, config, run_dir, meta
-        self.shown, self.hooks = display in ("live", "lines"), list(hooks)
+        self.shown, self.hooks, self.label = display in ("live", "lines"), list(hooks), label
         self.module = module
         self.model = fabric.setup_module(module)
         for method in ("training_step", "validation_step"):
@@ -153,7 +154,7 @@ class Engine:
         # the sampler's epoch to its own count of passes, which a resumed run does not share
         sampler, batch_size, n_batches = train_loader.sampler, train_loader.batch_size, len(train_loader)
         with progress_bar(
-            "pretrain" if self.meta else "training",
+            self.label,
             self._total_steps(n_batches),
             enabled=self.shown and self.fabric.is_global_zero,
             completed=self.state["step"],
