@@ -110,9 +110,10 @@ class TrainerConfig:
     max_epochs: int = key(10000, "stop after this many epochs (-1: no limit)")
     max_steps: int = key(-1, "stop after this many steps (-1: no limit)")
     max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
-    num_workers: int = key(4, "data loader worker processes")
+    num_workers: int | None = key(None, "data loader workers (none: one less than the cores, at most 4)")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
-    log_every_n_steps: int = key(10, "steps between logged values and progress lines")
+    log_every_n_steps: int = key(10, "steps between logged values")
+    val_every: str = key("1", "validate every N epochs, or after N steps (200steps) or a time (10min)")
     early_stopping_patience: int | None = key(
         None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
     )
@@ -326,6 +327,15 @@ def load_config(
     return config
 
 
+def val_every(text: str) -> tuple[str, float] | None:
+    """`val_every` as (unit, amount): 5 -> (epochs, 5), 200steps -> (steps, 200), 10min -> (seconds, 600)."""
+    match = re.fullmatch(r"(\d+)\s*(epochs|steps|s|min|h|)", str(text).strip())
+    if match is None or int(match[1]) < 1:
+        return None
+    unit = {"": "epochs", "epochs": "epochs", "steps": "steps"}.get(match[2], "seconds")
+    return unit, int(match[1]) * {"min": 60, "h": 3600}.get(match[2], 1)
+
+
 def validate(config: Config) -> None:
     """Range checks that would otherwise fail deep inside training."""
     t, o = config.trainer, config.optim
@@ -343,7 +353,8 @@ def validate(config: Config) -> None:
         ("optim.plateau_factor", o.plateau_factor is None or 0 < o.plateau_factor < 1, "must be in (0, 1)"),
         ("optim.plateau_patience", o.plateau_patience >= 0, "must be >= 0"),
         ("optim.probe_lr", o.probe_lr > 0, "must be positive"),
-        ("trainer.num_workers", t.num_workers >= 0, "must be >= 0"),
+        ("trainer.num_workers", (t.num_workers or 0) >= 0, "must be >= 0"),
+        ("trainer.val_every", val_every(t.val_every) is not None, "must be N, Nsteps, Ns, Nmin or Nh"),
         ("trainer.checkpoint_every", (t.checkpoint_every or 1) >= 1, "must be >= 1"),
         ("trainer.num_nodes", t.num_nodes >= 1, "must be >= 1"),
         # 0 would train nothing and export no model; -1 is "no limit"

@@ -1,5 +1,6 @@
-"""One progress display for long loops (preprocess, feature extraction, embedding, head training):
-a rich bar on a terminal, plain periodic lines in a log file (CI, SLURM), nothing when switched off."""
+"""One progress display for long loops (preprocess, feature extraction, embedding, training):
+a rich bar with an ETA on a terminal, plain periodic lines with an ETA in a log file (CI, SLURM),
+nothing when switched off."""
 
 from __future__ import annotations
 
@@ -8,41 +9,66 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-PLAIN_EVERY_S = 10.0  # seconds between plain lines when stderr is not a terminal
+PLAIN_EVERY_S = 30.0  # at most this long between plain lines (stderr not a terminal) while items advance
+
+
+def format_duration(seconds: float) -> str:
+    """`1:02:03` for hours, `2:03` under an hour: the ETA of a plain line."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @contextmanager
 def progress_bar(
-    label: str, total: int, *, enabled: bool = True, completed: int = 0, unit: str = "", audio: bool = False
+    label: str,
+    total: int | None,
+    *,
+    enabled: bool = True,
+    completed: int = 0,
+    unit: str = "",
+    audio: bool = False,
+    status: Callable[[], str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Callable[..., None]]:
     """Yield `advance(n=1, seconds=0.0)`: `n` items done, `seconds` of audio among them (with `audio`,
-    the display shows hours of audio and x real-time). Everything goes to stderr."""
+    the display shows hours of audio and x real-time). `status()` adds the caller's own figures (step,
+    loss, pairs/s) to every update. The ETA is from this invocation's rate (a resumed count starts at
+    `completed`); `total=None` shows none. Everything goes to stderr; `clock` is for tests."""
     if not enabled:
         yield lambda n=1, seconds=0.0: None
         return
-    start = time.monotonic()
+    start = clock()
     done, audio_seconds = completed, 0.0
 
     def stats() -> str:
-        if not audio:
-            return ""
-        speed = audio_seconds / max(time.monotonic() - start, 1e-9)
-        return f"{audio_seconds / 3600:.2f} h of audio, {speed:,.1f}x real-time"
+        parts = [status()] if status is not None else []
+        if audio:
+            speed = audio_seconds / max(clock() - start, 1e-9)
+            parts.append(f"{audio_seconds / 3600:.2f} h of audio, {speed:,.1f}x real-time")
+        return ", ".join(p for p in parts if p)
 
     if not sys.stderr.isatty():
         last, shown = start, completed
 
+        def eta() -> str:
+            if total is None or done <= completed or done >= total:
+                return ""
+            rate = (done - completed) / max(clock() - start, 1e-9)
+            return f", ETA {format_duration((total - done) / rate)}"
+
         def show() -> None:
             nonlocal last, shown
-            last, shown = time.monotonic(), done
+            last, shown = clock(), done
             items = f" {unit}" if unit else ""
-            extra = f", {stats()}" if audio else ""
-            print(f"{label}: {done}/{total}{items}{extra}", file=sys.stderr, flush=True)
+            of = f"/{total}" if total is not None else ""
+            extra = f", {stats()}" if (audio or status is not None) else ""
+            print(f"{label}: {done}{of}{items}{extra}{eta()}", file=sys.stderr, flush=True)
 
         def line(n: int = 1, seconds: float = 0.0) -> None:
             nonlocal done, audio_seconds
             done, audio_seconds = done + n, audio_seconds + seconds
-            if time.monotonic() - last >= PLAIN_EVERY_S or done >= total:
+            if clock() - last >= PLAIN_EVERY_S or (total is not None and done >= total):
                 show()
 
         try:
@@ -69,10 +95,10 @@ def progress_bar(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    if audio:
+    if audio or status is not None:
         columns.insert(3, TextColumn("{task.fields[stats]}"))
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total, completed=completed, stats="")
+        task = bar.add_task(label, total=total, completed=completed, stats=stats())
 
         def advance(n: int = 1, seconds: float = 0.0) -> None:
             nonlocal audio_seconds

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from clmr.cli import build_parser
-from clmr.config import PRESETS, Config, ConfigError, load_config, save_config
+from clmr.config import PRESETS, Config, ConfigError, load_config, save_config, val_every
 from clmr.errors import ClmrError
 
 
@@ -95,6 +95,10 @@ def test_saved_config_loads_back_equal_and_is_synced(tmp_path, monkeypatch):
         ({"trainer.sync_batchnorm": "maybe"}, "trainer.sync_batchnorm"),
         ({"trainer.max_epochs": 0}, "trainer.max_epochs"),
         ({"trainer.max_time": "12 hours"}, "trainer.max_time"),
+        ({"trainer.val_every": "0"}, "trainer.val_every"),
+        ({"trainer.val_every": "10 minutes"}, "trainer.val_every"),
+        ({"trainer.val_every": "-5"}, "trainer.val_every"),
+        ({"trainer.val_every": "5epoch"}, "trainer.val_every"),
         ({"optim.weight_decay": -1e-6}, "optim.weight_decay"),
         ({"model.init": "xavier"}, "model.init"),
         ({"loss.negatives": "some"}, "loss.negatives"),
@@ -190,3 +194,33 @@ def test_underscore_and_hyphen_spellings_set_the_same_keys(argv):
     c = load_config(overrides=overrides_from_args(args))
     assert (c.batch_size, c.model.n_blocks, c.trainer.max_epochs, c.sample_rate) == (8, 5, 3, 8000)
     assert c.optim.weight_decay == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("1", ("epochs", 1)),
+        ("5", ("epochs", 5)),
+        ("5epochs", ("epochs", 5)),
+        ("200steps", ("steps", 200)),
+        (" 200 steps ", ("steps", 200)),
+        ("30s", ("seconds", 30)),
+        ("10min", ("seconds", 600)),
+        ("2h", ("seconds", 7200)),
+        ("10m", None),
+        ("0steps", None),
+        ("1.5", None),
+    ],
+)
+def test_val_every_syntax(text, parsed):
+    assert val_every(text) == parsed
+
+
+def test_val_every_and_worker_defaults_reach_the_config():
+    c = load_config(overrides={"trainer.val_every": "10min"})
+    assert c.trainer.val_every == "10min" and load_config().trainer.val_every == "1"
+    assert load_config().trainer.num_workers is None  # from the cores available (clmr.train.data)
+    args = build_parser().parse_args(["pretrain", "--data", "s", "--out", "o", "--val-every", "200steps"])
+    from clmr.cli.pretrain import overrides_from_args
+
+    assert overrides_from_args(args) == {"trainer.val_every": "200steps"}

@@ -12,14 +12,15 @@ def test_plain_lines_show_counts_and_speed(capsys, monkeypatch):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("embedding: 1/3 tracks, 0.01 h of audio, ")
     assert lines[-1].startswith("embedding: 3/3 tracks, 0.03 h of audio, ")
-    assert all(line.endswith("x real-time") for line in lines)
+    assert all("x real-time" in line for line in lines) and "ETA" not in lines[-1]  # done: no ETA
 
 
 def test_an_early_stop_is_reported_and_resumed_counts_start_where_they_were(capsys):
     with progress_bar("fine-tuning", 200, completed=10, unit="epochs") as advance:
         advance()
         advance(2)
-    assert capsys.readouterr().err == "fine-tuning: 13/200 epochs\n"  # one line: where it stopped
+    err = capsys.readouterr().err
+    assert err.startswith("fine-tuning: 13/200 epochs, ETA ") and err.count("\n") == 1  # where it stopped
 
 
 def test_disabled_prints_nothing(capsys):
@@ -27,3 +28,38 @@ def test_disabled_prints_nothing(capsys):
         advance(1, 5.0)
         advance()
     assert capsys.readouterr() == ("", "")
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_come_every_30_s_with_an_eta_from_this_invocations_rate(capsys):
+    clock = FakeClock()
+    status = iter(f"step {i}" for i in range(100))
+    with progress_bar(
+        "pretrain", 100, completed=40, unit="steps", status=lambda: next(status), clock=clock
+    ) as advance:
+        for _ in range(12):  # a step every 10 s: a line at 30 s, 60 s, 90 s and 120 s
+            clock.now += 10.0
+            advance()
+    lines = capsys.readouterr().err.splitlines()
+    # 3 steps in 30 s of this invocation (the 40 resumed ones do not count): 57 left take 570 s
+    assert lines[0] == "pretrain: 43/100 steps, step 0, ETA 9:30"
+    assert [line.split(",")[0] for line in lines] == [f"pretrain: {n}/100 steps" for n in (43, 46, 49, 52)]
+    assert lines[-1].endswith("ETA 8:00")  # 48 left at 1 step per 10 s
+
+
+def test_eta_formats_hours_and_an_open_total_has_none(capsys):
+    assert progress.format_duration(3725.4) == "1:02:05" and progress.format_duration(59.6) == "1:00"
+    clock = FakeClock()
+    with progress_bar("pretrain", None, unit="steps", clock=clock) as advance:
+        clock.now += 31.0
+        advance()
+    assert capsys.readouterr().err == "pretrain: 1 steps\n"

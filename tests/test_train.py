@@ -202,7 +202,10 @@ def test_ddp_on_two_cpu_processes(store, tmp_path):
     steps_per_epoch = -(-n_train // 2) // 4  # each rank gets ceil(n/2) tracks, full batches of 4
     assert clmr.load_model(tmp_path / "ddp").meta["step"] == 2 * steps_per_epoch
     assert out.stdout.count("steps,") == 1  # one summary line, from rank 0
-    assert out.stdout.count("epoch 1 done") == 1  # not a terminal: plain progress lines, rank 0 only
+    assert out.stdout.count("epoch 2/2 done") == 1  # not a terminal: plain progress lines, rank 0 only
+    assert out.stdout.count("% in training steps") == 1
+    assert out.stderr.count(f"pretrain: {2 * steps_per_epoch}/{2 * steps_per_epoch} steps, epoch 2/2") == 1
+    assert "num_workers" not in out.stderr  # no framework warning a user cannot act on
 
 
 def test_epoch_sampler_is_keyed_by_seed_and_epoch_and_shards_evenly():
@@ -488,3 +491,83 @@ def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(store, tmp_path, c
     assert main(["pretrain", "--data", str(store), "--out", str(run), "--preset", "tiny", "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "last.ckpt: not a readable checkpoint" in err, err
+
+
+def validated_epochs(run_dir) -> list[int]:
+    with open(run_dir / "logs" / "csv" / "metrics.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f) if r.get("valid/loss")]
+
+
+def test_val_every_steps_cadence_resumes_to_the_uninterrupted_validations_and_weights(store, tmp_path):
+    """With --val-every Nsteps the run validates at the first epoch end N steps after the last validation
+    (and at its last epoch); stops mid-epoch and resumes keep that cadence, and with it the plateau
+    schedule the validations drive, so the weights equal the uninterrupted run's."""
+    n = len(clmr.data.Store(store).split_indices("train")) // 4
+    every = {"trainer.val_every": f"{n + 1}steps", "trainer.max_epochs": 5, "optim.plateau_patience": 0}
+    whole = pretrain(store, tmp_path / "whole", config(supervised=True, **every), progress=False)
+    assert [row["epoch"] for row in whole["history"] if "valid/loss" in row] == [1, 3, 4]
+    assert "valid/loss" not in whole["history"][0] and whole["history"][0]["train/loss"] > 0
+    assert validated_epochs(tmp_path / "whole") == [1, 3, 4]
+    run = tmp_path / "run"
+    for max_steps, resume in ((2, None), (2 * n + 1, True), (-1, True)):
+        c = config(supervised=True, **every, **{"trainer.max_steps": max_steps})
+        pretrain(store, run, c, resume=resume, progress=False)
+    assert validated_epochs(run) == [1, 3, 4]
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert clmr.load_model(run).meta["valid_loss"] == whole["history"][-1]["valid/loss"]
+
+
+@pytest.mark.parametrize(("tick", "expected"), [(0.0, [2]), (3600.0, [0, 1, 2])])
+def test_val_every_time_follows_the_clock(store, tmp_path, monkeypatch, tick, expected):
+    """--val-every 1h: a frozen clock validates only at the last epoch, an hour per reading every epoch."""
+    import types
+
+    from clmr.train import engine
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += tick
+        return now[0]
+
+    monkeypatch.setattr(
+        engine, "time", types.SimpleNamespace(monotonic=clock, perf_counter=time.perf_counter)
+    )
+    c = config(**{"trainer.max_epochs": 3, "trainer.val_every": "1h"})
+    result = pretrain(store, tmp_path / "run", c, progress=False)
+    assert [row["epoch"] for row in result["history"] if "valid/loss" in row] == expected
+
+
+def test_progress_lines_and_the_share_of_time_in_training(store, tmp_path, monkeypatch, capsys):
+    """Not on a terminal: plain progress lines on stderr with step, epoch, loss, pairs/s and ETA; the
+    summary says which share of the wall time went to training steps and which to validation."""
+    from clmr import progress
+    from clmr.train.engine import Engine
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    validate = Engine.validate
+
+    def slow_validate(self, loader):
+        time.sleep(0.5)
+        return validate(self, loader)
+
+    monkeypatch.setattr(Engine, "validate", slow_validate)
+    result = pretrain(store, tmp_path / "run", config(**{"trainer.max_epochs": 2}))
+    captured = capsys.readouterr()
+    total = result["steps"]
+    lines = [line for line in captured.err.splitlines() if line.startswith("pretrain: ")]
+    assert len(lines) == total and lines[0].startswith(f"pretrain: 1/{total} steps, epoch 1/2, loss ")
+    assert "pairs/s, ETA " in lines[0] and lines[-1].startswith(f"pretrain: {total}/{total} steps, epoch 2/2")
+    assert captured.out.count("/2 done  ") == 2
+    assert result["valid_share"] * result["wall_s"] >= 1.0  # two validations of at least 0.5 s each
+    assert 0 < result["train_share"] and result["train_share"] + result["valid_share"] <= 1.0
+    assert result["overall_pairs_per_s"] < result["pairs_per_s"]
+
+
+def test_default_workers_leave_a_core_to_training(monkeypatch):
+    from clmr.train.data import default_workers
+
+    for cores, workers in ((1, 0), (2, 1), (3, 2), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert default_workers() == workers

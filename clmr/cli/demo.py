@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-epochs",
         type=int,
         metavar="N",
-        help="pre-training epochs (default: the tiny preset's, 5 minutes at most)",
+        help="pre-training epochs (default: the tiny preset's, 120)",
     )
 
 

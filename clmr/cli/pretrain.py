@@ -76,8 +76,22 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     if result["global_zero"]:
-        print(f"{result['steps']} steps, {result['epochs']} epochs; model: {result['model']}")
+        print(
+            f"{result['steps']} steps, {result['epochs']} epochs; model: {result['model']}\n"
+            f"{time_line(result)}"
+        )
     return 0
+
+
+def time_line(result: dict[str, Any]) -> str:
+    """Where this invocation's wall time went: training steps, validation, the rest (checkpoints, start)."""
+    train, valid = result["train_share"], result["valid_share"]
+    return (
+        f"{result['wall_s'] / 60:.1f} min: {100 * train:.0f} % in training steps "
+        f"({result['pairs_per_s']:.1f} pairs/s), {100 * valid:.0f} % validating, "
+        f"{100 * max(0.0, 1 - train - valid):.0f} % checkpoints and start-up; "
+        f"{result['overall_pairs_per_s']:.1f} pairs/s overall"
+    )
 
 
 _SECTION_TITLES = {

@@ -9,6 +9,7 @@ batches of the epoch that were already trained on.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,13 @@ def check_batch(store, config: Config, world_size: int, path: str | Path) -> Non
         )
 
 
+def default_workers() -> int:
+    """Loader workers when `trainer.num_workers` is none: one less than the cores this process may use
+    (the main process trains), at most 4 (crops from a memory-mapped store are cheap to read)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
 def loaders(store, config: Config, rank: int, world: int, pin: bool) -> tuple[DataLoader, DataLoader]:
     """Train and valid loaders over a store: contrastive pairs (+ targets for the probe) or labelled crops.
     Both shard by rank with an `EpochSampler`; training drops the last partial batch."""
@@ -132,7 +140,7 @@ def loaders(store, config: Config, rank: int, world: int, pin: bool) -> tuple[Da
         view = (LabelledCrops if c.supervised else ContrastivePairs)(store, split, c.crop_length, seed=c.seed)
         targets = store.targets(store.split_indices(split)) if with_targets else None
         sampler = EpochSampler(len(view), c.seed, shuffle, rank, world)
-        workers = c.trainer.num_workers
+        workers = default_workers() if c.trainer.num_workers is None else c.trainer.num_workers
         return DataLoader(
             KeyedView(view, targets),
             batch_size=min(c.batch_size, len(sampler)),

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from clmr.config import Config
+from clmr.config import Config, val_every
 from clmr.errors import TrainingError
 from clmr.files import atomic_path
 from clmr.models import save_model
@@ -61,7 +61,8 @@ class NonFiniteLossError(TrainingError):
 class Engine:
     """Trains `module` (a `clmr.train.modules` objective) with `fabric` into `run_dir`.
 
-    `display` is `live` (a progress bar), `lines` (plain progress lines on stdout, for logs) or `off`.
+    `display` is `live` or `lines` (the run's progress through `clmr.progress`: a bar with an ETA on a
+    terminal, plain lines in a log; a line per validation on stdout) or `off`; `label` names the run there.
     `hooks` are objects with any of `on_train_epoch_start(engine)`, `on_train_batch_start(engine)` and
     `on_train_batch_end(engine, batch)`, called on every rank (tests and benchmarks use them).
     """
@@ -76,9 +77,10 @@ class Engine:
         *,
         display: str,
         hooks: list | tuple = (),
+        label: str = "training",
     ) -> None:
         self.fabric, self.config, self.run_dir, self.meta = fabric, config, run_dir, meta
-        self.live, self.lines, self.hooks = display == "live", display == "lines", list(hooks)
+        self.shown, self.hooks, self.label = display in ("live", "lines"), list(hooks), label
         self.module = module
         self.model = fabric.setup_module(module)
         for method in ("training_step", "validation_step"):
@@ -97,10 +99,12 @@ class Engine:
             "totals": {},
             "best_valid_loss": math.inf,
             "valid": {},
+            "valid_step": 0,  # the step and epoch count at the last validation (its cadence resumes)
+            "valid_epoch": 0,
             "history": [],
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
         }
-        self.run_totals = {"wait": 0.0, "busy": 0.0, "items": 0}
+        self.run_totals = {"wait": 0.0, "busy": 0.0, "items": 0, "valid": 0.0}
 
     # -- checkpoints -------------------------------------------------------------------------------
     def restore(self, path: Path) -> None:
@@ -145,24 +149,54 @@ class Engine:
         t = self.config.trainer
         self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
         self.deadline = max_time_seconds(t.max_time)
+        self.last_validation = self.started  # a time cadence counts from the start of each invocation
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
         # the sampler's epoch to its own count of passes, which a resumed run does not share
-        sampler, batch_size = train_loader.sampler, train_loader.batch_size
-        while not self._limit_reached() and (t.max_epochs == -1 or self.state["epoch"] < t.max_epochs):
-            epoch, done = self.state["epoch"], self.state["batch"]
-            sampler.set_epoch(epoch)
-            if done:
-                sampler.resume(epoch, done * batch_size)
-            self._call("on_train_epoch_start")
-            stopped = self._train_epoch(train_loader, epoch, len(train_loader))
-            if not stopped:
-                self._end_epoch(valid_loader, epoch)
-                stopping = self.state["stopping"]
-                if stopping is not None and stopping.should_stop:
+        sampler, batch_size, n_batches = train_loader.sampler, train_loader.batch_size, len(train_loader)
+        with progress_bar(
+            self.label,
+            self._total_steps(n_batches),
+            enabled=self.shown and self.fabric.is_global_zero,
+            completed=self.state["step"],
+            unit="steps",
+            status=self._status,
+        ) as self.advance:
+            while not self._limit_reached() and (t.max_epochs == -1 or self.state["epoch"] < t.max_epochs):
+                epoch, done = self.state["epoch"], self.state["batch"]
+                sampler.set_epoch(epoch)
+                if done:
+                    sampler.resume(epoch, done * batch_size)
+                self._call("on_train_epoch_start")
+                stopped = self._train_epoch(train_loader, epoch, n_batches)
+                if not stopped:
+                    self._end_epoch(valid_loader, epoch)
+                    stopping = self.state["stopping"]
+                    if stopping is not None and stopping.should_stop:
+                        break
+                else:
+                    self.save()  # in the middle of the epoch: resumed there
                     break
-            else:
-                self.save()  # in the middle of the epoch: resumed there
-                break
+        self.wall = time.monotonic() - self.started
+
+    def _total_steps(self, n_batches: int) -> int | None:
+        """The steps the run will have done when it stops at --max-epochs or --max-steps (None: no end)."""
+        t, state = self.config.trainer, self.state
+        ends = [t.max_steps] if t.max_steps != -1 else []
+        if t.max_epochs != -1:
+            ends.append(state["step"] + (t.max_epochs - state["epoch"]) * n_batches - state["batch"])
+        return min(ends) if ends else None
+
+    def _status(self) -> str:
+        """The progress display's own figures: epoch (counted from 1), last loss, pairs/s of the steps."""
+        t, r = self.config.trainer, self.run_totals
+        of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+        loss = getattr(self, "last_loss", None)
+        rate = r["items"] / (r["wait"] + r["busy"]) if r["items"] else None
+        return ", ".join(
+            [f"epoch {self.state['epoch'] + 1}{of}"]
+            + ([f"loss {loss:.4f}"] if loss is not None else [])
+            + ([f"{rate:.1f} pairs/s"] if rate is not None else [])
+        )
 
     def _limit_reached(self) -> bool:
         """Whether --max-steps or --max-time is reached; the time is agreed on by all processes (the
@@ -192,46 +226,43 @@ class Engine:
         world = fabric.world_size
         self.model.train()
         timing = {"wait": 0.0, "busy": 0.0, "items": 0}
-        label = f"epoch {epoch}"
-        with progress_bar(
-            label, n_batches, enabled=self.live, completed=state["batch"], unit="steps"
-        ) as advance:
+        last_end = time.perf_counter()
+        for batch in loader:
+            batch = fabric.to_device(batch)
+            start = time.perf_counter()
+            self._call("on_train_batch_start")
+            torch.manual_seed(mix_seed(self.config.seed, fabric.global_rank, epoch, state["step"]))
+            with fabric.autocast():
+                loss, values = self.model.training_step(batch, state["step"], fabric.global_rank)
+            total, *logged = torch.stack([loss.detach(), *values.values()]).float().tolist()  # one sync
+            numbers = dict(zip(values, logged, strict=True))
+            if not math.isfinite(total):
+                raise NonFiniteLossError(
+                    f"the training loss is {numbers['train/loss']} at step {state['step']} (epoch {epoch}); "
+                    "stopped without writing a checkpoint: the last good one is kept. Try a lower "
+                    "--optim.lr or --precision 32-true."
+                )
+            fabric.backward(loss)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch"] += 1
+            for name, value in numbers.items():
+                state["totals"][name] = state["totals"].get(name, 0.0) + value
+            now = time.perf_counter()
+            items = batch[0].shape[0] * world
+            for totals in (timing, self.run_totals):
+                totals["wait"] += start - last_end
+                totals["busy"] += now - start
+                totals["items"] += items
+            self._call("on_train_batch_end", batch)
+            self.last_loss = numbers["train/loss"]
+            if state["step"] % every == 0:
+                self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
+            self.advance(1)
             last_end = time.perf_counter()
-            for batch in loader:
-                batch = fabric.to_device(batch)
-                start = time.perf_counter()
-                self._call("on_train_batch_start")
-                torch.manual_seed(mix_seed(self.config.seed, fabric.global_rank, epoch, state["step"]))
-                with fabric.autocast():
-                    loss, values = self.model.training_step(batch, state["step"], fabric.global_rank)
-                total, *logged = torch.stack([loss.detach(), *values.values()]).float().tolist()  # one sync
-                numbers = dict(zip(values, logged, strict=True))
-                if not math.isfinite(total):
-                    raise NonFiniteLossError(
-                        f"the training loss is {numbers['train/loss']} at step {state['step']} (epoch {epoch}); "
-                        "stopped without writing a checkpoint: the last good one is kept. Try a lower "
-                        "--optim.lr or --precision 32-true."
-                    )
-                fabric.backward(loss)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                state["batch"] += 1
-                for name, value in numbers.items():
-                    state["totals"][name] = state["totals"].get(name, 0.0) + value
-                now = time.perf_counter()
-                items = batch[0].shape[0] * world
-                for totals in (timing, self.run_totals):
-                    totals["wait"] += start - last_end
-                    totals["busy"] += now - start
-                    totals["items"] += items
-                self._call("on_train_batch_end", batch)
-                if state["step"] % every == 0:
-                    self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
-                advance(1)
-                last_end = time.perf_counter()
-                if self._limit_reached() and state["batch"] < n_batches:
-                    return True
+            if self._limit_reached() and state["batch"] < n_batches:
+                return True
         total = timing["wait"] + timing["busy"]
         if total > 0:
             self.epoch_perf = {
@@ -252,42 +283,63 @@ class Engine:
         }
         if self.fabric.is_global_zero:
             self.log.log(values, state["step"])
-            if self.lines:
-                print(
-                    f"epoch {state['epoch']}  step {state['step']}  loss {numbers['train/loss']:.4f}  "
-                    f"{pairs_per_s:.1f} pairs/s  {time.monotonic() - self.started:.0f} s",
-                    flush=True,
-                )
+
+    def _validation_due(self, epoch: int) -> bool:
+        """Whether the epoch that just ended validates: by `trainer.val_every` (epochs, steps since the
+        last validation, or time since it, agreed on by all processes), and always at the last epoch or
+        step the run is set to reach, so the exported model carries its final valid metrics."""
+        t, state = self.config.trainer, self.state
+        unit, amount = val_every(t.val_every)
+        last = (t.max_epochs != -1 and epoch + 1 >= t.max_epochs) or (
+            t.max_steps != -1 and state["step"] >= t.max_steps
+        )
+        if last or unit == "epochs":
+            return last or epoch + 1 - state["valid_epoch"] >= amount
+        if unit == "steps":
+            return state["step"] - state["valid_step"] >= amount
+        due = torch.tensor(
+            float(time.monotonic() - self.last_validation >= amount), device=self.fabric.device
+        )
+        if self.fabric.world_size > 1:
+            due = self.fabric.all_reduce(due, reduce_op="max")
+        return bool(due > 0)
 
     def _end_epoch(self, valid_loader, epoch: int) -> None:
-        """Validate, step the schedule and early stopping, log the epoch and checkpoint."""
+        """Validate when due (then step the schedule and early stopping), log the epoch and checkpoint."""
         state = self.state
         steps = max(state["batch"], 1)
         row = {name: value / steps for name, value in state["totals"].items()}
         row.update(getattr(self, "epoch_perf", {}))
-        valid = self.validate(valid_loader)
-        row.update(valid)
-        state.update(epoch=epoch + 1, batch=0, totals={}, valid=valid)
-        loss = valid["valid/loss"]
-        if state["scheduler"] is not None:
-            state["scheduler"].step(loss)
-        if state["stopping"] is not None:
-            state["stopping"].update(loss, epoch)
+        validated = self._validation_due(epoch)
+        state.update(epoch=epoch + 1, batch=0, totals={})
         also = []
         every = self.config.trainer.checkpoint_every
         if every and (epoch + 1) % every == 0:
             also.append(f"epoch{epoch:04d}.ckpt")
-        if loss < state["best_valid_loss"]:
-            state["best_valid_loss"] = loss
-            also.append("best.ckpt")
+        if validated:
+            started = time.perf_counter()
+            valid = self.validate(valid_loader)
+            self.run_totals["valid"] += time.perf_counter() - started
+            self.last_validation = time.monotonic()
+            row.update(valid)
+            state.update(valid=valid, valid_step=state["step"], valid_epoch=epoch + 1)
+            loss = valid["valid/loss"]
+            if state["scheduler"] is not None:
+                state["scheduler"].step(loss)
+            if state["stopping"] is not None:
+                state["stopping"].update(loss, epoch)
+            if loss < state["best_valid_loss"]:
+                state["best_valid_loss"] = loss
+                also.append("best.ckpt")
         named = {f"{k}_epoch" if k.startswith("train/") else k: v for k, v in row.items()}
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
         state["history"].append({"epoch": epoch, "step": state["step"], **row})
         self.save(*also)
-        if self.fabric.is_global_zero and self.lines:
+        if self.fabric.is_global_zero and self.shown and validated:
+            of = f"/{self.config.trainer.max_epochs}" if self.config.trainer.max_epochs != -1 else ""
             shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(named.items()))
-            print(f"epoch {epoch} done  {shown}", flush=True)
+            print(f"epoch {epoch + 1}{of} done  {shown}", flush=True)
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> dict[str, float]:
@@ -319,9 +371,11 @@ class Engine:
         return values
 
     def summary(self) -> dict[str, Any]:
-        """This invocation's counts, finished epochs and throughput, and the trained module."""
+        """This invocation's counts, finished epochs, throughput and where its time went, and the module:
+        `train_share` is the share of the wall time spent in training steps (data wait included),
+        `valid_share` the share in validation; checkpoints and start-up take the rest."""
         r = self.run_totals
-        total = r["wait"] + r["busy"]
+        total, wall = r["wait"] + r["busy"], getattr(self, "wall", math.nan)
         return {
             "global_zero": self.fabric.is_global_zero,
             "steps": self.state["step"],
@@ -329,5 +383,9 @@ class Engine:
             "history": [row for row in self.state["history"] if row["epoch"] >= self.first_epoch],
             "pairs_per_s": r["items"] / total if total else math.nan,
             "data_wait_share": r["wait"] / total if total else math.nan,
+            "wall_s": wall,
+            "overall_pairs_per_s": r["items"] / wall if wall > 0 else math.nan,
+            "train_share": total / wall if wall > 0 else math.nan,
+            "valid_share": r["valid"] / wall if wall > 0 else math.nan,
             "module": self.module,
         }

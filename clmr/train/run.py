@@ -184,8 +184,9 @@ def pretrain(
     hooks: list | None = None,
 ) -> dict[str, Any]:
     """Pre-train (contrastive, or supervised if `config.supervised`) on the store `data` into run
-    directory `out`. `hooks` are passed to the engine. Returns paths, the step and epoch counts, the
-    per-epoch history, throughput and the trained module."""
+    directory `out`. `hooks` are passed to the engine; `progress=False` switches the progress display
+    off. Returns paths, the step and epoch counts, the per-epoch history, throughput, the shares of
+    wall time in training steps and validation, and the trained module."""
     import torch
 
     from clmr.train.data import check_batch, check_store, loaders
@@ -225,10 +226,11 @@ def pretrain(
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # the reference's default
     if fabric.is_global_zero:
         save_config(config, run_dir / CONFIG_FILE)
-    live = sys.stdout.isatty() if progress is None else progress
-    display = "live" if live else "lines"
+    display = "off" if progress is False else "live"
     meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    engine = Engine(fabric, module, config, run_dir, meta, display=display, hooks=hooks or [])
+    engine = Engine(
+        fabric, module, config, run_dir, meta, display=display, hooks=hooks or [], label="pretrain"
+    )
     if ckpt_path is not None:
         engine.restore(ckpt_path)
     log = RunLog(run_dir / "logs", resume_step, enabled=fabric.is_global_zero)
