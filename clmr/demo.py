@@ -8,7 +8,6 @@ encoder on held-out tracks against a random-initialised encoder (the paper's lin
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,14 @@ def build_store(music, out: Path, config: Config, progress: bool):
 
 
 def pretrain_tiny(store_dir: Path, run_dir: Path, config: Config, progress: bool | None) -> dict[str, Any]:
-    """Step 3: contrastive pre-training with the online probe; a previous demo run is replaced."""
+    """Step 3: contrastive pre-training with the online probe; a previous demo run is replaced (only the
+    files a run writes are removed: anything else in the folder stays)."""
     from clmr.train import pretrain
+    from clmr.train.run import clear_run
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    kept = clear_run(run_dir)
+    if kept:
+        _say(f"      {run_dir}: left {len(kept)} file(s) clmr did not write in place (e.g. {kept[0]})")
     _say(
         f"[3/4] pre-training preset '{config.preset}' (SampleCNN width {config.model.width}, "
         f"{config.model.n_blocks} pooled blocks, {config.crop_length}-sample crops) for "

@@ -45,8 +45,12 @@ def test_run_demo_small(tmp_path, capsys, one_thread, monkeypatch):
     table = text.splitlines()[-6:-3]  # the result table: pre-trained vs random-initialised encoder
     assert table[0].endswith("ROC-AUC   PR-AUC") and f"{summary['test_roc_auc']:.3f}" in table[1]
     assert f"{summary['random_pr_auc']:.3f}" in table[2] and "% of" in text.splitlines()[0]
+    mine = [tmp_path / "demo" / "run" / "notes.txt", tmp_path / "demo" / "run" / "checkpoints" / "keep.txt"]
+    for path in mine:  # the user's own files in the run folder
+        path.write_text("mine")
     again = run_demo(tmp_path / "demo", tracks=20, seconds=1.5, overrides=overrides, progress=False)
-    assert again["steps"] == summary["steps"]  # a second demo replaces its previous run
+    assert again["steps"] == summary["steps"]  # a second demo replaces its previous run ...
+    assert all(path.read_text() == "mine" for path in mine)  # ... and deletes only what a run wrote
     other = run_demo(tmp_path / "demo", tracks=24, seconds=1.5, overrides=overrides, progress=False)
     assert len(clmr.data.Store(other["store"])) == 24  # ... and its store, made with other settings
 

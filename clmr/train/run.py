@@ -8,6 +8,7 @@ Run directory: `config.yaml`, `checkpoints/` (`last.ckpt` at every epoch end and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -127,6 +128,31 @@ def _check_resumable(ckpt_path: Path, ckpt: dict, config: Config, module, world_
             f"{layout['batch_size']} on {layout['world_size']} would skip other samples than those "
             "trained on: resume with the run's --batch-size and devices"
         )
+
+
+RUN_FILES = (
+    CONFIG_FILE,
+    MODEL_FILE,
+    f"{CHECKPOINTS}/*.ckpt",
+    "logs/csv/metrics.csv",
+    "logs/tensorboard/events.out.tfevents.*",
+)
+"""What a run writes into its directory (glob patterns); `clear_run` removes these and nothing else."""
+
+
+def clear_run(run_dir: str | Path) -> list[str]:
+    """Delete what a `pretrain` run wrote into `run_dir` (its RUN_FILES, and their folders once empty) so
+    the directory can hold a new run; any other file stays and is returned (relative paths)."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    for pattern in RUN_FILES:
+        for path in root.glob(pattern):
+            path.unlink()
+    for folder in (f"{CHECKPOINTS}", "logs/csv", "logs/tensorboard", "logs"):
+        with contextlib.suppress(OSError):
+            (root / folder).rmdir()  # only when empty
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def resolve_config(
