@@ -432,24 +432,27 @@ def test_projector_input_must_match_the_encoder(tmp_path, model):
         load_model(tmp_path / "p2.pt")
 
 
-def test_sample_rate_must_be_positive(tmp_path, model, capsys):
+@pytest.mark.parametrize("rate", [0, -1, 384_001, 2**70])
+def test_sample_rate_must_be_positive_and_sane(tmp_path, model, capsys, rate):
+    """2^70 Hz once reached soxr (a segfault); every way in refuses it before any file is read or written."""
     state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     torch.save(state, tmp_path / "ref.pt")
     with pytest.raises(SystemExit):
-        cli(["convert", str(tmp_path / "ref.pt"), str(tmp_path / "o"), "--sample-rate", "0"])
-    assert "positive" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
-    with pytest.raises(clmr.errors.ClmrError, match="positive"):
-        load_model(tmp_path / "ref.pt", sample_rate=0)
-    with pytest.raises(ValueError, match="sample_rate must be a positive"):
-        CLMR(model.encoder, sample_rate=0)
+        cli(["convert", str(tmp_path / "ref.pt"), str(tmp_path / "o"), "--sample-rate", str(rate)])
+    assert "positive number of Hz up to 384,000" in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
+    with pytest.raises(clmr.errors.ClmrError, match=r"sample rate .* must be a whole number in 1..384,000"):
+        load_model(tmp_path / "ref.pt", sample_rate=rate)
+    with pytest.raises(ValueError, match="sample_rate must be a whole number in 1..384,000"):
+        CLMR(model.encoder, sample_rate=rate)
     config = model.config()
-    config["sample_rate"] = 0
+    config["sample_rate"] = rate
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp_path / "zero.safetensors"), metadata={"clmr": json.dumps(config)})
-    with pytest.raises(CheckpointError, match="zero.safetensors: invalid clmr config"):
-        load_model(tmp_path / "zero.safetensors")
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"clmr": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="bad.safetensors: its clmr config's sample_rate must be"):
+        load_model(tmp_path / "bad.safetensors")
 
 
 @pytest.mark.filterwarnings("ignore")  # torch.jit.trace deprecation and tracer warnings

@@ -8,7 +8,6 @@ Our format is `clmr.models.native`, the PyTorch files (reference layouts, traini
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from clmr.errors import ClmrError
+from clmr.models import checks
 from clmr.models.clmr import CLMR
 from clmr.models.native import (
     RUN_DIR_MODEL,
@@ -45,11 +45,9 @@ def _resolve(path: str | Path) -> Path:
 
 
 def _check_rate(sample_rate: Any) -> None:
-    """A sample rate given by the user is a positive number of Hz (checked before any file is read)."""
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1
-    ):
-        raise ClmrError(f"the sample rate must be a positive number of Hz, got {sample_rate!r}")
+    """A sample rate given by the user is a whole number of Hz in 1..384,000 (checked before any file is read)."""
+    if sample_rate is not None:
+        checks.sample_rate(sample_rate, "the sample rate (sample_rate, --sample-rate)")
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -13,7 +13,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from clmr.errors import ClmrError
 from clmr.files import atomic_path
+from clmr.models import checks
 from clmr.models.clmr import CLMR
 from clmr.models.state import CheckpointError, load_state
 
@@ -47,9 +49,12 @@ def parse_config(value: Any, path: Path | str, where: str) -> dict[str, Any] | N
         return None
     if isinstance(value, str):
         try:
+            checks.json_text(value)
             value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise CheckpointError(path, f"its {where} is not valid JSON ({err})") from err
+        except checks.ModelConfigError as err:
+            raise CheckpointError(path, f"its {where} {err.problem}") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise CheckpointError(path, f"its {where} is not valid JSON ({err})") from None
     if not isinstance(value, Mapping):
         raise CheckpointError(path, f"its {where} is a {type(value).__name__}, not a clmr config")
     return dict(value)
@@ -72,9 +77,11 @@ def model_from_config(path: Path, config: Mapping[str, Any], tensors: Mapping[st
     split off) is the model's linear head.
     """
     try:
-        model = CLMR.from_config(dict(config))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(path, f"invalid clmr config ({err!r})") from err
+        with torch.device("meta"):  # shapes and numbers checked before any weight is allocated
+            model = CLMR.from_config(dict(config))
+        _check_derived(model, config)
+    except ClmrError as err:
+        raise CheckpointError(path, f"its clmr config's {err}") from None
     state = dict(tensors)
     if (
         "encoder.fc.weight" in state
@@ -82,5 +89,20 @@ def model_from_config(path: Path, config: Mapping[str, Any], tensors: Mapping[st
         and model.encoder.n_classes is None
     ):
         state = {re.sub(r"^encoder\.fc\.", "head.model.0.", k): v for k, v in state.items()}
-    load_state(model, state, path)
+    load_state(model, state, path)  # a meta model takes the file's tensors as its own
     return model
+
+
+def _check_derived(model: CLMR, config: Mapping[str, Any]) -> None:
+    """The config's own record of format, version, crop length and embedding size must agree with the
+    model its architecture describes (a file edited by hand, or damaged, would otherwise load)."""
+    expected = {
+        "format": "clmr",
+        "version": 1,
+        "crop_length": model.crop_length,
+        "embedding_dim": model.embedding_dim,
+    }
+    for key, value in expected.items():
+        found = config.get(key, value)
+        if type(found) is not type(value) or found != value:
+            raise checks.ModelConfigError(key, f"is {checks.show(found)}, expected {value!r}")
