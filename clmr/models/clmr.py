@@ -122,8 +122,8 @@ class CLMR(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CLMR:
         """Build an (untrained) model from `config()` output."""
+        enc = checks.json_object(checks.required(config, "encoder"), "encoder")
         with checks.within("encoder"):
-            enc = checks.json_object(checks.required(config, "encoder"))
             width, n_blocks = checks.required(enc, "width"), checks.required(enc, "n_blocks")
             encoder = SampleCNN(width=width, n_blocks=n_blocks, n_classes=enc.get("n_classes"))
         with checks.within("projector"):
