@@ -805,3 +805,17 @@ def test_half_precision_weights_load_as_float32(tmp_path, model, x):
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     with torch.no_grad():
         torch.testing.assert_close(loaded.embed(x), model.half().float().embed(x))
+
+
+def test_reference_files_with_out_of_range_sizes_name_the_file(tmp_path, model):
+    """Reference files record no config: the sizes read from their tensors meet the same bounds."""
+    torch.save({"model.0.weight": torch.zeros(2, 8193), "model.0.bias": torch.zeros(2)}, tmp_path / "wide.pt")
+    with pytest.raises(
+        CheckpointError, match=r"wide.pt: its head's in_dim must be a whole number in 1..8,192"
+    ):
+        load_model(save_model(model, tmp_path / "base.safetensors"), head=tmp_path / "wide.pt")
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    state.update({"projector.0.weight": torch.zeros(8193, 32), "projector.2.weight": torch.zeros(4, 8193)})
+    torch.save(state, tmp_path / "proj.pt")
+    with pytest.raises(CheckpointError, match=r"proj.pt: its projector's hidden must be a whole number"):
+        load_model(tmp_path / "proj.pt")

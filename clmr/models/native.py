@@ -13,11 +13,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from clmr.errors import ClmrError
 from clmr.files import atomic_path
 from clmr.models import checks
 from clmr.models.clmr import CLMR
-from clmr.models.state import CheckpointError, load_state
+from clmr.models.state import CheckpointError, built_from, load_state
 
 RUN_DIR_MODEL = "model.safetensors"
 SUFFIX = ".safetensors"
@@ -76,12 +75,9 @@ def model_from_config(path: Path, config: Mapping[str, Any], tensors: Mapping[st
     A supervised encoder's `encoder.fc.*` (training checkpoints, files written before heads were
     split off) is the model's linear head.
     """
-    try:
-        with torch.device("meta"):  # shapes and numbers checked before any weight is allocated
-            model = CLMR.from_config(dict(config))
+    with built_from(path, "its clmr config's"), torch.device("meta"):  # checked before any allocation
+        model = CLMR.from_config(dict(config))
         _check_derived(model, config)
-    except ClmrError as err:
-        raise CheckpointError(path, f"its clmr config's {err}") from None
     state = dict(tensors)
     if (
         "encoder.fc.weight" in state

@@ -3,12 +3,14 @@ non-finite key is named in a one-line `CheckpointError`, rather than torch's lis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from clmr.errors import ClmrError
+from clmr.models.checks import ModelConfigError
 
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -21,6 +23,15 @@ class CheckpointError(ClmrError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+@contextmanager
+def built_from(path: str | Path, what: str) -> Iterator[None]:
+    """A size read from file `path` that a module refuses (`ModelConfigError`) names the file and `what`."""
+    try:
+        yield
+    except ModelConfigError as err:
+        raise CheckpointError(path, f"{what} {err}") from None
 
 
 def strip(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
