@@ -819,3 +819,13 @@ def test_reference_files_with_out_of_range_sizes_name_the_file(tmp_path, model):
     torch.save(state, tmp_path / "proj.pt")
     with pytest.raises(CheckpointError, match=r"proj.pt: its projector's hidden must be a whole number"):
         load_model(tmp_path / "proj.pt")
+
+
+def test_tags_given_to_load_model_are_strings_one_per_output(tmp_path, model):
+    with_head = CLMR(model.encoder, model.projector, Head("linear", 32, 3), sample_rate=8000)
+    path = save_model(with_head, tmp_path / "head.safetensors")
+    assert load_model(path, tags=["a", "b", "c"]).tags == ["a", "b", "c"]
+    with pytest.raises(clmr.errors.ClmrError, match=r"^tags has 2 tag names for a head with 3 outputs"):
+        load_model(path, tags=["a", "b"])
+    with pytest.raises(clmr.errors.ClmrError, match=r"^tags must be a list of strings, got \['a', 2, 'c'\]"):
+        load_model(path, tags=["a", 2, "c"])

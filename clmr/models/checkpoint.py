@@ -137,10 +137,7 @@ def load_model(
     if head is not None:
         _attach_head(model, path, head)
     if tags is not None:
-        n_out = model.head.n_classes if model.head is not None else None
-        if n_out is not None and len(tags) != n_out:
-            raise ClmrError(f"{len(tags)} tag names given for a head with {n_out} outputs")
-        model.tags = list(tags)
+        model.tags = checks.tags(tags, model.head.n_classes if model.head is not None else None)
     return model.to(map_location).eval()
 
 
