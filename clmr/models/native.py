@@ -52,7 +52,7 @@ def parse_config(value: Any, path: Path | str, where: str) -> dict[str, Any] | N
             value = json.loads(value)
         except checks.ModelConfigError as err:
             raise CheckpointError(path, f"its {where} {err.problem}") from None
-        except (json.JSONDecodeError, RecursionError) as err:
+        except json.JSONDecodeError as err:
             raise CheckpointError(path, f"its {where} is not valid JSON ({err})") from None
     if not isinstance(value, Mapping):
         raise CheckpointError(path, f"its {where} is a {type(value).__name__}, not a clmr config")
