@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+import clmr.models.checks as checks
 from clmr.errors import ClmrError
-from clmr.models import checks
 from clmr.models.clmr import CLMR
 from clmr.models.native import (
     RUN_DIR_MODEL,

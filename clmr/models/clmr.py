@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clmr.models import checks
+import clmr.models.checks as checks
 from clmr.models.heads import Head, Projector
 from clmr.models.samplecnn import SampleCNN
 from clmr.songs import apply

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clmr.models import checks
+import clmr.models.checks as checks
 
 HEAD_KINDS = ("linear", "mlp", "marble")
 

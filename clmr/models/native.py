@@ -13,8 +13,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+import clmr.models.checks as checks
 from clmr.files import atomic_path
-from clmr.models import checks
 from clmr.models.clmr import CLMR
 from clmr.models.state import CheckpointError, built_from, load_state
 

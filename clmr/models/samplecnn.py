@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clmr.models import checks
+import clmr.models.checks as checks
 
 # Output channels of the reference blocks 0..9 (block 10 keeps the last width).
 REFERENCE_CHANNELS = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512)
