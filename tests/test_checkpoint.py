@@ -432,24 +432,27 @@ def test_projector_input_must_match_the_encoder(tmp_path, model):
         load_model(tmp_path / "p2.pt")
 
 
-def test_sample_rate_must_be_positive(tmp_path, model, capsys):
+@pytest.mark.parametrize("rate", [0, -1, 384_001, 2**70])
+def test_sample_rate_must_be_positive_and_sane(tmp_path, model, capsys, rate):
+    """2^70 Hz once reached soxr (a segfault); every way in refuses it before any file is read or written."""
     state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     torch.save(state, tmp_path / "ref.pt")
     with pytest.raises(SystemExit):
-        cli(["convert", str(tmp_path / "ref.pt"), str(tmp_path / "o"), "--sample-rate", "0"])
-    assert "positive" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
-    with pytest.raises(clmr.errors.ClmrError, match="positive"):
-        load_model(tmp_path / "ref.pt", sample_rate=0)
-    with pytest.raises(ValueError, match="sample_rate must be a positive"):
-        CLMR(model.encoder, sample_rate=0)
+        cli(["convert", str(tmp_path / "ref.pt"), str(tmp_path / "o"), "--sample-rate", str(rate)])
+    assert "positive number of Hz up to 384,000" in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
+    with pytest.raises(clmr.errors.ClmrError, match=r"sample rate .* must be a whole number in 1..384,000"):
+        load_model(tmp_path / "ref.pt", sample_rate=rate)
+    with pytest.raises(ValueError, match="sample_rate must be a whole number in 1..384,000"):
+        CLMR(model.encoder, sample_rate=rate)
     config = model.config()
-    config["sample_rate"] = 0
+    config["sample_rate"] = rate
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp_path / "zero.safetensors"), metadata={"clmr": json.dumps(config)})
-    with pytest.raises(CheckpointError, match="zero.safetensors: invalid clmr config"):
-        load_model(tmp_path / "zero.safetensors")
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"clmr": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="bad.safetensors: its clmr config's sample_rate must be"):
+        load_model(tmp_path / "bad.safetensors")
 
 
 @pytest.mark.filterwarnings("ignore")  # torch.jit.trace deprecation and tracer warnings
@@ -677,3 +680,152 @@ def test_the_allow_list_is_fixed(tmp_path, model):
         assert name.startswith(("pytorch_lightning.", "lightning.", "lightning_fabric.", "argparse."))
         stand_in = all(not callable(v) for c in obj.__mro__[:-1] for v in vars(c).values())
         assert obj in (dict, argparse.Namespace) or stand_in, name
+
+
+def _with_config(tmp_path, model, name, edit=None, tensors=None, raw=None):
+    """`model` saved as our format with its JSON config edited by `edit` (or replaced by `raw` text)."""
+    from safetensors.torch import save_file
+
+    config = model.config()
+    if edit is not None:
+        edit(config)
+    tensors = tensors if tensors is not None else {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / name
+    save_file(tensors, str(path), metadata={"clmr": raw if raw is not None else json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["encoder"].update(width=float("inf")), r"encoder.width must be a finite number"),
+        (lambda c: c["encoder"].update(width=1000), r"encoder.width must be a finite number in \(0, 8\]"),
+        (lambda c: c["encoder"].update(width="wide"), r"encoder.width must be"),
+        (lambda c: c["encoder"].update(n_blocks=40), r"encoder.n_blocks must be a whole number in 1..9"),
+        (lambda c: c["encoder"].pop("n_blocks"), r"encoder.n_blocks is missing"),
+        (lambda c: c["encoder"].update(n_classes=-5), r"encoder.n_classes must be a whole number"),
+        (lambda c: c.update(encoder=[1, 2]), r"encoder must be a JSON object, got \[1, 2\]"),
+        (lambda c: c.pop("encoder"), r"encoder is missing"),
+        (
+            lambda c: c.update(projector=[32, 2**40, 16]),
+            r"projector.hidden must be a whole number in 1..8,192",
+        ),
+        (lambda c: c.update(projector=[32, 16]), r"projector must be null or 3 sizes"),
+        (lambda c: c.update(projector="big"), r"projector must be null or 3 sizes"),
+        (
+            lambda c: c.update(head={"kind": "linear", "in_dim": 32, "n_classes": -1}),
+            r"head.n_classes must be",
+        ),
+        (lambda c: c.update(head={"kind": "linear", "n_classes": 2}), r"head.in_dim is missing"),
+        (lambda c: c.update(head=7), r"head must be a JSON object or null"),
+        (lambda c: c.update(sample_rate=2**70), r"sample_rate must be a whole number in 1..384,000"),
+        (lambda c: c.update(sample_rate=float("nan")), r"sample_rate must be a whole number"),
+        (lambda c: c.pop("sample_rate"), r"sample_rate is missing"),
+        (lambda c: c.update(tags=[1, 2]), r"tags must be a list of strings"),
+        (lambda c: c.update(task={"a": 1}), r"task must be one of"),
+        (lambda c: c.update(meta="x"), r"meta must be a JSON object"),
+        (lambda c: c.update(crop_length=59049), r"crop_length is 59049, expected 729"),
+        (lambda c: c.update(embedding_dim=512.0), r"embedding_dim is 512.0, expected 32"),
+        (lambda c: c.update(version=2), r"version is 2, expected 1"),
+        (lambda c: c.update(format="other"), r"format is 'other', expected 'clmr'"),
+    ],
+)
+def test_every_config_number_is_checked_naming_the_file_and_key(tmp_path, model, edit, match):
+    path = _with_config(tmp_path, model, "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path}/bad.safetensors: its clmr config's {match}"):
+        load_model(path)
+
+
+def test_tags_must_fit_the_head(tmp_path, model):
+    with_head = CLMR(
+        model.encoder, model.projector, Head("linear", 32, 3), sample_rate=8000, tags=list("abc")
+    )
+    path = _with_config(tmp_path, with_head, "tags.safetensors", lambda c: c.update(tags=["a"]))
+    with pytest.raises(
+        CheckpointError, match=r"tags.safetensors: its clmr config's tags has 1 tag names for a head"
+    ):
+        load_model(path)
+
+
+def test_deeply_nested_or_huge_config_json_is_refused_before_parsing(tmp_path, model):
+    """json.loads recursion on 100,000 nested arrays raises RecursionError (or worse): refused by a scan."""
+    deep = json.dumps(model.config())[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = _with_config(tmp_path, model, "deep.safetensors", raw=deep)
+    with pytest.raises(
+        CheckpointError, match=r"deep.safetensors: its 'clmr' metadata is nested deeper than 16"
+    ):
+        load_model(path)
+    nested_in_strings = model.config()
+    nested_in_strings["meta"] = {"note": "[" * 1000 + "{" * 1000}  # brackets inside strings do not nest
+    ok = _with_config(tmp_path, model, "ok.safetensors", raw=json.dumps(nested_in_strings))
+    assert load_model(ok).meta["note"].startswith("[[[")
+    huge = model.config()
+    huge["meta"] = {"blob": "x" * (9 << 20)}
+    path = _with_config(tmp_path, model, "huge.safetensors", raw=json.dumps(huge))
+    with pytest.raises(
+        CheckpointError,
+        match=r"huge.safetensors: its 'clmr' metadata is 9,437,\d+ characters, more than 8,388,608",
+    ):
+        load_model(path)
+    weights = {k: v for k, v in model.state_dict().items()}
+    torch.save({"clmr_config": deep, "model": weights}, tmp_path / "deep.pt")
+    with pytest.raises(CheckpointError, match=r"deep.pt: its 'clmr_config' is nested deeper"):
+        load_model(tmp_path / "deep.pt")
+
+
+@pytest.mark.parametrize(
+    ("key", "dtype", "match"),
+    [
+        ("encoder.sequential.1.0.weight", torch.int32, "has dtype int32, expected floating point"),
+        ("projector.0.weight", torch.bool, "has dtype bool, expected floating point"),
+        ("encoder.sequential.0.1.running_var", torch.uint8, "has dtype uint8, expected floating point"),
+        (
+            "encoder.sequential.0.1.num_batches_tracked",
+            torch.float32,
+            "has dtype float32, expected an integer",
+        ),
+    ],
+)
+def test_weights_of_the_wrong_dtype_are_refused_naming_the_key(tmp_path, model, key, dtype, match):
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors[key] = tensors[key].to(dtype)
+    path = _with_config(tmp_path, model, "dtype.safetensors", tensors=tensors)
+    with pytest.raises(CheckpointError, match=rf"dtype.safetensors: key '{key}' {match}"):
+        load_model(path)
+    torch.save(tensors, tmp_path / "dtype.pt")  # a reference-layout file is held to the same rule
+    with pytest.raises(CheckpointError, match=rf"dtype.pt: key '{key}' {match}"):
+        load_model(tmp_path / "dtype.pt")
+
+
+def test_half_precision_weights_load_as_float32(tmp_path, model, x):
+    tensors = {
+        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
+    }
+    loaded = load_model(_with_config(tmp_path, model, "half.safetensors", tensors=tensors))
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), model.half().float().embed(x))
+
+
+def test_reference_files_with_out_of_range_sizes_name_the_file(tmp_path, model):
+    """Reference files record no config: the sizes read from their tensors meet the same bounds."""
+    torch.save({"model.0.weight": torch.zeros(2, 8193), "model.0.bias": torch.zeros(2)}, tmp_path / "wide.pt")
+    with pytest.raises(
+        CheckpointError, match=r"wide.pt: its head's in_dim must be a whole number in 1..8,192"
+    ):
+        load_model(save_model(model, tmp_path / "base.safetensors"), head=tmp_path / "wide.pt")
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    state.update({"projector.0.weight": torch.zeros(8193, 32), "projector.2.weight": torch.zeros(4, 8193)})
+    torch.save(state, tmp_path / "proj.pt")
+    with pytest.raises(CheckpointError, match=r"proj.pt: its projector's hidden must be a whole number"):
+        load_model(tmp_path / "proj.pt")
+
+
+def test_tags_given_to_load_model_are_strings_one_per_output(tmp_path, model):
+    with_head = CLMR(model.encoder, model.projector, Head("linear", 32, 3), sample_rate=8000)
+    path = save_model(with_head, tmp_path / "head.safetensors")
+    assert load_model(path, tags=["a", "b", "c"]).tags == ["a", "b", "c"]
+    with pytest.raises(clmr.errors.ClmrError, match=r"^tags has 2 tag names for a head with 3 outputs"):
+        load_model(path, tags=["a", "b"])
+    with pytest.raises(clmr.errors.ClmrError, match=r"^tags must be a list of strings, got \['a', 2, 'c'\]"):
+        load_model(path, tags=["a", 2, "c"])

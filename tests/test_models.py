@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import clmr.errors
 from clmr import CLMR, SampleCNN
 from clmr.models import Head, Projector
 
@@ -62,7 +63,7 @@ def test_projector_and_heads():
         "model.2.bias",
     }
     assert "model.3.weight" in Head("marble", 512, 10).state_dict()
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="kind must be one of linear, mlp, marble"):
         Head("transformer", 512, 10)
 
 
@@ -107,7 +108,7 @@ def test_clmr_splits_a_supervised_encoder_into_features_and_a_linear_head():
         assert model.embed(x).shape == (2, model.embedding_dim) == (2, 32)
         torch.testing.assert_close(model.classify(x), supervised(x))
     assert model.config()["encoder"]["n_classes"] is None and model.config()["head"]["n_classes"] == 6
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"sample_rate must be a whole number in 1\.\.384,000"):
         CLMR(SampleCNN(width=1 / 16, n_blocks=5), sample_rate=0)
 
 
@@ -136,3 +137,57 @@ def test_encoder_shape_reads_width_and_depth_from_the_conv_weights(width, n_bloc
     gap = {k: v for k, v in state.items() if not k.startswith("sequential.1.")}
     with pytest.raises(CheckpointError, match="not a SampleCNN layout"):
         encoder_shape(gap, tmp_path, str)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: SampleCNN(width=float("inf")), r"^width must be a finite number in \(0, 8\], got inf"),
+        (lambda: SampleCNN(width=float("nan")), r"^width must be a finite number"),
+        (lambda: SampleCNN(width=1000), r"^width must be a finite number in \(0, 8\], got 1000"),
+        (lambda: SampleCNN(width=0), r"^width must be"),
+        (lambda: SampleCNN(width="1"), r"^width must be a finite number"),
+        (lambda: SampleCNN(n_blocks=10), r"^n_blocks must be a whole number in 1..9, got 10"),
+        (lambda: SampleCNN(n_blocks=3.0), r"^n_blocks must be a whole number"),
+        (lambda: SampleCNN(n_blocks=True), r"^n_blocks must be a whole number"),
+        (lambda: SampleCNN(n_classes=-3), r"^n_classes must be a whole number in 1..100,000, got -3"),
+        (lambda: SampleCNN(n_classes=10**12), r"^n_classes must be a whole number in 1..100,000"),
+        (lambda: SampleCNN(dropout=1.5), r"^dropout must be a finite number in \[0, 1\]"),
+        (lambda: Projector(512, 10**9, 64), r"^hidden must be a whole number in 1..8,192, got 1000000000"),
+        (lambda: Projector(512, 512, -1), r"^out_dim must be"),
+        (lambda: Head("linear", 512, 0), r"^n_classes must be a whole number in 1..100,000, got 0"),
+        (lambda: Head("mlp", 512, 5, hidden=2**40), r"^hidden must be"),
+        (lambda: Head(["linear"], 512, 5), r"^kind must be one of"),
+        (
+            lambda: CLMR(SampleCNN(1 / 16, 5), sample_rate=2**70),
+            r"^sample_rate must be a whole number in 1..384,000",
+        ),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), sample_rate=22050.5), r"^sample_rate must be a whole number"),
+        (
+            lambda: CLMR(SampleCNN(1 / 16, 5), Projector(512, 8, 4)),
+            r"^projector.in_dim is 512, but the encoder gives 32",
+        ),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), head=Head("linear", 33, 2)), r"^head.in_dim is 33"),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), tags=["a", 3]), r"^tags must be a list of strings"),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), tags="abc"), r"^tags must be a list of strings"),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), task=["multilabel"]), r"^task must be one of"),
+        (lambda: CLMR(SampleCNN(1 / 16, 5), meta=[1]), r"^meta must be a JSON object"),
+    ],
+)
+def test_model_numbers_are_checked_before_anything_is_allocated(build, match):
+    """What `--model.*` flags and a file's config reach: type, finite, range, named in one line."""
+    with pytest.raises(clmr.errors.ClmrError, match=match):
+        build()
+
+
+def test_refused_widths_are_checked_before_building_and_the_widest_allowed_stays_sane(monkeypatch):
+    """The bound holds before allocation (nn.Conv1d is never reached), and the widest encoder it allows
+    (width 8: 4,096 channels) is about 150 M parameters (counted on the meta device, nothing allocated)."""
+    import clmr.models.samplecnn as samplecnn
+
+    with torch.device("meta"):
+        widest = SampleCNN(width=8.0)
+    assert widest.out_dim == 4096 and sum(p.numel() for p in widest.parameters()) < 160_000_000
+    monkeypatch.setattr(samplecnn.nn, "Conv1d", None)  # building anything would fail with TypeError
+    with pytest.raises(clmr.errors.ClmrError, match="width"):
+        SampleCNN(width=8.01)

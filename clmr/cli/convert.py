@@ -25,12 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _positive_int(text: str) -> int:
     """A sample rate in Hz: a whole number above zero (0 would make every crop duration infinite)."""
+    from clmr.models.checks import MAX_SAMPLE_RATE
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number of Hz, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of Hz, got {value}")
+    if not 0 < value <= MAX_SAMPLE_RATE:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of Hz up to {MAX_SAMPLE_RATE:,}, got {value}"
+        )
     return value
 
 

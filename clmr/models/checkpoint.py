@@ -8,13 +8,13 @@ Our format is `clmr.models.native`, the PyTorch files (reference layouts, traini
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import clmr.models.checks as checks
 from clmr.errors import ClmrError
 from clmr.models.clmr import CLMR
 from clmr.models.native import (
@@ -45,11 +45,9 @@ def _resolve(path: str | Path) -> Path:
 
 
 def _check_rate(sample_rate: Any) -> None:
-    """A sample rate given by the user is a positive number of Hz (checked before any file is read)."""
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1
-    ):
-        raise ClmrError(f"the sample rate must be a positive number of Hz, got {sample_rate!r}")
+    """A sample rate given by the user is a whole number of Hz in 1..384,000 (checked before any file is read)."""
+    if sample_rate is not None:
+        checks.sample_rate(sample_rate, "the sample rate (sample_rate, --sample-rate)")
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -139,10 +137,7 @@ def load_model(
     if head is not None:
         _attach_head(model, path, head)
     if tags is not None:
-        n_out = model.head.n_classes if model.head is not None else None
-        if n_out is not None and len(tags) != n_out:
-            raise ClmrError(f"{len(tags)} tag names given for a head with {n_out} outputs")
-        model.tags = list(tags)
+        model.tags = checks.tags(tags, model.head.n_classes if model.head is not None else None)
     return model.to(map_location).eval()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import clmr.models.checks as checks
 from clmr.models.heads import Head, Projector
 from clmr.models.samplecnn import SampleCNN
 from clmr.songs import apply
@@ -51,20 +51,25 @@ class CLMR(nn.Module):
         task: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
+        sample_rate = checks.sample_rate(sample_rate)
+        if task is not None and (not isinstance(task, str) or task not in TASKS):
+            raise checks.ModelConfigError("task", f"must be one of {', '.join(TASKS)} or null, got {task!r}")
+        if meta is not None and not isinstance(meta, dict):
+            raise checks.ModelConfigError("meta", f"must be a JSON object, got {type(meta).__name__}")
+        for part, name in ((projector, "projector.in_dim"), (head, "head.in_dim")):
+            in_dim = part.dims[0] if isinstance(part, Projector) else getattr(part, "in_dim", None)
+            if part is not None and in_dim != encoder.out_dim:
+                raise checks.ModelConfigError(
+                    name, f"is {in_dim}, but the encoder gives {encoder.out_dim}-d features"
+                )
         super().__init__()
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or int(sample_rate) < 1:
-            raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
-        if task is not None and task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
         if getattr(encoder, "n_classes", None) and head is None:
             encoder, head = split_classifier(encoder)
-        if head is not None and tags is not None and len(tags) != head.n_classes:
-            raise ValueError(f"{len(tags)} tag names for a head with {head.n_classes} outputs")
+        self.tags = checks.tags(tags, head.n_classes if head is not None else None)
         self.encoder = encoder
         self.projector = projector
         self.head = head
-        self.sample_rate = int(sample_rate)
-        self.tags = list(tags) if tags is not None else None
+        self.sample_rate = sample_rate
         self.task = task
         self.meta = dict(meta or {})
 
@@ -117,20 +122,29 @@ class CLMR(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CLMR:
         """Build an (untrained) model from `config()` output."""
-        enc = config["encoder"]
-        encoder = SampleCNN(width=enc["width"], n_blocks=enc["n_blocks"], n_classes=enc.get("n_classes"))
-        projector = Projector(*config["projector"]) if config.get("projector") else None
-        head_cfg = config.get("head")
-        head = (
-            Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["n_classes"], head_cfg.get("hidden", 512))
-            if head_cfg
-            else None
-        )
+        enc = checks.json_object(checks.required(config, "encoder"), "encoder")
+        with checks.within("encoder"):
+            width, n_blocks = checks.required(enc, "width"), checks.required(enc, "n_blocks")
+            encoder = SampleCNN(width=width, n_blocks=n_blocks, n_classes=enc.get("n_classes"))
+        with checks.within("projector"):
+            dims = config.get("projector")
+            if dims is not None and (not isinstance(dims, list) or len(dims) != 3):
+                raise checks.ModelConfigError(
+                    "", f"must be null or 3 sizes [in, hidden, out], got {checks.show(dims)}"
+                )
+            projector = Projector(*dims) if dims else None
+        with checks.within("head"):
+            head_cfg = checks.json_object(config.get("head"), optional=True)
+            head = None
+            if head_cfg:
+                kind, in_dim = checks.required(head_cfg, "kind"), checks.required(head_cfg, "in_dim")
+                n_classes = checks.required(head_cfg, "n_classes")
+                head = Head(kind, in_dim, n_classes, head_cfg.get("hidden", 512))
         return cls(
             encoder,
             projector,
             head,
-            sample_rate=config["sample_rate"],
+            sample_rate=checks.required(config, "sample_rate"),
             tags=config.get("tags"),
             task=config.get("task"),
             meta=config.get("meta"),

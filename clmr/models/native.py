@@ -13,9 +13,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+import clmr.models.checks as checks
 from clmr.files import atomic_path
 from clmr.models.clmr import CLMR
-from clmr.models.state import CheckpointError, load_state
+from clmr.models.state import CheckpointError, built_from, load_state
 
 RUN_DIR_MODEL = "model.safetensors"
 SUFFIX = ".safetensors"
@@ -47,9 +48,12 @@ def parse_config(value: Any, path: Path | str, where: str) -> dict[str, Any] | N
         return None
     if isinstance(value, str):
         try:
+            checks.json_text(value)
             value = json.loads(value)
+        except checks.ModelConfigError as err:
+            raise CheckpointError(path, f"its {where} {err.problem}") from None
         except json.JSONDecodeError as err:
-            raise CheckpointError(path, f"its {where} is not valid JSON ({err})") from err
+            raise CheckpointError(path, f"its {where} is not valid JSON ({err})") from None
     if not isinstance(value, Mapping):
         raise CheckpointError(path, f"its {where} is a {type(value).__name__}, not a clmr config")
     return dict(value)
@@ -71,10 +75,9 @@ def model_from_config(path: Path, config: Mapping[str, Any], tensors: Mapping[st
     A supervised encoder's `encoder.fc.*` (training checkpoints, files written before heads were
     split off) is the model's linear head.
     """
-    try:
+    with built_from(path, "its clmr config's"), torch.device("meta"):  # checked before any allocation
         model = CLMR.from_config(dict(config))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(path, f"invalid clmr config ({err!r})") from err
+        _check_derived(model, config)
     state = dict(tensors)
     if (
         "encoder.fc.weight" in state
@@ -82,5 +85,20 @@ def model_from_config(path: Path, config: Mapping[str, Any], tensors: Mapping[st
         and model.encoder.n_classes is None
     ):
         state = {re.sub(r"^encoder\.fc\.", "head.model.0.", k): v for k, v in state.items()}
-    load_state(model, state, path)
+    load_state(model, state, path)  # a meta model takes the file's tensors as its own
     return model
+
+
+def _check_derived(model: CLMR, config: Mapping[str, Any]) -> None:
+    """The config's own record of format, version, crop length and embedding size must agree with the
+    model its architecture describes (a file edited by hand, or damaged, would otherwise load)."""
+    expected = {
+        "format": "clmr",
+        "version": 1,
+        "crop_length": model.crop_length,
+        "embedding_dim": model.embedding_dim,
+    }
+    for key, value in expected.items():
+        found = config.get(key, value)
+        if type(found) is not type(value) or found != value:
+            raise checks.ModelConfigError(key, f"is {checks.show(found)}, expected {value!r}")

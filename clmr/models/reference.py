@@ -29,7 +29,7 @@ from clmr.models.clmr import CLMR
 from clmr.models.heads import Head, Projector
 from clmr.models.native import parse_config
 from clmr.models.samplecnn import SampleCNN, infer_width
-from clmr.models.state import CheckpointError, load_state, strip
+from clmr.models.state import CheckpointError, built_from, load_state, strip
 
 _ENCODER_PREFIXES = ("model.encoder.", "encoder.", "")
 _PROJECTOR_PREFIXES = ("model.projector.", "projector.")
@@ -175,7 +175,8 @@ def encoder_from(tensors: Mapping[str, torch.Tensor], path: Path) -> tuple[Sampl
     if found is None:
         return None
     state, name = found
-    encoder = SampleCNN(*encoder_shape(state, path, name))
+    with built_from(path, "its encoder's"):
+        encoder = SampleCNN(*encoder_shape(state, path, name))
     fc = strip(state, "fc.")
     load_state(encoder, {k: v for k, v in state.items() if not k.startswith("fc.")}, path, name)
     if not any(bool(v.any()) for v in fc.values()):
@@ -185,7 +186,8 @@ def encoder_from(tensors: Mapping[str, torch.Tensor], path: Path) -> tuple[Sampl
         raise CheckpointError(
             path, f"key '{name('fc.weight')}' has shape {shape}, expected (classes, {encoder.out_dim})"
         )
-    head = Head("linear", encoder.out_dim, int(fc["weight"].shape[0]))
+    with built_from(path, f"its '{name('fc.weight')}' gives a head whose"):
+        head = Head("linear", encoder.out_dim, int(fc["weight"].shape[0]))
     load_state(head.model[0], fc, path, lambda key: name(f"fc.{key}"))
     return encoder, head
 
@@ -204,7 +206,8 @@ def projector_from(tensors: Mapping[str, torch.Tensor], path: Path, encoder_dim:
             f"key '{prefix}0.weight' has shape {tuple(first.shape)} and '{prefix}2.weight' {tuple(last.shape)}, "
             f"expected (hidden, {encoder_dim}) and (out, hidden): the encoder gives {encoder_dim}-d features",
         )
-    projector = Projector(encoder_dim, first.shape[0], last.shape[0])
+    with built_from(path, "its projector's"):
+        projector = Projector(encoder_dim, first.shape[0], last.shape[0])
     load_state(projector, state, path, _prefixed(prefix))
     return projector
 
@@ -219,13 +222,14 @@ def head_from(tensors: Mapping[str, torch.Tensor], path: Path) -> Head:
         raise CheckpointError(path, "missing key 'model.0.weight' (no classification head found)")
     layers = sorted({int(k.split(".")[0]) for k in state})
     out_dim, in_dim = state["0.weight"].shape
-    if layers == [0]:
-        head = Head("linear", in_dim, out_dim)
-    elif layers in ([0, 2], [0, 3]):
-        kind = "mlp" if layers == [0, 2] else "marble"
-        head = Head(kind, in_dim, state[f"{layers[1]}.weight"].shape[0], hidden=out_dim)
-    else:
+    if layers not in ([0], [0, 2], [0, 3]):
         raise CheckpointError(path, f"unexpected key '{prefix}{layers[-1]}.weight' for a linear or MLP head")
+    with built_from(path, "its head's"):
+        if layers == [0]:
+            head = Head("linear", in_dim, out_dim)
+        else:
+            kind = "mlp" if layers == [0, 2] else "marble"
+            head = Head(kind, in_dim, state[f"{layers[1]}.weight"].shape[0], hidden=out_dim)
     load_state(head.model, state, path, _prefixed(prefix))
     return head
 

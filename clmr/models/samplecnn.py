@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import clmr.models.checks as checks
+
 # Output channels of the reference blocks 0..9 (block 10 keeps the last width).
 REFERENCE_CHANNELS = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512)
 
@@ -53,13 +55,14 @@ class SampleCNN(nn.Module):
     def __init__(
         self, width: float = 1.0, n_blocks: int = 9, n_classes: int | None = None, dropout: float = 0.5
     ) -> None:
+        width = checks.real("width", width, 0.0, checks.MAX_WIDTH, open_low=True)
+        n_blocks = checks.whole("n_blocks", n_blocks, 1, 9)
+        if n_classes is not None:
+            n_classes = checks.whole("n_classes", n_classes, 1, checks.MAX_CLASSES)
+        dropout = checks.real("dropout", dropout, 0.0, 1.0)
         super().__init__()
-        if not 1 <= n_blocks <= 9:
-            raise ValueError(f"n_blocks must be in 1..9, got {n_blocks}")
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        self.width = float(width)
-        self.n_blocks = int(n_blocks)
+        self.width = width
+        self.n_blocks = n_blocks
         channels = _block_channels(width, n_blocks)
         layers = [
             nn.Sequential(
