@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -22,6 +23,7 @@ import yaml
 
 from clmr.errors import ClmrError
 from clmr.files import atomic_open
+from clmr.models.checks import MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
 
 AUGMENT_STEPS = ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
 
@@ -336,18 +338,22 @@ def val_every(text: str) -> tuple[str, float] | None:
     return unit, int(match[1]) * {"min": 60, "h": 3600}.get(match[2], 1)
 
 
+MAX_TIME = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")  # DD:HH:MM:SS, e.g. 00:12:00:00 for 12 hours
+
+
 def validate(config: Config) -> None:
     """Range checks that would otherwise fail deep inside training."""
     t, o = config.trainer, config.optim
     checks = [
         # NT-Xent needs a negative; BatchNorm in training mode needs two values per channel
         ("batch_size", config.batch_size >= 2, "must be at least 2"),
-        ("sample_rate", config.sample_rate > 0, "must be positive"),
+        ("seed", config.seed >= 0, "must be >= 0"),
+        ("sample_rate", 1 <= config.sample_rate <= MAX_SAMPLE_RATE, f"must be in 1..{MAX_SAMPLE_RATE:,} Hz"),
         ("loss.temperature", config.loss.temperature > 0, "must be positive"),
-        ("model.width", config.model.width > 0, "must be positive"),
+        ("model.width", 0 < config.model.width <= MAX_WIDTH, f"must be in (0, {MAX_WIDTH:g}]"),
         ("model.n_blocks", 1 <= config.model.n_blocks <= 9, "must be in 1..9"),
-        ("model.projection_dim", config.model.projection_dim > 0, "must be positive"),
-        ("optim.lr", o.lr > 0, "must be positive"),
+        ("model.projection_dim", 1 <= config.model.projection_dim <= MAX_DIM, f"must be in 1..{MAX_DIM}"),
+        ("optim.lr", 0 < o.lr < math.inf, "must be positive and finite"),
         ("optim.weight_decay", o.weight_decay >= 0, "must be >= 0"),
         ("optim.momentum", 0 <= o.momentum < 1, "must be in [0, 1)"),
         ("optim.plateau_factor", o.plateau_factor is None or 0 < o.plateau_factor < 1, "must be in (0, 1)"),
@@ -362,11 +368,7 @@ def validate(config: Config) -> None:
         ("trainer.max_steps", t.max_steps == -1 or t.max_steps >= 1, "must be >= 1 (or -1: no limit)"),
         ("trainer.log_every_n_steps", t.log_every_n_steps >= 1, "must be >= 1"),
         ("trainer.early_stopping_patience", (t.early_stopping_patience or 1) >= 1, "must be >= 1"),
-        (
-            "trainer.max_time",
-            t.max_time is None or re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", t.max_time) is not None,
-            "must be DD:HH:MM:SS (e.g. 00:12:00:00 for 12 hours)",
-        ),
+        ("trainer.max_time", t.max_time is None or MAX_TIME.fullmatch(t.max_time), "must be DD:HH:MM:SS"),
     ]
     for step in AUGMENT_STEPS:
         p = getattr(config.augment, step)
@@ -389,12 +391,10 @@ def save_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-# Sections whose keys also get a flag without the section (`--max-epochs` for `trainer.max_epochs`).
-SHORT_SECTIONS = ("trainer", "optim", "loss")
+SHORT_SECTIONS = ("trainer", "optim", "loss")  # their keys' flags omit the section: --max-epochs
 
 
 def flag(dotted: str) -> str:
-    """The command-line flag shown for a config key: `batch_size` -> `--batch-size`,
-    `model.n_blocks` -> `--model.n-blocks`, `trainer.max_epochs` -> `--max-epochs`."""
+    """A config key's flag: `batch_size` -> `--batch-size`, `trainer.max_epochs` -> `--max-epochs`."""
     section_name, _, name = dotted.rpartition(".")
     return "--" + (name if section_name in SHORT_SECTIONS else dotted).replace("_", "-")

@@ -224,3 +224,20 @@ def test_val_every_and_worker_defaults_reach_the_config():
     from clmr.cli.pretrain import overrides_from_args
 
     assert overrides_from_args(args) == {"trainer.val_every": "200steps"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", -1, "config key 'seed'.*must be >= 0"),
+        ("model.width", 1000, "model.width.*must be in \\(0, 8\\]"),
+        ("model.width", float("inf"), "model.width"),
+        ("model.projection_dim", 10**6, "model.projection_dim.*must be in 1..8192"),
+        ("sample_rate", 2**70, "sample_rate.*must be in 1..384,000 Hz"),
+        ("optim.lr", float("inf"), "optim.lr.*finite"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_when_the_config_loads(key, value, message):
+    """Checked with the model's own bounds (clmr.models.checks) before a store is opened or a layer built."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides={key: value})
