@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import clmr
 from clmr.config import ConfigError, load_config
-from clmr.errors import TrainingError
+from clmr.errors import ClmrError, TrainingError
 from clmr.train import NonFiniteLossError, RunDirError, pretrain
 from clmr.train.data import EpochSampler, StoreMismatchError
 
@@ -571,3 +571,14 @@ def test_default_workers_leave_a_core_to_training(monkeypatch):
     for cores, workers in ((1, 0), (2, 1), (3, 2), (64, 4)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
         assert default_workers() == workers
+
+
+def test_a_second_pretrain_into_a_held_run_directory_is_refused(store, tmp_path):
+    """Rank 0 holds the run directory's lock while it writes it; another process is refused at once."""
+    from clmr.files import folder_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with folder_lock(run_dir, "run directory"), pytest.raises(ClmrError, match="another clmr process"):
+        pretrain(store, run_dir, config())
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "config.yaml").exists()

@@ -16,6 +16,7 @@ from typing import Any
 
 from clmr.config import Config, ConfigError, load_config, save_config
 from clmr.errors import ClmrError
+from clmr.files import LOCK, folder_lock, io_errors
 from clmr.train.engine import CHECKPOINTS, MODEL_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -152,7 +153,7 @@ def clear_run(run_dir: str | Path) -> list[str]:
     for folder in (f"{CHECKPOINTS}", "logs/csv", "logs/tensorboard", "logs"):
         with contextlib.suppress(OSError):
             (root / folder).rmdir()  # only when empty
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != LOCK)
 
 
 def resolve_config(
@@ -211,7 +212,8 @@ def pretrain(
 ) -> dict[str, Any]:
     """Pre-train (contrastive, or supervised if `config.supervised`) on the store `data` into run
     directory `out`. `hooks` are passed to the engine; `progress=False` switches the progress display
-    off. Returns paths, the step and epoch counts, the per-epoch history, throughput, the shares of
+    off. Rank 0 holds the run directory's lock (`.clmr.lock`) while it writes it: a second `pretrain`
+    into the same directory is refused at once. Returns paths, the step and epoch counts, the per-epoch history, throughput, the shares of
     wall time in training steps and validation, and the trained module."""
     import torch
 
@@ -250,21 +252,27 @@ def pretrain(
     sync = config.trainer.sync_batchnorm
     if fabric.world_size > 1 and fabric.device.type == "cuda" and sync is not False:
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # the reference's default
-    if fabric.is_global_zero:
-        save_config(config, run_dir / CONFIG_FILE)
-    display = "off" if progress is False else "live"
-    meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
-    engine = Engine(
-        fabric, module, config, run_dir, meta, display=display, hooks=hooks or [], label="pretrain"
-    )
-    if ckpt_path is not None:
-        engine.restore(ckpt_path)
-    log = RunLog(run_dir / "logs", resume_step, enabled=fabric.is_global_zero)
-    train, valid = loaders(store, config, fabric.global_rank, fabric.world_size, fabric.device.type == "cuda")
-    try:
-        engine.fit(train, valid, log)
-    finally:
-        log.close()
+    with contextlib.ExitStack() as held:  # rank 0 holds the run directory from its first write to the end
+        if fabric.is_global_zero:
+            with io_errors(run_dir, RunDirError):
+                run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(folder_lock(run_dir, "run directory"))
+            save_config(config, run_dir / CONFIG_FILE)
+        display = "off" if progress is False else "live"
+        meta = {"store": str(Path(data).resolve()), "dataset": store.meta.get("dataset")}
+        engine = Engine(
+            fabric, module, config, run_dir, meta, display=display, hooks=hooks or [], label="pretrain"
+        )
+        if ckpt_path is not None:
+            engine.restore(ckpt_path)
+        log = RunLog(run_dir / "logs", resume_step, enabled=fabric.is_global_zero)
+        train, valid = loaders(
+            store, config, fabric.global_rank, fabric.world_size, fabric.device.type == "cuda"
+        )
+        try:
+            engine.fit(train, valid, log)
+        finally:
+            log.close()
     return {
         "run_dir": run_dir,
         "model": run_dir / MODEL_FILE,
