@@ -89,14 +89,14 @@ def progress_bar(
     )
 
     columns = [
-        TextColumn(label),
+        TextColumn(label, markup=False),  # names are printed literally ("[bold]" in a file name too)
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
     if audio or status is not None:
-        columns.insert(3, TextColumn("{task.fields[stats]}"))
+        columns.insert(3, TextColumn("{task.fields[stats]}", markup=False))
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total, completed=completed, stats=stats())
 

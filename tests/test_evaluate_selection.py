@@ -95,3 +95,13 @@ def test_report_says_how_much_labelled_data_the_head_used(mode, capsys):
     print_summary(tiny, "out")
     assert "0.001: 1 of 120 training tracks" in capsys.readouterr().out
     assert "label fraction 1: 120 of 120 training tracks" in markdown(_report(mode, 1.0, 120, 120))
+
+
+def test_summary_prints_store_paths_with_markup_literally(capsys):
+    from clmr.evaluate.cli import print_summary
+
+    report = _report("evaluate", 1.0, 10, 10)
+    report["store"]["path"] = "stores/[/]odd [bold]name"
+    print_summary(report, "out[/]")
+    out = capsys.readouterr().out
+    assert "[/]odd" in out and "[bold]name" in out and "out[/]/report.md" in out

@@ -63,3 +63,11 @@ def test_eta_formats_hours_and_an_open_total_has_none(capsys):
         clock.now += 31.0
         advance()
     assert capsys.readouterr().err == "pretrain: 1 steps\n"
+
+
+def test_the_terminal_bar_prints_names_with_markup_literally(capsys, monkeypatch):
+    """A label or status holding rich markup ("[/]", "[bold]") is text, not a MarkupError."""
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
+    with progress_bar("[/]song [bold].wav", 2, status=lambda: "[/]") as advance:
+        advance(2)
+    assert "[/]song [bold].wav" in capsys.readouterr().err

@@ -100,7 +100,7 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
         if part.get("logistic_regression"):
             lr = part["logistic_regression"]
             table.add_row(f"{name}: logistic regression (check)", *(pct(lr.get(k)) for k in keys))
-    console = Console()
+    console = Console(markup=False)  # store paths and tag names are printed literally
     console.print(table)
     if report.get("protocol"):
         console.print(f"protocol: {report['protocol']}; split: {report.get('split') or '-'}")
