@@ -23,7 +23,7 @@ import yaml
 
 from clmr.errors import ClmrError
 from clmr.files import atomic_open
-from clmr.models.checks import MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
+from clmr.limits import MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
 
 AUGMENT_STEPS = ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
 

@@ -14,8 +14,8 @@ from clmr.data.datasets.base import DatasetSpec, Skip
 from clmr.data.store import StoreError
 from clmr.errors import check_whole
 from clmr.files import LOCK, owned_files, record_files
+from clmr.limits import MAX_SAMPLE_RATE
 
-MAX_SAMPLE_RATE = 384_000  # Hz: the highest store rate accepted (typos such as 1e9 are refused)
 MAX_SHARD_BYTES = 1 << 40
 MAX_WORKERS = 1024
 

@@ -11,11 +11,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from clmr.errors import ClmrError
+from clmr.limits import MAX_CLASSES, MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH  # noqa: F401 (re-exported)
 
-MAX_SAMPLE_RATE = 384_000  # Hz; higher rates reach resamplers (soxr) with sizes they cannot handle
-MAX_WIDTH = 8.0  # SampleCNN channel scale: its widest layer then has 4,096 channels (~150 M parameters)
-MAX_DIM = 8192  # projector / head feature sizes: one 8192 x 8192 layer is 256 MiB of float32
-MAX_CLASSES = 100_000  # head outputs (tag vocabularies are tens to a few thousand)
 MAX_CONFIG_CHARS = 8 << 20  # a model's JSON config is a few kB; MAX_CLASSES tag names fit in 8 MiB
 MAX_CONFIG_DEPTH = 16  # nesting of that JSON (the config itself is 3 deep; meta adds a few)
 
