@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
+import subprocess
 import sys
 import zipfile
 from collections import Counter
@@ -130,3 +132,30 @@ def test_table_mean_and_std_over_seeds():
         run.table([_report(0.5, 0.4, 0.3)])[2]
         == "| reference probe | pre-trained | 50.0 ± 0.0 | 40.0 ± 0.0 |"
     )
+
+
+def test_fetch_reuses_a_matching_deb_and_refuses_a_bad_download(tmp_path, monkeypatch):
+    good = b"package bytes"
+    record = {
+        "Version": "1.0-1",
+        "Filename": "pool/main/p/pkg/pkg_1.0-1_all.deb",
+        "SHA256": hashlib.sha256(good).hexdigest(),
+    }
+    monkeypatch.setattr(build, "_apt_record", lambda package: record)
+    calls, archive = [], {"bytes": good}
+
+    def download(cmd, cwd, capture_output):
+        calls.append(cmd)
+        (Path(cwd) / "pkg_1.0-1_all.deb").write_bytes(archive["bytes"])
+        return subprocess.CompletedProcess(cmd, 0, b"", b"")
+
+    monkeypatch.setattr(build.subprocess, "run", download)
+    deb = build.fetch("pkg", tmp_path)
+    assert deb.read_bytes() == good and calls == [["apt-get", "download", "pkg=1.0-1"]]
+    assert build.fetch("pkg", tmp_path) == deb and len(calls) == 1  # cached and matching: reused
+    deb.write_bytes(b"damaged")
+    assert build.fetch("pkg", tmp_path).read_bytes() == good and len(calls) == 2  # mismatch: fetched again
+    deb.write_bytes(b"damaged")
+    archive["bytes"] = b"tampered"
+    with pytest.raises(build.BuildError, match="SHA256 differs"):
+        build.fetch("pkg", tmp_path)
