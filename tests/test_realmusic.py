@@ -96,6 +96,10 @@ def test_commands_skip_finished_runs_and_evaluations(tmp_path):
     assert pretrain[pretrain.index("--trainer.max-time") + 1] == "00:00:02:00"
     assert pretrain[pretrain.index("--seed") + 1] == "0" and "--resume" in pretrain
     assert steps[2][steps[2].index("--baseline") + 1] == "random"
+    long = run.commands(data, work, "paper", 150, [7], 22050)[1]
+    assert (
+        long[long.index("--trainer.max-time") + 1] == "00:02:30:00" and long[long.index("--seed") + 1] == "7"
+    )
     (work / "run-seed0").mkdir(parents=True)
     (work / "run-seed0" / run.DONE).touch()
     (work / "eval-seed1").mkdir()

@@ -38,7 +38,7 @@ def commands(
                 "--seed",
                 str(seed),
                 "--trainer.max-time",
-                f"00:00:{minutes:02d}:00",
+                f"00:{minutes // 60:02d}:{minutes % 60:02d}:00",
                 "--max-epochs",
                 "-1",
             ]
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=30, help="pre-training budget per seed (default: 30)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     args = parser.parse_args(argv)
-    if not (1 <= args.minutes <= 59 and args.seeds >= 1 and args.sample_rate > 0):
-        print("error: --minutes must be in 1..59, --seeds >= 1, --sample-rate > 0", file=sys.stderr)
+    if not (1 <= args.minutes < 24 * 60 and args.seeds >= 1 and args.sample_rate > 0):
+        print("error: --minutes must be in 1..1439, --seeds >= 1, --sample-rate > 0", file=sys.stderr)
         return 2
     if not (args.data / "labels.csv").is_file():
         print(f"error: {args.data / 'labels.csv'}: missing (run build.py first)", file=sys.stderr)
