@@ -27,21 +27,14 @@ def commands(
     data: Path, work: Path, preset: str, minutes: int, seeds: list[int], sample_rate: int
 ) -> list[list[str]]:
     """The clmr commands still to run (arguments after `clmr`), in order."""
-    store = work / "store"
+    store, budget = work / "store", f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"  # DD:HH:MM:SS
     todo = [["preprocess", str(data / "audio"), "--labels", str(data / "labels.csv"), "--out", str(store)]]
     todo[0] += ["--sample-rate", str(sample_rate), "--workers", "1", "--quiet"]
     for seed in seeds:
         run, evaluation = work / f"run-seed{seed}", work / f"eval-seed{seed}"
         if not (run / DONE).is_file():
             todo.append(["pretrain", "--data", str(store), "--out", str(run), "--preset", preset, "--resume"])
-            todo[-1] += [
-                "--seed",
-                str(seed),
-                "--trainer.max-time",
-                f"00:{minutes // 60:02d}:{minutes % 60:02d}:00",
-                "--max-epochs",
-                "-1",
-            ]
+            todo[-1] += ["--seed", str(seed), "--trainer.max-time", budget, "--max-epochs", "-1"]
         if not (evaluation / "report.json").is_file():
             todo.append(["evaluate", "--checkpoint", str(run), "--data", str(store), "--baseline", "random"])
             todo[-1] += ["--out", str(evaluation), "--seed", str(seed), "--no-progress"]
