@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench realmusic clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: install
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/embed.py
 	$(BIN)/python benchmarks/evaluate.py
+
+realmusic: install
+	$(BIN)/python benchmarks/realmusic/build.py --out realmusic
+	$(BIN)/python benchmarks/realmusic/run.py --data realmusic --work realmusic-work $(REALMUSIC_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
