@@ -16,7 +16,8 @@ from torch import nn
 
 from clmr.config import Config
 from clmr.losses import nt_xent
-from clmr.models import CLMR, Head, Projector, SampleCNN
+from clmr.models import CLMR, Projector, SampleCNN
+from clmr.models.clmr import split_classifier
 from clmr.train.metrics import label_loss
 
 VALID_STREAM = 1  # keeps validation augmentation draws apart from training ones
@@ -133,13 +134,7 @@ class SupervisedModule(nn.Module):
 
     def export(self, meta: dict[str, Any]) -> CLMR:
         """The encoder without its `fc` (so `embed` gives h) plus `fc` as a linear head with tag names."""
-        m = self.config.model
-        encoder = SampleCNN(width=m.width, n_blocks=m.n_blocks)
-        encoder.load_state_dict(
-            {k: v for k, v in self.encoder.state_dict().items() if not k.startswith("fc.")}
-        )
-        head = Head("linear", encoder.out_dim, self.encoder.n_classes)
-        head.model[0].load_state_dict(self.encoder.fc.state_dict())
+        encoder, head = split_classifier(self.encoder)
         return CLMR(
             encoder,
             head=head,
