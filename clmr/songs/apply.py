@@ -166,8 +166,7 @@ def embed_files(
     `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
     `hop`: samples between crop starts (default: the crop length, non-overlapping crops).
     """
-    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0), hop)
-    return run_model(model, songs, batch_size=batch_size, device=device, per_crop=per_crop)
+    return _run_files(model, paths, "embedding", batch_size, device, per_crop, hop)
 
 
 def tag_files(
@@ -180,10 +179,13 @@ def tag_files(
     hop: int | None = None,
 ) -> Iterator[TrackOutput]:
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
+    return _run_files(model, paths, "probabilities", batch_size, device, per_crop, hop)
+
+
+def _run_files(model, paths, output, batch_size, device, per_crop, hop) -> Iterator[TrackOutput]:
+    """`run_model` over audio files cut by the one crop path (chunks of at least a batch of crops)."""
     songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0), hop)
-    return run_model(
-        model, songs, output="probabilities", batch_size=batch_size, device=device, per_crop=per_crop
-    )
+    return run_model(model, songs, output=output, batch_size=batch_size, device=device, per_crop=per_crop)
 
 
 def _one(outputs: Iterator[TrackOutput]) -> TrackOutput:
