@@ -24,6 +24,7 @@ import yaml
 from clmr.errors import ClmrError
 from clmr.files import atomic_open
 from clmr.limits import MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
+from clmr.presets import PRESETS, SUPERVISED
 
 AUGMENT_STEPS = ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
 
@@ -146,46 +147,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what config.yaml holds)."""
         return dataclasses.asdict(self)
-
-
-# The supervised baseline's recipe, under any preset (the reference's clmr/modules/supervised_learning.py
-# `configure_optimizers` and main.py's EarlyStopping): SGD, ReduceLROnPlateau, patience 20.
-SUPERVISED = {
-    "optim": {"optimizer": "sgd", "weight_decay": 1e-6, "plateau_factor": 0.2},
-    "trainer": {"early_stopping_patience": 20},
-}
-
-# Fine-tuning a pre-trained encoder with a new head (`clmr finetune`): the reference's linear-evaluation
-# settings (linear_evaluation.py: Adam lr 1e-3, weight decay 1e-6, ReduceLROnPlateau(0.1, 5), early
-# stopping patience 10, up to 200 epochs); one checkpoint, no periodic copies, no online probe.
-FINETUNE = {
-    "probe": False,
-    "augment": {"enabled": False},
-    "optim": {"lr": 1e-3, "weight_decay": 1e-6, "plateau_factor": 0.1},
-    "trainer": {
-        "devices": 1,
-        "max_epochs": 200,
-        "early_stopping_patience": 10,
-        "num_workers": 0,
-        "checkpoint_every": None,
-    },
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's setting: every default above.
-    "paper": {},
-    # A small SampleCNN at 8 kHz (crops of 3^8 = 6,561 samples, 0.82 s) that learns in minutes on a CPU.
-    # Pitch shift and reverb are off: on a CPU they cost 2/3 of the step, and in a few hundred steps the
-    # full chain does not beat a random encoder's probe while the lighter one does (docs/training.md).
-    "tiny": {
-        "sample_rate": 8000,
-        "batch_size": 32,
-        "model": {"width": 0.25, "n_blocks": 7, "projection_dim": 64},
-        "augment": {"pitch": 0.0, "reverb": 0.0},
-        "optim": {"lr": 1e-3},
-        "trainer": {"max_epochs": 120, "num_workers": 0, "checkpoint_every": 20, "log_every_n_steps": 20},
-    },
-}
 
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:

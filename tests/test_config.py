@@ -46,7 +46,15 @@ def test_tiny_preset_is_small_and_low_rate():
     c = load_config("tiny")
     assert c.preset == "tiny" and c.sample_rate == 8000 and c.model.width <= 0.25 and c.model.n_blocks < 9
     assert c.loss.temperature == 0.5  # untouched keys keep the paper's value
-    assert set(PRESETS) >= {"paper", "tiny"}
+    assert set(PRESETS) >= {"paper", "tiny", "cpu"}
+
+
+def test_cpu_preset_is_tiny_without_augmentation_for_thirty_minutes():
+    cpu, tiny = load_config("cpu"), load_config("tiny")
+    assert (cpu.model, cpu.sample_rate, cpu.batch_size) == (tiny.model, tiny.sample_rate, tiny.batch_size)
+    assert not cpu.augment.enabled and tiny.augment.enabled
+    assert cpu.trainer.max_time == "00:00:30:00" and cpu.trainer.max_epochs == -1
+    assert val_every(cpu.trainer.val_every) == ("seconds", 60) and cpu.trainer.checkpoint_every is None
 
 
 def test_file_then_overrides_in_order(tmp_path):

@@ -100,6 +100,8 @@ def test_commands_skip_finished_runs_and_evaluations(tmp_path):
     assert (
         long[long.index("--trainer.max-time") + 1] == "00:02:30:00" and long[long.index("--seed") + 1] == "7"
     )
+    tuned = run.commands(data, work, "tiny", 2, [0], 8000, ["loss.temperature=0.1", "model.n-blocks=8"])[1]
+    assert tuned[-4:] == ["--loss.temperature", "0.1", "--model.n-blocks", "8"]
     (work / "run-seed0").mkdir(parents=True)
     (work / "run-seed0" / run.DONE).touch()
     (work / "eval-seed1").mkdir()
@@ -130,8 +132,10 @@ def test_table_mean_and_std_over_seeds():
     assert lines[0] == "| probe | encoder | accuracy (%) | f1_macro (%) |"
     assert lines[2] == "| reference probe | pre-trained | 60.0 ± 14.1 | 50.0 ± 14.1 |"
     assert lines[3] == "| reference probe | random init | 30.0 ± 0.0 | 30.0 ± 0.0 |"
-    assert lines[4] == "| logistic regression | pre-trained | 70.0 ± 14.1 | 60.0 ± 14.1 |"
-    assert lines[5] == "| logistic regression | random init | 30.0 ± 0.0 | 20.0 ± 0.0 |"
+    assert lines[4] == "| reference probe | **gain** | +30.0 ± 14.1 | +20.0 ± 14.1 |"
+    assert lines[5] == "| logistic regression | pre-trained | 70.0 ± 14.1 | 60.0 ± 14.1 |"
+    assert lines[6] == "| logistic regression | random init | 30.0 ± 0.0 | 20.0 ± 0.0 |"
+    assert lines[7] == "| logistic regression | **gain** | +40.0 ± 14.1 | +40.0 ± 14.1 |"
     assert (
         run.table([_report(0.5, 0.4, 0.3)])[2]
         == "| reference probe | pre-trained | 50.0 ± 0.0 | 40.0 ± 0.0 |"

@@ -24,9 +24,16 @@ PROBES = (
 
 
 def commands(
-    data: Path, work: Path, preset: str, minutes: int, seeds: list[int], sample_rate: int
+    data: Path,
+    work: Path,
+    preset: str,
+    minutes: int,
+    seeds: list[int],
+    sample_rate: int,
+    overrides: list[str] = (),
 ) -> list[list[str]]:
-    """The clmr commands still to run (arguments after `clmr`), in order."""
+    """The clmr commands still to run (arguments after `clmr`), in order; `overrides` are `KEY=VALUE`
+    config settings passed to `clmr pretrain` as `--KEY VALUE`."""
     store, budget = work / "store", f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"  # DD:HH:MM:SS
     todo = [["preprocess", str(data / "audio"), "--labels", str(data / "labels.csv"), "--out", str(store)]]
     todo[0] += ["--sample-rate", str(sample_rate), "--workers", "1", "--quiet"]
@@ -35,6 +42,9 @@ def commands(
         if not (run / DONE).is_file():
             todo.append(["pretrain", "--data", str(store), "--out", str(run), "--preset", preset, "--resume"])
             todo[-1] += ["--seed", str(seed), "--trainer.max-time", budget, "--max-epochs", "-1"]
+            for setting in overrides:
+                name, _, value = setting.partition("=")
+                todo[-1] += [f"--{name}", value]
         if not (evaluation / "report.json").is_file():
             todo.append(["evaluate", "--checkpoint", str(run), "--data", str(store), "--baseline", "random"])
             todo[-1] += ["--out", str(evaluation), "--seed", str(seed), "--no-progress"]
@@ -56,6 +66,12 @@ def table(reports: list[dict]) -> list[str]:
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.fmean(values):.1f} ± {std:.1f}")
             lines.append(f"| {probe} | {encoder} | {' | '.join(cells)} |")
+        cells = []
+        for k in keys:  # the gain of each seed (its model against its random init), then mean ± std
+            gains = [100 * (part_of(r)[k] - part_of(r["baseline"])[k]) for r in reports]
+            std = statistics.stdev(gains) if len(gains) > 1 else 0.0
+            cells.append(f"{statistics.fmean(gains):+.1f} ± {std:.1f}")
+        lines.append(f"| {probe} | **gain** | {' | '.join(cells)} |")
     return lines + [f"\n{len(reports)} seed(s): mean ± sample std (0 with one seed)."]
 
 
@@ -71,7 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--minutes", type=int, default=30, help="pre-training budget per seed (default: 30)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config setting for clmr pretrain on top of the preset, e.g. loss.temperature=0.1 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    bad = [s for s in args.set if "=" not in s or not s.partition("=")[0]]
+    if bad:
+        print(f"error: --set {bad[0]!r}: expected KEY=VALUE", file=sys.stderr)
+        return 2
     if not (1 <= args.minutes < 24 * 60 and args.seeds >= 1 and args.sample_rate > 0):
         print("error: --minutes must be in 1..1439, --seeds >= 1, --sample-rate > 0", file=sys.stderr)
         return 2
@@ -79,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data / 'labels.csv'}: missing (run build.py first)", file=sys.stderr)
         return 2
     seeds = list(range(args.seeds))
-    for step in commands(args.data, args.work, args.preset, args.minutes, seeds, args.sample_rate):
+    for step in commands(args.data, args.work, args.preset, args.minutes, seeds, args.sample_rate, args.set):
         print("clmr " + " ".join(step), flush=True)
         if subprocess.run([sys.executable, "-m", "clmr", *step]).returncode != 0:
             print(f"error: clmr {step[0]} failed", file=sys.stderr)
@@ -87,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if step[0] == "pretrain":
             (Path(step[step.index("--out") + 1]) / DONE).touch()
     reports = [json.loads((args.work / f"eval-seed{s}" / "report.json").read_text()) for s in seeds]
-    print(f"\n{args.preset}, {args.minutes} min per seed, seeds {seeds}\n")
+    settings = f" with {', '.join(args.set)}" if args.set else ""
+    print(f"\n{args.preset}{settings}, {args.minutes} min per seed, seeds {seeds}\n")
     print("\n".join(table(reports)))
     return 0
 

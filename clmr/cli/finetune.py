@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on this fraction (see --fraction-of) of the labelled tracks, drawn from the training "
         "tracks (default: %(default)s)",
     )
-    from clmr.config import FINETUNE, load_config
+    from clmr.config import load_config
+    from clmr.presets import FINETUNE
 
     recipe = load_config(recipe=FINETUNE)  # the defaults, stated once in clmr.config.FINETUNE
     for flag, metavar, kind, default, what in (

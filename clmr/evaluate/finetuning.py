@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from clmr.config import FINETUNE, Config, load_config
+from clmr.config import Config, load_config
 from clmr.evaluate.features import extract, store_fingerprint
 from clmr.evaluate.inputs import (
     EvaluationError,
@@ -36,6 +36,7 @@ from clmr.evaluate.report import headline, model_meta, write_report
 from clmr.evaluate.run import PROTOCOL, random_init_like, write_plots
 from clmr.evaluate.selection import fraction_pool, select_fraction
 from clmr.models import CLMR, Head, save_model
+from clmr.presets import FINETUNE
 from clmr.train.metrics import label_loss
 
 
