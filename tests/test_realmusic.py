@@ -11,7 +11,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "realmusic"
 
@@ -24,7 +26,7 @@ def _load(name: str):
     return module
 
 
-build, run = _load("build"), _load("run")
+build, run, study = _load("build"), _load("run"), _load("study")
 
 
 def _tree(root: Path) -> dict[str, list[Path]]:
@@ -167,3 +169,31 @@ def test_fetch_reuses_a_matching_deb_and_refuses_a_bad_download(tmp_path, monkey
     archive["bytes"] = b"tampered"
     with pytest.raises(build.BuildError, match="SHA256 differs"):
         build.fetch("pkg", tmp_path)
+
+
+def test_study_command_has_the_budget_and_the_variant_settings(tmp_path):
+    command = study.pretrain_command(tmp_path / "store", tmp_path / "E", 7, study.VARIANTS["E"][1])
+    assert command[:2] == ["pretrain", "--data"] and command[command.index("--preset") + 1] == "tiny"
+    assert command[command.index("--trainer.max-time") + 1] == "00:00:07:00"
+    assert command[-2:] == ["--augment.enabled", "false"]
+
+
+def test_study_held_out_accuracy_separates_and_does_not_invent():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    separable = rng.normal(size=(60, 8)) + 4 * np.eye(8)[y]
+    assert study.held_out_accuracy(separable[::2], y[::2], separable[1::2], y[1::2]) == 100.0
+    noise = rng.normal(size=(60, 8))
+    assert study.held_out_accuracy(noise[::2], y[::2], noise[1::2], y[1::2]) < 70.0
+
+
+def test_study_song_features_average_evenly_spaced_crops(tiny_model, labelled_store):
+    tracks = labelled_store.split_indices("train")[:2]
+    features = study.song_features(tiny_model, labelled_store, tracks, crops=3)
+    length = tiny_model.crop_length
+    for row, i in zip(features, tracks, strict=True):
+        starts = np.linspace(0, labelled_store.length(int(i)) - length, 3).astype(int)
+        crops = np.stack([labelled_store.crop(int(i), int(s), length) for s in starts])
+        with torch.no_grad():
+            expected = tiny_model.embed(torch.from_numpy(crops)).mean(0).numpy()
+        np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-5)
