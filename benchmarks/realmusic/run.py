@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=Path("realmusic-work"), help="store, runs and evaluations"
     )
-    parser.add_argument("--preset", default="tiny", help="clmr pretrain preset (default: tiny)")
+    parser.add_argument("--preset", default="cpu", help="clmr pretrain preset (default: cpu)")
     parser.add_argument(
         "--sample-rate", type=int, default=8000, help="store rate; the preset's (default: 8000)"
     )
