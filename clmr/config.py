@@ -115,6 +115,9 @@ class TrainerConfig:
     max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
     num_workers: int | None = key(None, "data loader workers (none: one less than the cores, at most 4)")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
+    save_every: str = key(
+        "1", "write last.ckpt and model.safetensors every N epochs, Nsteps or a time (1min)"
+    )
     log_every_n_steps: int = key(10, "steps between logged values")
     val_every: str = key("1", "validate every N epochs, or after N steps (200steps) or a time (10min)")
     early_stopping_patience: int | None = key(
@@ -322,6 +325,7 @@ def validate(config: Config) -> None:
         ("optim.probe_lr", o.probe_lr > 0, "must be positive"),
         ("trainer.num_workers", (t.num_workers or 0) >= 0, "must be >= 0"),
         ("trainer.val_every", val_every(t.val_every) is not None, "must be N, Nsteps, Ns, Nmin or Nh"),
+        ("trainer.save_every", val_every(t.save_every) is not None, "must be N, Nsteps, Ns, Nmin or Nh"),
         ("trainer.checkpoint_every", (t.checkpoint_every or 1) >= 1, "must be >= 1"),
         ("trainer.num_nodes", t.num_nodes >= 1, "must be >= 1"),
         # 0 would train nothing and export no model; -1 is "no limit"

@@ -55,6 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_epochs": -1,
             "max_time": "00:00:30:00",
             "val_every": "1min",
+            "save_every": "1min",
             "num_workers": 0,
             "checkpoint_every": None,
         },

@@ -55,6 +55,7 @@ def test_cpu_preset_is_tiny_without_augmentation_for_thirty_minutes():
     assert not cpu.augment.enabled and tiny.augment.enabled
     assert cpu.trainer.max_time == "00:00:30:00" and cpu.trainer.max_epochs == -1
     assert val_every(cpu.trainer.val_every) == ("seconds", 60) and cpu.trainer.checkpoint_every is None
+    assert val_every(cpu.trainer.save_every) == ("seconds", 60) and tiny.trainer.save_every == "1"
 
 
 def test_file_then_overrides_in_order(tmp_path):
@@ -107,6 +108,8 @@ def test_saved_config_loads_back_equal_and_is_synced(tmp_path, monkeypatch):
         ({"trainer.val_every": "10 minutes"}, "trainer.val_every"),
         ({"trainer.val_every": "-5"}, "trainer.val_every"),
         ({"trainer.val_every": "5epoch"}, "trainer.val_every"),
+        ({"trainer.save_every": "0"}, "trainer.save_every"),
+        ({"trainer.save_every": "often"}, "trainer.save_every"),
         ({"optim.weight_decay": -1e-6}, "optim.weight_decay"),
         ({"model.init": "xavier"}, "model.init"),
         ({"loss.negatives": "some"}, "loss.negatives"),

@@ -582,3 +582,35 @@ def test_a_second_pretrain_into_a_held_run_directory_is_refused(store, tmp_path)
     with folder_lock(run_dir, "run directory"), pytest.raises(ClmrError, match="another clmr process"):
         pretrain(store, run_dir, config())
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "config.yaml").exists()
+
+
+def _recorded_saves(monkeypatch) -> list[tuple[int, int]]:
+    """(epochs finished, step) at each checkpoint the engine writes."""
+    from clmr.train.engine import Engine
+
+    saves, save = [], Engine.save
+
+    def recording(self, *also):
+        saves.append((self.state["epoch"], self.state["step"]))
+        return save(self, *also)
+
+    monkeypatch.setattr(Engine, "save", recording)
+    return saves
+
+
+def test_save_every_epochs_writes_fewer_checkpoints_and_always_the_last(store, tmp_path, monkeypatch):
+    """--save-every 2: last.ckpt at epochs 2 and 4 and at the end (5), not after every epoch (the cost
+    that grows with the run's history); a run stopped mid-epoch still saves where it stopped."""
+    n = len(clmr.data.Store(store).split_indices("train")) // 4
+    saves = _recorded_saves(monkeypatch)
+    quiet = {"trainer.val_every": "100", "trainer.checkpoint_every": None, "trainer.max_epochs": 5}
+    pretrain(store, tmp_path / "a", config(**quiet, **{"trainer.save_every": "2"}), progress=False)
+    assert saves == [(2, 2 * n), (4, 4 * n), (5, 5 * n)]
+    saves.clear()
+    pretrain(store, tmp_path / "b", config(**quiet), progress=False)  # the default: every epoch
+    assert [epoch for epoch, _ in saves] == [1, 2, 3, 4, 5]
+    saves.clear()
+    stop = {"trainer.save_every": "1h", "trainer.max_steps": n + 1}
+    result = pretrain(store, tmp_path / "c", config(**quiet, **stop), progress=False)
+    assert saves == [(1, n + 1)] and result["steps"] == n + 1
+    assert clmr.load_model(tmp_path / "c").meta["step"] == n + 1

@@ -116,6 +116,7 @@ class Engine:
     def save(self, *also: str) -> None:
         """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
         folder = self.run_dir / CHECKPOINTS
+        self.last_save = (self.state["epoch"], self.state["step"], time.monotonic())
         exported = self.module.export(self._export_meta())
         self.state["clmr_config"] = json.dumps(exported.config(), default=str)
         if not self.fabric.is_global_zero:
@@ -144,12 +145,13 @@ class Engine:
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
-        """Train until max_epochs, max_steps, max_time or early stopping; checkpoint at every epoch end
-        and at a stop inside an epoch."""
+        """Train until max_epochs, max_steps, max_time or early stopping; checkpoint by
+        `trainer.save_every` (and with every named copy) and always at the stop."""
         t = self.config.trainer
         self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
         self.deadline = max_time_seconds(t.max_time)
         self.last_validation = self.started  # a time cadence counts from the start of each invocation
+        self.last_save = (self.state["epoch"], self.state["step"], self.started)
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
         # the sampler's epoch to its own count of passes, which a resumed run does not share
         sampler, batch_size, n_batches = train_loader.sampler, train_loader.batch_size, len(train_loader)
@@ -174,8 +176,9 @@ class Engine:
                     if stopping is not None and stopping.should_stop:
                         break
                 else:
-                    self.save()  # in the middle of the epoch: resumed there
                     break
+            if self.last_save[:2] != (self.state["epoch"], self.state["step"]):
+                self.save()  # the state the run stops in (in the middle of an epoch: resumed there)
         self.wall = time.monotonic() - self.started
 
     def _total_steps(self, n_batches: int) -> int | None:
@@ -285,21 +288,24 @@ class Engine:
             self.log.log(values, state["step"])
 
     def _validation_due(self, epoch: int) -> bool:
-        """Whether the epoch that just ended validates: by `trainer.val_every` (epochs, steps since the
-        last validation, or time since it, agreed on by all processes), and always at the last epoch or
-        step the run is set to reach, so the exported model carries its final valid metrics."""
+        """Whether the epoch that just ended validates: by `trainer.val_every`, and always at the last
+        epoch or step the run is set to reach, so the exported model carries its final valid metrics."""
         t, state = self.config.trainer, self.state
-        unit, amount = val_every(t.val_every)
         last = (t.max_epochs != -1 and epoch + 1 >= t.max_epochs) or (
             t.max_steps != -1 and state["step"] >= t.max_steps
         )
-        if last or unit == "epochs":
-            return last or epoch + 1 - state["valid_epoch"] >= amount
+        since = (state["valid_epoch"], state["valid_step"], self.last_validation)
+        return last or self._due(t.val_every, epoch, since)
+
+    def _due(self, cadence: str, epoch: int, since: tuple[int, int, float]) -> bool:
+        """Whether `cadence` (N epochs, Nsteps or a time) has passed at the end of `epoch` since an event
+        at `since` = (epochs finished, step, monotonic time); a time is agreed on by all processes."""
+        unit, amount = val_every(cadence)
+        if unit == "epochs":
+            return epoch + 1 - since[0] >= amount
         if unit == "steps":
-            return state["step"] - state["valid_step"] >= amount
-        due = torch.tensor(
-            float(time.monotonic() - self.last_validation >= amount), device=self.fabric.device
-        )
+            return self.state["step"] - since[1] >= amount
+        due = torch.tensor(float(time.monotonic() - since[2] >= amount), device=self.fabric.device)
         if self.fabric.world_size > 1:
             due = self.fabric.all_reduce(due, reduce_op="max")
         return bool(due > 0)
@@ -335,7 +341,8 @@ class Engine:
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
         state["history"].append({"epoch": epoch, "step": state["step"], **row})
-        self.save(*also)
+        if also or self._due(self.config.trainer.save_every, epoch, self.last_save):
+            self.save(*also)
         if self.fabric.is_global_zero and self.shown and validated:
             of = f"/{self.config.trainer.max_epochs}" if self.config.trainer.max_epochs != -1 else ""
             shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(named.items()))
