@@ -282,16 +282,21 @@ class _Stop(Exception):
     pass
 
 
-def test_a_resume_after_the_sources_changed_is_refused(tmp_path):
-    src = _source(tmp_path, ("a.wav", "b.wav", "c.wav", "d.wav"))
-    out = tmp_path / "store"
+def _interrupted_preprocess(src, out, at_shard: int) -> None:
+    """Preprocess `src` into `out` and stop it (as a crash would) once shard `at_shard` is written."""
 
     def stop(shard):
-        if shard == 1:
+        if shard == at_shard:
             raise _Stop
 
     with pytest.raises(_Stop):
         preprocess(src, out, shard_bytes=SR, on_shard=stop, **KW)
+
+
+def test_a_resume_after_the_sources_changed_is_refused(tmp_path):
+    src = _source(tmp_path, ("a.wav", "b.wav", "c.wav", "d.wav"))
+    out = tmp_path / "store"
+    _interrupted_preprocess(src, out, at_shard=1)
     _tone(src / "a.wav", 0.75)  # a stored file changes
     with pytest.raises(StoreError, match="source files that changed"):
         preprocess(src, out, shard_bytes=SR, **KW)
@@ -381,19 +386,12 @@ def test_damaged_resume_state_is_redone_or_named(tmp_path):
     src = _source(tmp_path, ("a.wav", "b.wav", "c.wav", "d.wav"))
     clean = preprocess(src, tmp_path / "clean", shard_bytes=SR, **KW)
     out = tmp_path / "store"
-
-    def stop(shard):
-        if shard == 2:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        preprocess(src, out, shard_bytes=SR, on_shard=stop, **KW)
+    _interrupted_preprocess(src, out, at_shard=2)
     (out / ".partial" / "00001.json").write_text("{torn")  # a damaged journal: its shard is redone
     written = []
     store = preprocess(src, out, shard_bytes=SR, on_shard=written.append, **KW)
     assert written == [1, 2, 3] and len(store) == len(clean)
-    with pytest.raises(_Stop):
-        preprocess(src, tmp_path / "again", shard_bytes=SR, on_shard=stop, **KW)
+    _interrupted_preprocess(src, tmp_path / "again", at_shard=2)
     (tmp_path / "again" / ".partial" / "params.json").write_text("[1")
     with pytest.raises(StoreError, match="params.json: unreadable"):
         preprocess(src, tmp_path / "again", shard_bytes=SR, **KW)
