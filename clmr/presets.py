@@ -28,29 +28,28 @@ FINETUNE = {
     },
 }
 
+# A small SampleCNN at 8 kHz (crops of 3^8 = 6,561 samples, 0.82 s) that learns in minutes on a CPU.
+# Pitch shift and reverb are off: on a CPU they cost 2/3 of the step, and in a few hundred steps the
+# full chain does not beat a random encoder's probe while the lighter one does (docs/training.md).
+TINY: dict[str, Any] = {
+    "sample_rate": 8000,
+    "batch_size": 32,
+    "model": {"width": 0.25, "n_blocks": 7, "projection_dim": 64},
+    "augment": {"pitch": 0.0, "reverb": 0.0},
+    "optim": {"lr": 1e-3},
+    "trainer": {"max_epochs": 120, "num_workers": 0, "checkpoint_every": 20, "log_every_n_steps": 20},
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's setting: every default above.
+    # The paper's setting: every default of clmr.config.
     "paper": {},
-    # A small SampleCNN at 8 kHz (crops of 3^8 = 6,561 samples, 0.82 s) that learns in minutes on a CPU.
-    # Pitch shift and reverb are off: on a CPU they cost 2/3 of the step, and in a few hundred steps the
-    # full chain does not beat a random encoder's probe while the lighter one does (docs/training.md).
-    "tiny": {
-        "sample_rate": 8000,
-        "batch_size": 32,
-        "model": {"width": 0.25, "n_blocks": 7, "projection_dim": 64},
-        "augment": {"pitch": 0.0, "reverb": 0.0},
-        "optim": {"lr": 1e-3},
-        "trainer": {"max_epochs": 120, "num_workers": 0, "checkpoint_every": 20, "log_every_n_steps": 20},
-    },
+    "tiny": TINY,
     # `tiny` without the augmentation chain (the two crops of a track are the only views), trained for 30
     # minutes: on real music on 2 CPU cores this is what learns in that budget; the chain's filter step
     # erases the spectral cues a small encoder learns first (docs/realmusic.md has the study).
     "cpu": {
-        "sample_rate": 8000,
-        "batch_size": 32,
-        "model": {"width": 0.25, "n_blocks": 7, "projection_dim": 64},
+        **TINY,
         "augment": {"enabled": False},
-        "optim": {"lr": 1e-3},
         "trainer": {
             "max_epochs": -1,
             "max_time": "00:00:30:00",

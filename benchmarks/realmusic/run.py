@@ -13,6 +13,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 DONE = ".realmusic-done"
@@ -30,7 +31,7 @@ def commands(
     minutes: int,
     seeds: list[int],
     sample_rate: int,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
 ) -> list[list[str]]:
     """The clmr commands still to run (arguments after `clmr`), in order; `overrides` are `KEY=VALUE`
     config settings passed to `clmr pretrain` as `--KEY VALUE`."""

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from clmr.config import load_config
     from clmr.presets import FINETUNE
 
-    recipe = load_config(recipe=FINETUNE)  # the defaults, stated once in clmr.config.FINETUNE
+    recipe = load_config(recipe=FINETUNE)  # the defaults, stated once in clmr.presets.FINETUNE
     for flag, metavar, kind, default, what in (
         ("--lr", "LR", float, recipe.optim.lr, "head learning rate"),
         ("--max-epochs", "N", int, recipe.trainer.max_epochs, "epochs at most"),
