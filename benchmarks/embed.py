@@ -12,7 +12,8 @@ every number measured in this process on the same files:
     python benchmarks/embed.py [--tracks 12] [--seconds 8] [--workers 2] [--device cpu|cuda]
         [--batch-sizes 1,8,32] [--format flac|mp3]
 
-`--device cuda` runs under bf16 autocast. Heavy imports (torch, the model) happen inside main():
+`--device cuda` runs under bf16 autocast; for the GPU target use enough work and workers, e.g.
+`--device cuda --workers 8 --tracks 200 --seconds 30 --batch-sizes 64`. Heavy imports (torch, the model) happen inside main():
 decode workers re-import this script as their main module, and need only the decoder.
 """
 

@@ -126,10 +126,12 @@ def test_a_worker_that_dies_costs_only_the_file_it_was_reading(tmp_path):
 
 def test_bad_workers_option_fails_before_anything_is_written(tmp_path, tiny_model_file, folder, capsys):
     out = tmp_path / "e.parquet"
-    assert main(["embed", str(tiny_model_file), str(folder), "--out", str(out), "--workers", "-1"]) == 2
-    err = capsys.readouterr().err
-    assert "workers must be a whole number >= 0" in err and "Traceback" not in err
-    assert not out.exists()
+    for workers, message in (("-1", "workers must be a whole number >= 0"), ("100000", "at most 256")):
+        argv = ["embed", str(tiny_model_file), str(folder), "--out", str(out), "--workers", workers]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not out.exists()
 
 
 def test_the_worker_module_does_not_import_torch():

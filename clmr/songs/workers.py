@@ -27,6 +27,7 @@ import numpy as np
 
 from clmr.audio import UnreadableAudioError
 from clmr.errors import ClmrError, check_whole
+from clmr.limits import MAX_WORKERS
 from clmr.songs.batch import track_events
 from clmr.songs.crops import CHUNK_CROPS, Song, file_songs
 from clmr.songs.decode import display_name
@@ -34,21 +35,24 @@ from clmr.songs.decode import display_name
 BUFFER_CROPS = 128
 """Crops read ahead per worker (30 MB of float32 at the reference crop length of 59,049 samples)."""
 
-MAX_WORKERS = 8
+DEFAULT_MAX_WORKERS = 8
 """The most decode workers chosen by default."""
 
 
 def default_workers() -> int:
     """Decode workers when the user does not say: one less than the cores this process may use (the
-    main process runs the model), at most `MAX_WORKERS`; 0 (decode in the main process) on one core."""
+    main process runs the model), at most `DEFAULT_MAX_WORKERS`; 0 (decode in the main process) on one
+    core."""
     from clmr.data.preprocessing import usable_cores  # only the main process needs it
 
-    return max(0, min(MAX_WORKERS, usable_cores() - 1))
+    return max(0, min(DEFAULT_MAX_WORKERS, usable_cores() - 1))
 
 
 def check_workers(workers: int) -> None:
-    """A whole number >= 0."""
+    """A whole number from 0 to `clmr.limits.MAX_WORKERS`."""
     check_whole("workers", workers, 0, unit="decode processes")
+    if workers > MAX_WORKERS:
+        raise ClmrError(f"workers must be at most {MAX_WORKERS} (decode processes), got {workers}")
 
 
 def _context() -> mp.context.BaseContext:
