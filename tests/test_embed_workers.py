@@ -138,3 +138,19 @@ def test_the_worker_module_does_not_import_torch():
     code = "import sys, clmr.songs.workers; sys.exit('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+def test_workers_that_cannot_start_stop_the_job_in_one_line(tmp_path):
+    song = tmp_path / "a.wav"
+    sf.write(song, 0.3 * np.ones(SR, np.float32), SR)
+    script = tmp_path / "unguarded.py"  # no `if __name__ == "__main__":`: each worker reruns it and fails
+    script.write_text(
+        "from clmr.songs.workers import decoded_songs\n"
+        f"for key, open_crops in decoded_songs([{str(song)!r}] * 2, {SR}, 1000, workers=1):\n"
+        "    list(open_crops())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "ClmrError: a decode worker process failed to start (exit status 1" in run.stderr
+    assert "__name__ == '__main__'" in run.stderr
