@@ -57,6 +57,10 @@ class AudioError(ClmrError):
         self.detail = detail
         super().__init__(f"{self.path}: {detail}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickled by (path, detail), so that a decode worker process can send it back."""
+        return type(self), (self.path, self.detail)
+
 
 class UnreadableAudioError(AudioError):
     """The file is missing, not audio, truncated or corrupt, or holds non-finite samples."""

@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reference model)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes decoding files ahead of the model (default: one less than the cores, at most "
+        "8; 0: decode in the main process)",
+    )
+    parser.add_argument(
         "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps"
     )
     parser.add_argument(
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         per_crop=args.per_crop,
         progress=not args.quiet,
         hop=args.hop,
+        workers=args.workers,
     )
     print(
         f"{summary.out}: embedded {summary.embedded} tracks ({summary.audio_seconds:,.0f} s of audio, "

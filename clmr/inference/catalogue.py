@@ -27,6 +27,7 @@ from clmr.models.checkpoint import RUN_DIR_MODEL
 from clmr.progress import progress_bar
 from clmr.songs.apply import check_batch_size, embed_files
 from clmr.songs.decode import python_stderr_aside
+from clmr.songs.workers import check_workers, default_workers
 
 EMBEDDING_DEFINITION = "mean of the encoder output h over crops starting every crop_hop_s seconds"
 NOTES_REASON = "decoder-notes"
@@ -142,12 +143,16 @@ def embed_catalogue(
     per_crop: bool = False,
     progress: bool = True,
     hop: float | None = None,
+    workers: int | None = None,
 ) -> CatalogueSummary:
     """Embed every audio file named by `inputs` (files, folders, globs) into the table `out`, its
     format by suffix (`clmr.inference.formats`); crops start every `hop` seconds (default: the crop
     length). Paths already in the table are skipped; unusable ones are listed in `OUT.errors.csv` with
-    their reason, and the job goes on. A second run on the same `out` waits for the first."""
+    their reason, and the job goes on. A second run on the same `out` waits for the first. `workers`:
+    decode processes (`clmr.songs.workers`; None: `default_workers()`, 0: decode in this process)."""
     check_batch_size(batch_size)
+    workers = default_workers() if workers is None else workers
+    check_workers(workers)
     hop_n = hop_samples(hop, model.sample_rate)
     resolve_device(device, model)  # bad options fail before anything is written
     out = Path(out)
@@ -186,7 +191,13 @@ def embed_catalogue(
             progress_bar("embedding", len(todo), enabled=progress, unit="tracks", audio=True) as advance,
         ):
             results = embed_files(
-                model, todo, batch_size=batch_size, device=device, per_crop=per_crop, hop=hop_n
+                model,
+                todo,
+                batch_size=batch_size,
+                device=device,
+                per_crop=per_crop,
+                hop=hop_n,
+                workers=workers,
             )
             for result in results:
                 notes = " | ".join(result.notes)

@@ -23,7 +23,8 @@ from clmr.audio import EmptyAudioError, UnreadableAudioError
 from clmr.devices import resolve_device
 from clmr.errors import ClmrError, check_whole
 from clmr.songs.batch import CropFn, TrackOutput, run_songs
-from clmr.songs.crops import CHUNK_CROPS, Song, array_songs, file_songs
+from clmr.songs.crops import CHUNK_CROPS, Song, array_songs
+from clmr.songs.workers import check_workers, decoded_songs
 
 if TYPE_CHECKING:
     from clmr.models import CLMR
@@ -158,6 +159,7 @@ def embed_files(
     device: str | torch.device | None = None,
     per_crop: bool = False,
     hop: int | None = None,
+    workers: int = 0,
 ) -> Iterator[TrackOutput]:
     """Embed files in batches of crops taken across tracks; one `TrackOutput` per file, in order.
 
@@ -165,8 +167,9 @@ def embed_files(
     `device` None keeps the model where it is; "auto" picks CUDA when available (bf16 autocast there).
     `batch_size` None: see `default_batch_size` (1 on CPU and 64 on GPU for the reference model).
     `hop`: samples between crop starts (default: the crop length, non-overlapping crops).
+    `workers`: processes decoding the files ahead of the model (`clmr.songs.workers`; 0: decode here).
     """
-    return _run_files(model, paths, "embedding", batch_size, device, per_crop, hop)
+    return _run_files(model, paths, "embedding", batch_size, device, per_crop, hop, workers)
 
 
 def tag_files(
@@ -177,14 +180,18 @@ def tag_files(
     device: str | torch.device | None = None,
     per_crop: bool = False,
     hop: int | None = None,
+    workers: int = 0,
 ) -> Iterator[TrackOutput]:
     """Like `embed_files`, but `.mean` holds the song-level class probabilities of the model's head."""
-    return _run_files(model, paths, "probabilities", batch_size, device, per_crop, hop)
+    return _run_files(model, paths, "probabilities", batch_size, device, per_crop, hop, workers)
 
 
-def _run_files(model, paths, output, batch_size, device, per_crop, hop) -> Iterator[TrackOutput]:
-    """`run_model` over audio files cut by the one crop path (chunks of at least a batch of crops)."""
-    songs = file_songs(paths, model.sample_rate, model.crop_length, max(CHUNK_CROPS, batch_size or 0), hop)
+def _run_files(model, paths, output, batch_size, device, per_crop, hop, workers) -> Iterator[TrackOutput]:
+    """`run_model` over audio files cut by the one crop path (chunks of at least a batch of crops),
+    decoded by `workers` processes."""
+    check_workers(workers)
+    chunk = max(CHUNK_CROPS, batch_size or 0)
+    songs = decoded_songs(paths, model.sample_rate, model.crop_length, chunk, hop, workers)
     return run_model(model, songs, output=output, batch_size=batch_size, device=device, per_crop=per_crop)
 
 

@@ -121,7 +121,7 @@ def prefetch(items: Iterator[T], size: int = 4) -> Iterator[T]:
         stop.set()
 
 
-def _events(songs: Iterable[Song]) -> Iterator[tuple[str, int, Any]]:
+def track_events(songs: Iterable[Song]) -> Iterator[tuple[str, int, Any]]:
     """Per track (numbered by `slot`): ("start", slot, key), ("crops", slot, chunk) for each chunk,
     then ("end", slot, (samples, error, notes))."""
     for slot, (key, open_crops) in enumerate(songs):
@@ -150,7 +150,7 @@ def run_songs(
     boundaries; yield one `TrackOutput` per song, in input order, as soon as it is complete (with
     `keep_crops`, also every crop's output). A song whose audio fails comes back with `.error` set."""
     check_whole("batch size", batch_size, unit="crops")
-    events = prefetch(_events(songs)) if threaded else _events(songs)
+    events = prefetch(track_events(songs)) if threaded else track_events(songs)
     order: deque[_Accumulator] = deque()
     accs: dict[int, _Accumulator] = {}
     batch: list[tuple[_Accumulator, np.ndarray]] = []
