@@ -323,3 +323,18 @@ def test_shown_paths_are_relative_to_the_common_folder():
     assert shown_paths(["/m/a/1.ogg"], 40) == ("/m/a", ["1.ogg"])
     assert shown_paths(["/m/1.ogg", "rel/2.ogg"], 40) == ("", ["/m/1.ogg", "rel/2.ogg"])
     assert shown_paths([], 40) == ("", [])
+
+
+def test_user_paths_fold_dotdot_only_where_it_names_the_same_file(tmp_path, monkeypatch):
+    from clmr.inference.paths import absolute, resolved
+
+    tmp_path = tmp_path.resolve()  # the working folder below is reported resolved
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "song.wav").write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert absolute("real/deep/../song.wav") == tmp_path / "real" / "song.wav"  # folded: same file
+    through_link = absolute("link/../song.wav")  # link/.. is real/, not tmp_path: kept as named
+    assert through_link == tmp_path / "link" / ".." / "song.wav"
+    assert resolved(through_link) == tmp_path / "real" / "song.wav"
+    assert absolute("link/x.wav") == tmp_path / "link" / "x.wav"  # a symlinked folder is not resolved
