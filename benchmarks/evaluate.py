@@ -30,11 +30,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    from clmr.data import preprocess, track_crops
+    from clmr.data import preprocess
     from clmr.data.synthetic import generate
     from clmr.evaluate.features import extract
     from clmr.evaluate.probe import Recipe, train_head
     from clmr.models import CLMR, SampleCNN
+    from clmr.songs import track_crops
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

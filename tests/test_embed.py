@@ -250,3 +250,91 @@ def test_sample_rate_applies_only_to_checkpoints_without_a_recorded_rate(tmp_pat
     assert main(["embed", str(reference), more, "--out", str(out), "--sample-rate", "16000", "--quiet"]) == 2
     assert "different sample_rate (8000, now 16000)" in capsys.readouterr().err
     assert len(read_index(out)[0]) == 1
+
+
+def test_embed_keeps_the_paths_the_user_gave_and_drops_second_names(tmp_path, ckpt, music):
+    """Rows name files as the user did (a symlinked folder or file is not replaced by its target);
+    resolving only finds a file named twice, in one run or across runs, and a query by either name."""
+    (tmp_path / "library").symlink_to(music, target_is_directory=True)
+    (tmp_path / "favourite.wav").symlink_to(music / "song0.wav")
+    from clmr.models import load_model
+
+    model = load_model(ckpt)
+    out = tmp_path / "emb.parquet"
+    inputs = [
+        str(tmp_path / "library" / "sub"),
+        str(tmp_path / "favourite.wav"),
+        str(music / "sub" / "song1.flac"),
+    ]
+    summary = embed_catalogue(model, ckpt, inputs, out, progress=False)
+    paths = read_index(out)[0]
+    assert paths == [
+        str(tmp_path / "library" / "sub" / "song1.flac"),
+        str(tmp_path / "library" / "sub" / "song3.ogg"),
+        str(tmp_path / "favourite.wav"),
+    ]
+    assert summary.embedded == 3  # sub/song1.flac was named twice: once under the link, once as itself
+    again = embed_catalogue(model, ckpt, [str(music / "song0.wav"), str(music / "sub")], out, progress=False)
+    assert (again.embedded, again.skipped) == (0, 3)  # the same files under their targets' names
+    index = Index.load(out)
+    assert index.position(music / "song0.wav") == 2 and index.position(tmp_path / "favourite.wav") == 2
+
+
+def test_similar_table_shows_file_names_relative_to_the_shared_folder(tmp_path, ckpt, monkeypatch, capsys):
+    deep = tmp_path / "music" / "soundtracks" / "usr" / "share" / "games" / "a-game-with-a-long-name"
+    (deep / "x").mkdir(parents=True)
+    (deep / "y").mkdir()
+    names = ["x/track07.ogg", "x/track08.ogg", "y/track09_of_a_title_too_long_for_any_terminal_at_all.wav"]
+    for i, name in enumerate(names):
+        write_piece(deep / name, i)
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(ckpt), str(deep), "--out", str(out), "--quiet"]) == 0
+    monkeypatch.setenv("COLUMNS", "50")
+    capsys.readouterr()
+    assert main(["similar", "--index", str(out), str(deep / names[0]), "--k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"in {deep}"  # the folder the neighbours share, whole
+    table = lines[2:]
+    assert all(len(line) <= 50 for line in table), table
+    text = "\n".join(table)
+    assert "x/track07.ogg" in text and "x/track08.ogg" in text  # short enough: relative, whole
+    assert "track09_of_a_t" in text and "terminal_at_all.wav" not in text and "ll.wav" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "shown"),
+    [
+        ("/music/soundtracks/usr/share/games/x/track07.ogg", 20, "…/x/track07.ogg"),
+        ("/music/x/track07.ogg", 20, "/music/x/track07.ogg"),
+        ("/music/x/track07.ogg", 14, "…/track07.ogg"),
+        ("/music/x/track07_long_name.ogg", 12, "track0…e.ogg"),
+    ],
+)
+def test_paths_are_shortened_from_the_left_keeping_the_file_name(text, width, shown):
+    from clmr.inference.display import shorten_left
+
+    assert shorten_left(text, width) == shown and len(shown) <= width
+
+
+def test_shown_paths_are_relative_to_the_common_folder():
+    from clmr.inference.display import shown_paths
+
+    assert shown_paths(["/m/a/x/1.ogg", "/m/a/y/2.ogg"], 40) == ("/m/a", ["x/1.ogg", "y/2.ogg"])
+    assert shown_paths(["/m/a/1.ogg"], 40) == ("/m/a", ["1.ogg"])
+    assert shown_paths(["/m/1.ogg", "rel/2.ogg"], 40) == ("", ["/m/1.ogg", "rel/2.ogg"])
+    assert shown_paths([], 40) == ("", [])
+
+
+def test_user_paths_fold_dotdot_only_where_it_names_the_same_file(tmp_path, monkeypatch):
+    from clmr.inference.paths import absolute, resolved
+
+    tmp_path = tmp_path.resolve()  # the working folder below is reported resolved
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "song.wav").write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert absolute("real/deep/../song.wav") == tmp_path / "real" / "song.wav"  # folded: same file
+    through_link = absolute("link/../song.wav")  # link/.. is real/, not tmp_path: kept as named
+    assert through_link == tmp_path / "link" / ".." / "song.wav"
+    assert resolved(through_link) == tmp_path / "real" / "song.wav"
+    assert absolute("link/x.wav") == tmp_path / "link" / "x.wav"  # a symlinked folder is not resolved

@@ -164,8 +164,8 @@ def test_a_damaged_finetune_state_starts_over_with_a_warning(tmp_path):
 
 def test_finetune_valid_crops_are_the_song_level_crops_extract_cuts(world):
     """The validation loss is over every consecutive crop of the valid tracks, as `extract` cuts them."""
-    from clmr.data import track_crops
     from clmr.evaluate.finetuning import SongCrops
+    from clmr.songs import track_crops
 
     store = world["store"]
     valid = store.split_indices("valid")

@@ -119,8 +119,75 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_models_do_not_depend_on_inference_or_evaluation():
     graph = import_graph()
     below = reachable(graph, "clmr.models")
-    assert "clmr.songs.apply" in below  # CLMR.embed_file delegates to the song-level path
-    assert not {m for m in below if m.startswith(("clmr.inference", "clmr.evaluate", "clmr.hear"))}
+    assert "clmr.models.samplecnn" in below
+    assert not {
+        m for m in below if m.startswith(("clmr.songs", "clmr.inference", "clmr.evaluate", "clmr.hear"))
+    }
+
+
+LOWER = ("models/**/*.py", "augment/**/*.py", "losses.py", "data/**/*.py", "audio*.py")
+"""The layers below the song-level path, training, evaluation and the command line (globs under clmr/)."""
+UPPER = ("clmr.songs", "clmr.train", "clmr.evaluate", "clmr.cli")
+
+
+def named_modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module a file names anywhere: import statements at any depth (functions and `if
+    TYPE_CHECKING:` blocks included; relative ones resolved; `from a import b` also gives `a.b`) and
+    string constants that are whole dotted `clmr.` names (lazy-import tables, `import_module` calls)."""
+    name = module_name(path, root)
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if text.startswith("clmr.") and all(part.isidentifier() for part in text.split(".")):
+                found.add(text)
+    return found
+
+
+def upward_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """file (relative to the package's parent) -> the upper-layer modules it names, for the lower layers."""
+    out = {}
+    for pattern in LOWER:
+        for path in sorted(root.glob(pattern)):
+            bad = {
+                m for m in named_modules(path, root) if any(m == u or m.startswith(u + ".") for u in UPPER)
+            }
+            if bad:
+                out[str(path.relative_to(root.parent))] = bad
+    return out
+
+
+def test_lower_layers_never_import_upper_ones():
+    """Models, augmentations, the loss, data and audio know nothing of songs, training, evaluation or the
+    CLI, not even for type hints or inside a function: the layers import downwards only."""
+    assert len(list(ROOT.glob("models/**/*.py"))) > 5 and (ROOT / "losses.py").exists()
+    assert upward_imports() == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from clmr.songs import apply\n",
+        "def f():\n    import clmr.train.engine\n",
+        "from ..evaluate import probe\n",
+        "from clmr import cli\n",
+        "import importlib\nLAZY = {'x': 'clmr.songs.apply'}\n",
+    ],
+)
+def test_the_layer_check_finds_every_kind_of_upward_import(tmp_path, text):
+    root = _package(tmp_path, {"clmr.__init__": "", "clmr.models.__init__": "", "clmr.models.net": text})
+    (root / "losses.py").write_text("from clmr.models import net\n'clmr.songs is above this module'\n")
+    assert list(upward_imports(root)) == ["clmr/models/net.py"]
 
 
 def _package(tmp_path: Path, modules: dict[str, str]) -> Path:

@@ -1,5 +1,5 @@
 """clmr.inference: protocol crops, streamed files equal in-memory audio, batching across tracks, a
-trained tiny model separates pieces, tagging, and the Python API on CLMR."""
+trained tiny model separates pieces, tagging, and the top-level Python API (`clmr.embed_file(model, ...)`)."""
 
 import numpy as np
 import pytest
@@ -89,7 +89,7 @@ def test_embed_audio_resamples_to_the_model_rate():
     np.testing.assert_allclose(embed_audio(model, x16, 16000), embed_audio(model, x8, SR), atol=1e-5)
     per_crop = embed_audio(model, x8, SR, per_crop=True)
     assert per_crop.shape == (len(x8) // model.crop_length, model.embedding_dim)
-    np.testing.assert_allclose(per_crop.mean(axis=0), model.embed_audio(x8, SR), atol=1e-5)
+    np.testing.assert_allclose(per_crop.mean(axis=0), embed_audio(model, x8, SR), atol=1e-5)
 
 
 def test_batching_across_tracks_equals_one_track_at_a_time(tmp_path):
@@ -132,9 +132,24 @@ def test_tag_file_means_crop_probabilities(tmp_path):
         top = tag_file(model, path, top=4)
         assert [name for name, _ in top] == [tags[i] for i in np.argsort(-expected)[:4]]
         np.testing.assert_allclose([p for _, p in top], np.sort(expected)[::-1][:4], atol=1e-5)
-        assert model.tag_file(path, top=2) == top[:2]
+        assert tag_file(model, path, top=2) == top[:2]
     with pytest.raises(ValueError, match="no classification head"):
         tag_file(tiny(), path)
+
+
+def test_the_top_level_api_is_the_song_level_path(tmp_path):
+    """`clmr.embed_file(model, path)` and friends are `clmr.songs`'s functions; the model class offers
+    only crop-level work (`embed`, `classify`), so `clmr.models` needs nothing above it."""
+    import clmr.songs
+
+    for name in ("embed_audio", "embed_file", "embed_files", "tag_file", "tag_files", "top_tags"):
+        assert getattr(clmr, name) is getattr(clmr.songs, name) and name in clmr.__all__
+        assert not hasattr(CLMR, name)
+    path = tmp_path / "song.wav"
+    sf.write(path, piece(3, 1.0), SR)
+    model = tiny(Head("linear", 32, 3), tags=["a", "b", "c"])
+    assert clmr.embed_file(model, path).shape == (model.embedding_dim,)
+    assert sorted(tag for tag, _ in clmr.tag_file(model, path, top=3)) == ["a", "b", "c"]
 
 
 def test_unusable_files_raise_typed_errors(tmp_path):
@@ -142,9 +157,9 @@ def test_unusable_files_raise_typed_errors(tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(2000, np.float32), SR)
     with pytest.raises(clmr.audio.SilentAudioError, match="silent.wav"):
-        model.embed_file(silent)
+        embed_file(model, silent)
     with pytest.raises(clmr.audio.UnreadableAudioError, match="no such file"):
-        model.embed_file(tmp_path / "missing.wav")
+        embed_file(model, tmp_path / "missing.wav")
 
 
 def test_threaded_decoding_gives_the_same_rows_and_reraises(tmp_path):
@@ -257,7 +272,7 @@ def test_embed_audio_takes_channels_first_or_last_and_refuses_ambiguous_shapes(t
     sf.write(path, stereo_last, SR, subtype="FLOAT")
     read, rate = sf.read(path, dtype="float32")
     assert read.shape == (len(left), 2)
-    np.testing.assert_allclose(model.embed_audio(read, rate), mono, atol=1e-5)
+    np.testing.assert_allclose(embed_audio(model, read, rate), mono, atol=1e-5)
     np.testing.assert_allclose(embed_audio(model, stereo_last.T, SR), mono, atol=1e-5)  # (C, T)
     np.testing.assert_allclose(embed_audio(model, torch.from_numpy(stereo_last), SR), mono, atol=1e-5)
     np.testing.assert_allclose(embed_audio(model, left[:, None], SR), embed_audio(model, left, SR), atol=1e-5)

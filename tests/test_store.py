@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from clmr.data import ContrastivePairs, LabelledCrops, Store, StoreError, preprocess, track_crops
+from clmr.data import ContrastivePairs, LabelledCrops, Store, StoreError, preprocess
+from clmr.songs import track_crops
 
 SR = 8000
 

@@ -2,7 +2,9 @@
 
 QUERY is a track already in the table, or any audio file, which is embedded on the fly with the
 table's checkpoint (recorded in its metadata; --checkpoint if it has moved). Scores are cosine
-similarities of embeddings centred on the table's mean embedding (--whiten: also whitened)."""
+similarities of embeddings centred on the table's mean embedding (--whiten: also whitened). The table
+shows paths relative to the folder the neighbours share (printed above it), cut from the left to fit
+the terminal so that file names stay whole; --json gives the whole paths."""
 
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from clmr.inference.display import shown_paths
     from clmr.inference.similar import Index, check_k
 
     check_k(args.k)
@@ -60,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     console.print(f"nearest to [bold]{escape(str(args.query))}[/bold]", soft_wrap=True)  # unwrapped
+    scores = [f"{score:.4f}" for _, score in hits]
+    # 3 columns: 4 borders and 2 spaces of padding each; the path gets what the others leave
+    others = 10 + len(str(len(hits))) + max([len("cosine"), *map(len, scores)])
+    folder, names = shown_paths([path for path, _ in hits], max(console.width - others, 16))
+    if folder:
+        console.print(f"in {escape(folder)}", soft_wrap=True)
     table = Table()
     table.add_column("#", justify="right")
-    table.add_column("path")
+    table.add_column("path", no_wrap=True)
     table.add_column("cosine", justify="right")
-    for rank, (path, score) in enumerate(hits, 1):
-        table.add_row(str(rank), escape(path), f"{score:.4f}")
+    for rank, (name, score) in enumerate(zip(names, scores, strict=True), 1):
+        table.add_row(str(rank), escape(name), score)
     console.print(table)
     return 0

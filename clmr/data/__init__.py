@@ -1,8 +1,8 @@
 """Datasets, preprocessing into the memory-mapped store, and the training views over it.
 
-The torch views (`ContrastivePairs`, `LabelledCrops`) and `track_crops` (a store track's song-level
-crops, from `clmr.songs`) load on first use, so that generating or preprocessing data (and
-`clmr --help`) does not import torch.
+The torch views (`ContrastivePairs`, `LabelledCrops`) load on first use, so that generating or
+preprocessing data (and `clmr --help`) does not import torch. A store track's song-level crops are
+`clmr.songs.track_crops` (the layer above this one).
 """
 
 import importlib
@@ -14,7 +14,6 @@ from clmr.data.store import Store, StoreError
 _LAZY = {
     "ContrastivePairs": "clmr.data.views",
     "LabelledCrops": "clmr.data.views",
-    "track_crops": "clmr.songs.crops",
 }
 
 
@@ -32,5 +31,4 @@ __all__ = [
     "Store",
     "StoreError",
     "preprocess",
-    "track_crops",
 ]

@@ -20,7 +20,7 @@ from clmr.audio import UNSUPPORTED_DETAIL
 from clmr.devices import resolve_device
 from clmr.errors import ClmrError
 from clmr.evaluate.features import file_fingerprint
-from clmr.inference.paths import Inputs, find_audio
+from clmr.inference.paths import Inputs, find_audio, resolved
 from clmr.inference.table import EmbeddingWriter
 from clmr.models import CLMR
 from clmr.models.checkpoint import RUN_DIR_MODEL
@@ -147,9 +147,11 @@ def embed_catalogue(
 ) -> CatalogueSummary:
     """Embed every audio file named by `inputs` (files, folders, globs) into the table `out`, its
     format by suffix (`clmr.inference.formats`); crops start every `hop` seconds (default: the crop
-    length). Paths already in the table are skipped; unusable ones are listed in `OUT.errors.csv` with
-    their reason, and the job goes on. A second run on the same `out` waits for the first. `workers`:
-    decode processes (`clmr.songs.workers`; None: `default_workers()`, 0: decode in this process)."""
+    length). Rows keep the paths the user gave (absolute, symlinks not resolved). Files already in the
+    table, under that name or another one (a symlink to them), are skipped; unusable ones are listed in
+    `OUT.errors.csv` with their reason, and the job goes on. A second run on the same `out` waits for
+    the first. `workers`: decode processes (`clmr.songs.workers`; None: `default_workers()`, 0: decode
+    in this process)."""
     check_batch_size(batch_size)
     workers = default_workers() if workers is None else workers
     check_workers(workers)
@@ -183,6 +185,9 @@ def embed_catalogue(
     for path, reason in found.problems:
         errors.add(path, "unreadable", reason)
     todo = [str(f) for f in files if str(f) not in writer.done]
+    if todo and writer.done:  # another name of a file already in the table (a symlink, its target)
+        targets = {resolved(p) for p in writer.done}
+        todo = [f for f in todo if resolved(f) not in targets]
     summary.skipped = len(files) - len(todo)
     start = time.monotonic()
     try:

@@ -1,6 +1,7 @@
 """Expand the command line's audio inputs (files, folders searched recursively, glob patterns) into
 regular audio files, listing what cannot be used (missing inputs, undecodable formats, unreadable
-folders, FIFOs, symlink loops) instead of stopping or hanging on it."""
+folders, FIFOs, symlink loops) instead of stopping or hanging on it. Files keep the names the user
+gave (a symlink is listed under its own name); targets are resolved only to drop duplicates."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from clmr.songs.decode import display_name
 
 @dataclass
 class Inputs:
-    """What the command line's inputs name: audio files (absolute, in order), inputs that matched
-    nothing, files of audio formats clmr cannot decode (e.g. .m4a), and (path, reason) of entries that
-    cannot be read (an unreadable folder, a FIFO, a symlink loop)."""
+    """What the command line's inputs name: audio files (absolute, symlinks not resolved, in order),
+    inputs that matched nothing, files of audio formats clmr cannot decode (e.g. .m4a), and (path,
+    reason) of entries that cannot be read (an unreadable folder, a FIFO, a symlink loop)."""
 
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -43,12 +44,22 @@ def _kind(path: Path) -> tuple[str, str]:
     return "problem", "not a regular file (a FIFO, device or socket is never read)"
 
 
-def _absolute(path: Path) -> Path:
-    """`path` made absolute with its symlinks resolved where possible (a loop keeps its own name)."""
+def resolved(path: str | os.PathLike) -> Path:
+    """`path` expanded and made absolute with its symlinks resolved where possible (a loop keeps its
+    own name): the file itself, to tell that two names are one file."""
+    path = Path(path).expanduser()
     try:
         return path.resolve()
     except (OSError, RuntimeError):
         return Path(os.path.abspath(path))
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """`path` expanded and made absolute as the user named it: symlinks kept; `..` folded unless it
+    follows a symlinked folder (where folding it by name would point at another file)."""
+    path = Path(path).expanduser().absolute()
+    folded = Path(os.path.normpath(path))
+    return folded if folded == path or resolved(folded) == resolved(path) else path
 
 
 class _Walk:
@@ -88,10 +99,11 @@ def find_audio(inputs: Iterable[str]) -> Inputs:
     A named file is kept whatever its extension (the decoder judges it) unless its audio format is one
     clmr cannot decode (listed as `unsupported`); folders contribute their audio files (by extension,
     recursively); anything else is a glob pattern (`**` recursive). Order follows the inputs, files
-    within a folder or pattern sorted; duplicates are dropped.
+    within a folder or pattern sorted; paths are absolute but keep the user's names (a symlink stays a
+    symlink); a second name of a file already found (a symlink to it, another route to it) is dropped.
     """
-    found: dict[Path, None] = {}
-    unsupported: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # resolved -> the first name it was found under
+    unsupported: dict[Path, Path] = {}
     problems: dict[str, str] = {}
     missing: list[str] = []
     for item in inputs:
@@ -110,7 +122,10 @@ def find_audio(inputs: Iterable[str]) -> Inputs:
                     walk.entry(Path(hit), named=True)
         if not walk.audio and not walk.odd and not walk.problems:
             missing.append(item)
-        found.update((_absolute(m), None) for m in walk.audio)
-        unsupported.update((_absolute(p), None) for p in walk.odd)
+        for name in walk.audio:
+            found.setdefault(resolved(name), absolute(name))
+        for name in walk.odd:
+            unsupported.setdefault(resolved(name), absolute(name))
         problems.update(walk.problems)
-    return Inputs(list(found), missing, [p for p in unsupported if p not in found], list(problems.items()))
+    odd = [p for key, p in unsupported.items() if key not in found]
+    return Inputs(list(found.values()), missing, odd, list(problems.items()))

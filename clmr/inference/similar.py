@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from clmr.devices import resolve_device
 from clmr.errors import ClmrError, check_whole
 from clmr.inference.catalogue import checkpoint_metadata
+from clmr.inference.paths import absolute, resolved
 from clmr.inference.table import read_index
 from clmr.models import CLMR, load_model
 from clmr.songs.apply import embed_files
@@ -58,12 +60,22 @@ class Index:
         return normalise(x)
 
     def position(self, query: str | os.PathLike) -> int | None:
-        """Row of `query` (as given or resolved to an absolute path), or None when not in the index."""
-        lookup = {p: i for i, p in enumerate(self.paths)}
-        for key in (str(query), absolute(query)):
-            if key in lookup:
-                return lookup[key]
-        return None
+        """Row of `query` (by name as given or made absolute, else the row of the same file under
+        another name, e.g. a symlink to it), or None when not in the index."""
+        for key in (str(query), str(absolute(query))):
+            if key in self._rows:
+                return self._rows[key]
+        return self._files.get(resolved(query))
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {p: i for i, p in reversed(list(enumerate(self.paths)))}
+
+    @cached_property
+    def _files(self) -> dict[Path, int]:
+        """Row of each stored path's file, symlinks resolved (first row wins); built on the first query
+        not found by name."""
+        return {resolved(p): i for i, p in reversed(list(enumerate(self.paths)))}
 
     def neighbours(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
         """The `k` (path, cosine similarity) pairs closest to the raw embedding `vector`, most similar
@@ -132,14 +144,6 @@ def whitening_matrix(centred: np.ndarray) -> np.ndarray:
     values = np.clip(values, 0, None)
     shrink = values.mean() or 1.0
     return (vectors / np.sqrt(values + shrink)) @ vectors.T
-
-
-def absolute(path: str | os.PathLike) -> str:
-    """`path` expanded and made absolute, symlinks resolved where possible (a loop keeps its name)."""
-    try:
-        return str(Path(path).expanduser().resolve())
-    except (OSError, RuntimeError):
-        return os.path.abspath(Path(path).expanduser())
 
 
 def check_k(k: int) -> None:

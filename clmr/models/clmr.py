@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 import clmr.models.checks as checks
 from clmr.models.heads import Head, Projector
 from clmr.models.samplecnn import SampleCNN
-from clmr.songs import apply
 
 TASKS = ("multilabel", "multiclass")
 
@@ -36,8 +33,9 @@ class CLMR(nn.Module):
 
     `embed(x)` gives the representation h used downstream; `project(h)` the contrastive z;
     `classify(x)` head logits. A supervised SampleCNN (with `fc`) given without a head is split: `fc`
-    becomes a linear head, so that `embed` always gives h. Tag names, sample rate and crop length are kept so that a saved model
-    can be used on new audio without reconstructing anything by hand.
+    becomes a linear head, so that `embed` always gives h. Tag names, sample rate and crop length are
+    kept so that a saved model can be used on new audio without reconstructing anything by hand. Songs,
+    files and devices are the layer above (`clmr.embed_file(model, path)`, `clmr.tag_file`, `clmr.songs`).
     """
 
     def __init__(
@@ -149,16 +147,3 @@ class CLMR(nn.Module):
             task=config.get("task"),
             meta=config.get("meta"),
         )
-
-    # Using a trained model on audio: the song-level path of clmr.songs (re-exported by clmr.inference).
-    def embed_audio(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, **kwargs: Any) -> np.ndarray:
-        """Song embedding (embedding_dim,) of a mono waveform at any sample rate: mean of its crops' h."""
-        return apply.embed_audio(self, waveform, sample_rate, **kwargs)
-
-    def embed_file(self, path: str | Path, **kwargs: Any) -> np.ndarray:
-        """Song embedding (embedding_dim,) of an audio file."""
-        return apply.embed_file(self, path, **kwargs)
-
-    def tag_file(self, path: str | Path, top: int = 10, **kwargs: Any) -> list[tuple[str, float]]:
-        """The `top` (tag, probability) pairs of a song, mean over its crops."""
-        return apply.tag_file(self, path, top=top, **kwargs)

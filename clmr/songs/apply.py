@@ -4,8 +4,9 @@ the one song-level path (`clmr.songs.crops` cut, `clmr.songs.batch` batches).
 A song's embedding is the mean of h over its consecutive non-overlapping crops (the evaluation
 protocol); its tag probabilities are the mean over crops of the sigmoid (multi-label) or softmax
 (multi-class) of the head's logits. Files are read block by block, so memory does not grow with
-track length. The model is only used through its methods (`embed`, `head`, `crop_length`,
-`sample_rate`), so `clmr.models` can delegate its convenience methods here without an import circle.
+track length. This is the layer above `clmr.models`: the model is only used through its crop-level
+methods and attributes (`embed`, `head`, `crop_length`, `sample_rate`), and the model class knows
+nothing of songs, files or devices (`clmr.embed_file(model, path)` is this module's function).
 """
 
 from __future__ import annotations
