@@ -124,6 +124,7 @@ class TrainerConfig:
         None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
     )
     deterministic: bool = key(False, "deterministic kernels where torch has them (slower on GPU)")
+    compile: bool = key(False, "torch.compile the encoder and projector (faster steps after a warm-up)")
 
 
 @dataclass
