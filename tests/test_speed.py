@@ -134,3 +134,19 @@ def test_adam_is_fused_on_cuda():
     module = ContrastiveModule(config(), 3, "multilabel").cuda()
     optimizer, _ = build_optimizer(module, module.config)
     assert optimizer.defaults["fused"] is True
+
+
+def test_loader_workers_are_sized_from_the_cores_and_the_device(monkeypatch):
+    """CPU: at most 4, a core left to training (as before); feeding a GPU: up to 8; several training
+    processes on one machine share its cores."""
+    import os
+
+    from clmr.train.data import default_workers
+
+    for cores, cpu, gpu, gpu_of_4 in ((1, 0, 0, 0), (2, 1, 1, 0), (16, 4, 8, 3), (64, 4, 8, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert (default_workers(), default_workers(gpu=True), default_workers(True, 4)) == (
+            cpu,
+            gpu,
+            gpu_of_4,
+        )
