@@ -150,3 +150,31 @@ def test_loader_workers_are_sized_from_the_cores_and_the_device(monkeypatch):
             gpu,
             gpu_of_4,
         )
+
+
+def test_step_values_read_in_order_stop_at_a_non_finite_loss_and_pace_the_display(monkeypatch):
+    from clmr.train import speed
+
+    values = StepValues()
+    assert values.read() == [] and not values.due_for_display()
+    for step, loss in enumerate((2.0, 1.5)):
+        values.add(
+            step,
+            0,
+            torch.tensor(loss),
+            {"train/loss": torch.tensor(loss), "train/probe_loss": torch.tensor(0.5)},
+        )
+    assert values.due_for_display()  # nothing read yet
+    assert values.read() == [
+        {"train/loss": 2.0, "train/probe_loss": 0.5},
+        {"train/loss": 1.5, "train/probe_loss": 0.5},
+    ]
+    values.add(2, 1, torch.tensor(1.0), {"train/loss": torch.tensor(1.0)})
+    assert not values.due_for_display()  # read less than STATUS_READ_S ago
+    monkeypatch.setattr(speed, "STATUS_READ_S", 0.0)
+    assert values.due_for_display()
+    values.add(3, 1, torch.tensor(float("inf")), {"train/loss": torch.tensor(float("inf"))})
+    values.add(4, 1, torch.tensor(float("nan")), {"train/loss": torch.tensor(float("nan"))})
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf at step 3 \(epoch 1\)"):
+        values.read()
+    assert values.rows == []  # the rows are consumed: nothing is read twice
