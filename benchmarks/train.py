@@ -117,7 +117,10 @@ class PhaseTimer:
 
     def on_train_batch_end(self, engine, batch) -> None:
         step = engine.state["step"] - 1  # the step just done
-        if self._phased(step):
+        if step == self.warmup - 1:  # the first phase-timed step's data wait counts from here
+            self.sync()
+            self._last_end = time.perf_counter()
+        elif self._phased(step):
             self.sync()
             now = time.perf_counter()
             if self._last_end is not None:  # a step counts when its data wait is known
@@ -226,14 +229,16 @@ def main() -> None:
                 for batch in args.batch:
                     for compiled in modes:
                         run = root / f"run-{preset}-{precision}-{batch}-{int(compiled)}"
-                        m = measure(stores[c.sample_rate], preset, batch, precision, compiled, args, run)
+                        label = f"{preset} {precision} batch {batch} {'compiled' if compiled else 'eager'}"
+                        try:
+                            m = measure(stores[c.sample_rate], preset, batch, precision, compiled, args, run)
+                        except Exception as err:  # a row that cannot run (e.g. no compiler) is reported
+                            first = (str(err).strip().splitlines() or [""])[0][:300]
+                            print(f"{label}: failed: {type(err).__name__}: {first}", flush=True)
+                            continue
                         m["mfu"] = m["pairs_per_s"] * flops / peak if peak else None
                         rows.append((preset, precision, batch, compiled, m))
-                        print(
-                            f"{preset} {precision} batch {batch} {'compiled' if compiled else 'eager'}: "
-                            f"{m['pairs_per_s']:.1f} pairs/s",
-                            flush=True,
-                        )
+                        print(f"{label}: {m['pairs_per_s']:.1f} pairs/s", flush=True)
 
     print(
         f"\ntraining step breakdown on {name} (torch threads: {torch.get_num_threads()}; {args.warmup} warm-up, "
