@@ -113,7 +113,7 @@ class TrainerConfig:
     max_epochs: int = key(10000, "stop after this many epochs (-1: no limit)")
     max_steps: int = key(-1, "stop after this many steps (-1: no limit)")
     max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
-    num_workers: int | None = key(None, "data loader workers (none: one less than the cores, at most 4)")
+    num_workers: int | None = key(None, "data loader workers (none: from the cores, at most 4; 8 for GPUs)")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
     save_every: str = key(
         "1", "write last.ckpt and model.safetensors every N epochs, Nsteps or a time (1min)"
@@ -124,6 +124,7 @@ class TrainerConfig:
         None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
     )
     deterministic: bool = key(False, "deterministic kernels where torch has them (slower on GPU)")
+    compile: bool = key(False, "torch.compile the encoder and projector (faster steps after a warm-up)")
 
 
 @dataclass

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from clmr.config import Config, val_every
-from clmr.errors import TrainingError
 from clmr.files import atomic_path
 from clmr.models import save_model
 from clmr.progress import progress_bar
 from clmr.train.metrics import metric_name, probe_metric
 from clmr.train.modules import build_optimizer, mix_seed
+from clmr.train.speed import StepValues
 from clmr.train.stopping import EarlyStopping
 
 if TYPE_CHECKING:
@@ -52,10 +52,6 @@ def max_time_seconds(max_time: str | None) -> float | None:
         return None
     days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
     return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
-
-
-class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite; training stops before another checkpoint is written."""
 
 
 class Engine:
@@ -105,6 +101,7 @@ class Engine:
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
         }
         self.run_totals = {"wait": 0.0, "busy": 0.0, "items": 0, "valid": 0.0}
+        self.values = StepValues()  # the steps' values on the device, read once per log interval
 
     # -- checkpoints -------------------------------------------------------------------------------
     def restore(self, path: Path) -> None:
@@ -115,6 +112,7 @@ class Engine:
 
     def save(self, *also: str) -> None:
         """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
+        self._read_values()  # a non-finite loss of any step since the last read stops before the write
         folder = self.run_dir / CHECKPOINTS
         self.last_save = (self.state["epoch"], self.state["step"], time.monotonic())
         exported = self.module.export(self._export_meta())
@@ -193,6 +191,8 @@ class Engine:
         """The progress display's own figures: epoch (counted from 1), last loss, pairs/s of the steps."""
         t, r = self.config.trainer, self.run_totals
         of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+        if self.values.due_for_display():
+            self._read_values()
         loss = getattr(self, "last_loss", None)
         rate = r["items"] / (r["wait"] + r["busy"]) if r["items"] else None
         return ", ".join(
@@ -209,14 +209,11 @@ class Engine:
             return True
         if self.deadline is None:
             return False
-        over = torch.tensor(
-            float(time.monotonic() - self.started >= self.deadline), device=self.fabric.device
-        )
-        return (
-            bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
-            if self.fabric.world_size > 1
-            else bool(over)
-        )
+        over = time.monotonic() - self.started >= self.deadline
+        if self.fabric.world_size == 1:
+            return over  # no device tensor: reading one back would wait for the device every step
+        flag = torch.tensor(float(over), device=self.fabric.device)
+        return bool(self.fabric.all_reduce(flag, reduce_op="max") > 0)
 
     def _call(self, hook: str, *args) -> None:
         for h in self.hooks:
@@ -229,6 +226,7 @@ class Engine:
         world = fabric.world_size
         self.model.train()
         timing = {"wait": 0.0, "busy": 0.0, "items": 0}
+        since_log = {"wait": 0.0, "busy": 0.0, "items": 0}  # the steps since the last log row
         last_end = time.perf_counter()
         for batch in loader:
             batch = fabric.to_device(batch)
@@ -237,35 +235,29 @@ class Engine:
             torch.manual_seed(mix_seed(self.config.seed, fabric.global_rank, epoch, state["step"]))
             with fabric.autocast():
                 loss, values = self.model.training_step(batch, state["step"], fabric.global_rank)
-            total, *logged = torch.stack([loss.detach(), *values.values()]).float().tolist()  # one sync
-            numbers = dict(zip(values, logged, strict=True))
-            if not math.isfinite(total):
-                raise NonFiniteLossError(
-                    f"the training loss is {numbers['train/loss']} at step {state['step']} (epoch {epoch}); "
-                    "stopped without writing a checkpoint: the last good one is kept. Try a lower "
-                    "--optim.lr or --precision 32-true."
-                )
+            self.values.add(state["step"], epoch, loss, values)  # checked when read (no wait here)
             fabric.backward(loss)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["batch"] += 1
-            for name, value in numbers.items():
-                state["totals"][name] = state["totals"].get(name, 0.0) + value
+            numbers = self._read_values() if state["step"] % every == 0 else None  # waits for the device
             now = time.perf_counter()
             items = batch[0].shape[0] * world
-            for totals in (timing, self.run_totals):
+            for totals in (timing, self.run_totals, since_log):
                 totals["wait"] += start - last_end
                 totals["busy"] += now - start
                 totals["items"] += items
             self._call("on_train_batch_end", batch)
-            self.last_loss = numbers["train/loss"]
-            if state["step"] % every == 0:
-                self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
+            if numbers is not None:
+                spent = since_log["wait"] + since_log["busy"]
+                self._log_step(numbers, since_log["items"] / max(spent, 1e-9), start - last_end)
+                since_log = dict.fromkeys(since_log, 0)
             self.advance(1)
             last_end = time.perf_counter()
             if self._limit_reached() and state["batch"] < n_batches:
                 return True
+        self._read_values()  # the epoch's totals are complete before the epoch ends
         total = timing["wait"] + timing["busy"]
         if total > 0:
             self.epoch_perf = {
@@ -273,6 +265,16 @@ class Engine:
                 "perf/data_wait_share": timing["wait"] / total,
             }
         return False
+
+    def _read_values(self) -> dict[str, float] | None:
+        """The pending steps' values, read in one transfer, into the epoch's totals and the shown loss (the
+        last step's, or None); a non-finite loss stops here, and every save reads first."""
+        numbers = None
+        for numbers in self.values.read():
+            for name, value in numbers.items():
+                self.state["totals"][name] = self.state["totals"].get(name, 0.0) + value
+            self.last_loss = numbers["train/loss"]
+        return numbers
 
     def _log_step(self, numbers: dict[str, float], pairs_per_s: float, wait: float) -> None:
         state = self.state

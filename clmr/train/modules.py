@@ -19,6 +19,7 @@ from clmr.losses import nt_xent
 from clmr.models import CLMR, Projector, SampleCNN
 from clmr.models.clmr import split_classifier
 from clmr.train.metrics import label_loss
+from clmr.train.speed import compile_parts
 
 VALID_STREAM = 1  # keeps validation augmentation draws apart from training ones
 
@@ -54,6 +55,8 @@ class ContrastiveModule(nn.Module):
 
             self.augment = Chain(sample_rate=config.sample_rate, **config.augment.chain_overrides())
         self.probe = nn.Linear(dim, n_classes) if (config.probe and n_classes and task) else None
+        # the training step's encoder and projector, compiled with `trainer.compile`; plain dict: unregistered
+        self.compiled = compile_parts(self, ("encoder", "projector")) if config.trainer.compile else {}
 
     def _views(self, x_i: torch.Tensor, x_j: torch.Tensor, key: tuple[int, ...]):
         """Augment both views on their device in float32 with a generator keyed by (seed, rank, stream, index)."""
@@ -66,16 +69,19 @@ class ContrastiveModule(nn.Module):
                 x_j.float(), generator=generator
             )
 
-    def _contrastive(self, x_i: torch.Tensor, x_j: torch.Tensor):
-        h_i, h_j = self.encoder(x_i), self.encoder(x_j)
+    def _contrastive(self, x_i: torch.Tensor, x_j: torch.Tensor, compiled: bool = False):
+        """NT-Xent of the two views and their h; `compiled`: through the compiled parts, if any."""
+        parts = self.compiled if compiled else {}
+        encoder, projector = parts.get("encoder", self.encoder), parts.get("projector", self.projector)
+        h_i, h_j = encoder(x_i), encoder(x_j)
         gather = self.config.loss.negatives == "global"
-        loss = nt_xent(self.projector(h_i), self.projector(h_j), self.config.loss.temperature, gather=gather)
+        loss = nt_xent(projector(h_i), projector(h_j), self.config.loss.temperature, gather=gather)
         return loss, h_i, h_j
 
     def training_step(self, batch, step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and the values to log."""
         x_i, x_j = self._views(batch[0], batch[1], (rank, 0, step))
-        loss, h_i, h_j = self._contrastive(x_i, x_j)
+        loss, h_i, h_j = self._contrastive(x_i, x_j, compiled=True)
         if self.probe is None:
             return loss, {"train/loss": loss.detach()}
         targets = torch.cat([batch[2], batch[2]])
@@ -117,10 +123,11 @@ class SupervisedModule(nn.Module):
         super().__init__()
         self.config, self.task, self.tags = config, task, tags
         self.encoder = _encoder(config, n_classes)
+        self.compiled = compile_parts(self, ("encoder",)) if config.trainer.compile else {}
 
     def training_step(self, batch, step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The label loss of one crop per track."""
-        loss = label_loss(self.encoder(batch[0]), batch[1], self.task)
+        loss = label_loss(self.compiled.get("encoder", self.encoder)(batch[0]), batch[1], self.task)
         return loss, {"train/loss": loss.detach()}
 
     def validation_step(self, batch, index: int, rank: int):
@@ -146,7 +153,8 @@ class SupervisedModule(nn.Module):
 
 
 def build_optimizer(module: nn.Module, config: Config):
-    """The config's optimiser over the module's groups, and its ReduceLROnPlateau (or None)."""
+    """The config's optimiser over the module's groups, and its ReduceLROnPlateau (or None). Adam runs
+    as torch's fused kernel when every parameter is on a CUDA device (same update, fewer launches)."""
     o = config.optim
     groups = module.param_groups()
     if o.optimizer == "sgd":
@@ -154,7 +162,10 @@ def build_optimizer(module: nn.Module, config: Config):
             groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0, weight_decay=o.weight_decay
         )
     else:
-        opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+        on_cuda = all(p.device.type == "cuda" for group in groups for p in group["params"])
+        opt = torch.optim.Adam(
+            groups, lr=o.lr, weight_decay=o.weight_decay, **({"fused": True} if on_cuda else {})
+        )
     if o.plateau_factor is None:
         return opt, None
     return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(
