@@ -1,6 +1,7 @@
 """The training engine: Lightning Fabric for devices, DDP, precision and checkpoint I/O, and a loop of our
 own (in the litgpt `pretrain.py` style) that owns the step and epoch counters, the position inside an
-epoch, time and step limits, validation, checkpoints, early stopping and the logs.
+epoch, validation, checkpoints, early stopping and the logs. The limits and cadences it checks are
+`clmr.train.limits`, the figures it shows on the progress display `clmr.train.status`.
 
 The whole training state is one dict (`Engine.state`): the module, the optimizer, the plateau schedule,
 the early-stopping state, `epoch` (epochs finished), `step` (optimizer steps), `batch` (batches done in
@@ -26,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from clmr.config import Config, val_every
+from clmr.config import Config
 from clmr.errors import TrainingError
 from clmr.files import atomic_path
 from clmr.models import save_model
 from clmr.progress import progress_bar
+from clmr.train.limits import Limits
 from clmr.train.metrics import metric_name, probe_metric
 from clmr.train.modules import build_optimizer, mix_seed
+from clmr.train.status import status_line
 from clmr.train.stopping import EarlyStopping
 
 if TYPE_CHECKING:
@@ -44,14 +47,6 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
-
-
-def max_time_seconds(max_time: str | None) -> float | None:
-    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
-    if max_time is None:
-        return None
-    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
 
 
 class NonFiniteLossError(TrainingError):
@@ -116,7 +111,7 @@ class Engine:
     def save(self, *also: str) -> None:
         """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
         folder = self.run_dir / CHECKPOINTS
-        self.last_save = (self.state["epoch"], self.state["step"], time.monotonic())
+        self.last_save = (self.state["epoch"], self.state["step"], self.limits.now())
         exported = self.module.export(self._export_meta())
         self.state["clmr_config"] = json.dumps(exported.config(), default=str)
         if not self.fabric.is_global_zero:
@@ -147,9 +142,8 @@ class Engine:
     def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint by
         `trainer.save_every` (and with every named copy) and always at the stop."""
-        t = self.config.trainer
-        self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
-        self.deadline = max_time_seconds(t.max_time)
+        self.limits = limits = Limits(self.config.trainer, self.fabric)
+        self.log, self.started, self.first_epoch = log, limits.started, self.state["epoch"]
         self.last_validation = self.started  # a time cadence counts from the start of each invocation
         self.last_save = (self.state["epoch"], self.state["step"], self.started)
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
@@ -157,13 +151,13 @@ class Engine:
         sampler, batch_size, n_batches = train_loader.sampler, train_loader.batch_size, len(train_loader)
         with progress_bar(
             self.label,
-            self._total_steps(n_batches),
+            limits.total_steps(self.state, n_batches),
             enabled=self.shown and self.fabric.is_global_zero,
             completed=self.state["step"],
             unit="steps",
             status=self._status,
         ) as self.advance:
-            while not self._limit_reached() and (t.max_epochs == -1 or self.state["epoch"] < t.max_epochs):
+            while not limits.reached(self.state["step"]) and limits.epochs_left(self.state["epoch"]):
                 epoch, done = self.state["epoch"], self.state["batch"]
                 sampler.set_epoch(epoch)
                 if done:
@@ -179,44 +173,12 @@ class Engine:
                     break
             if self.last_save[:2] != (self.state["epoch"], self.state["step"]):
                 self.save()  # the state the run stops in (in the middle of an epoch: resumed there)
-        self.wall = time.monotonic() - self.started
-
-    def _total_steps(self, n_batches: int) -> int | None:
-        """The steps the run will have done when it stops at --max-epochs or --max-steps (None: no end)."""
-        t, state = self.config.trainer, self.state
-        ends = [t.max_steps] if t.max_steps != -1 else []
-        if t.max_epochs != -1:
-            ends.append(state["step"] + (t.max_epochs - state["epoch"]) * n_batches - state["batch"])
-        return min(ends) if ends else None
+        self.wall = limits.now() - self.started
 
     def _status(self) -> str:
-        """The progress display's own figures: epoch (counted from 1), last loss, pairs/s of the steps."""
-        t, r = self.config.trainer, self.run_totals
-        of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+        """The progress display's own figures (`clmr.train.status`)."""
         loss = getattr(self, "last_loss", None)
-        rate = r["items"] / (r["wait"] + r["busy"]) if r["items"] else None
-        return ", ".join(
-            [f"epoch {self.state['epoch'] + 1}{of}"]
-            + ([f"loss {loss:.4f}"] if loss is not None else [])
-            + ([f"{rate:.1f} pairs/s"] if rate is not None else [])
-        )
-
-    def _limit_reached(self) -> bool:
-        """Whether --max-steps or --max-time is reached; the time is agreed on by all processes (the
-        one whose clock says stop stops them all, at the same step)."""
-        max_steps = self.config.trainer.max_steps
-        if max_steps != -1 and self.state["step"] >= max_steps:
-            return True
-        if self.deadline is None:
-            return False
-        over = torch.tensor(
-            float(time.monotonic() - self.started >= self.deadline), device=self.fabric.device
-        )
-        return (
-            bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
-            if self.fabric.world_size > 1
-            else bool(over)
-        )
+        return status_line(self.state["epoch"], self.config.trainer.max_epochs, loss, self.run_totals)
 
     def _call(self, hook: str, *args) -> None:
         for h in self.hooks:
@@ -264,7 +226,7 @@ class Engine:
                 self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
             self.advance(1)
             last_end = time.perf_counter()
-            if self._limit_reached() and state["batch"] < n_batches:
+            if self.limits.reached(state["step"]) and state["batch"] < n_batches:
                 return True
         total = timing["wait"] + timing["busy"]
         if total > 0:
@@ -295,20 +257,7 @@ class Engine:
             t.max_steps != -1 and state["step"] >= t.max_steps
         )
         since = (state["valid_epoch"], state["valid_step"], self.last_validation)
-        return last or self._due(t.val_every, epoch, since)
-
-    def _due(self, cadence: str, epoch: int, since: tuple[int, int, float]) -> bool:
-        """Whether `cadence` (N epochs, Nsteps or a time) has passed at the end of `epoch` since an event
-        at `since` = (epochs finished, step, monotonic time); a time is agreed on by all processes."""
-        unit, amount = val_every(cadence)
-        if unit == "epochs":
-            return epoch + 1 - since[0] >= amount
-        if unit == "steps":
-            return self.state["step"] - since[1] >= amount
-        due = torch.tensor(float(time.monotonic() - since[2] >= amount), device=self.fabric.device)
-        if self.fabric.world_size > 1:
-            due = self.fabric.all_reduce(due, reduce_op="max")
-        return bool(due > 0)
+        return last or self.limits.due(t.val_every, epoch, state["step"], since)
 
     def _end_epoch(self, valid_loader, epoch: int) -> None:
         """Validate when due (then step the schedule and early stopping), log the epoch and checkpoint."""
@@ -326,7 +275,7 @@ class Engine:
             started = time.perf_counter()
             valid = self.validate(valid_loader)
             self.run_totals["valid"] += time.perf_counter() - started
-            self.last_validation = time.monotonic()
+            self.last_validation = self.limits.now()
             row.update(valid)
             state.update(valid=valid, valid_step=state["step"], valid_epoch=epoch + 1)
             loss = valid["valid/loss"]
@@ -341,7 +290,7 @@ class Engine:
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
         state["history"].append({"epoch": epoch, "step": state["step"], **row})
-        if also or self._due(self.config.trainer.save_every, epoch, self.last_save):
+        if also or self.limits.due(self.config.trainer.save_every, epoch, state["step"], self.last_save):
             self.save(*also)
         if self.fabric.is_global_zero and self.shown and validated:
             of = f"/{self.config.trainer.max_epochs}" if self.config.trainer.max_epochs != -1 else ""

@@ -1,0 +1,78 @@
+"""When a run stops and when its cadences fall due: the step, epoch and time limits of `trainer.*`
+and the `N` / `Nsteps` / time cadences of `val_every` and `save_every`. Every clock reading of the
+engine goes through `Limits.now`, and a time is agreed on by all processes (the one whose clock says
+stop stops them all, at the same step)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from clmr.config import val_every
+
+if TYPE_CHECKING:
+    from lightning import Fabric
+
+    from clmr.config import TrainerConfig
+
+
+def max_time_seconds(max_time: str | None) -> float | None:
+    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
+    if max_time is None:
+        return None
+    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
+
+
+class Limits:
+    """The stop rules of `trainer` (max_steps, max_epochs, max_time) for one invocation of `fit`."""
+
+    def __init__(self, trainer: TrainerConfig, fabric: Fabric) -> None:
+        self.trainer, self.fabric = trainer, fabric
+        self.deadline = max_time_seconds(trainer.max_time)
+        self.started = self.now()
+
+    @staticmethod
+    def now() -> float:
+        """The engine's clock (monotonic seconds)."""
+        return time.monotonic()
+
+    def agreed(self, flag: bool) -> bool:
+        """`flag` as all processes agree on it: True if it is True on any of them."""
+        if self.fabric.world_size == 1:
+            return flag
+        over = torch.tensor(float(flag), device=self.fabric.device)
+        return bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
+
+    def reached(self, step: int) -> bool:
+        """Whether --max-steps or --max-time is reached at `step`."""
+        max_steps = self.trainer.max_steps
+        if max_steps != -1 and step >= max_steps:
+            return True
+        if self.deadline is None:
+            return False
+        return self.agreed(self.now() - self.started >= self.deadline)
+
+    def epochs_left(self, epoch: int) -> bool:
+        """Whether --max-epochs lets epoch `epoch` (counted from 0) run."""
+        return self.trainer.max_epochs == -1 or epoch < self.trainer.max_epochs
+
+    def total_steps(self, state: dict[str, Any], n_batches: int) -> int | None:
+        """The steps the run will have done when it stops at --max-epochs or --max-steps (None: no end)."""
+        t = self.trainer
+        ends = [t.max_steps] if t.max_steps != -1 else []
+        if t.max_epochs != -1:
+            ends.append(state["step"] + (t.max_epochs - state["epoch"]) * n_batches - state["batch"])
+        return min(ends) if ends else None
+
+    def due(self, cadence: str, epoch: int, step: int, since: tuple[int, int, float]) -> bool:
+        """Whether `cadence` (N epochs, Nsteps or a time) has passed at the end of `epoch` (at `step`)
+        since an event at `since` = (epochs finished, step, clock time)."""
+        unit, amount = val_every(cadence)
+        if unit == "epochs":
+            return epoch + 1 - since[0] >= amount
+        if unit == "steps":
+            return step - since[1] >= amount
+        return self.agreed(self.now() - since[2] >= amount)
