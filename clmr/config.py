@@ -112,7 +112,7 @@ class TrainerConfig:
     )
     max_epochs: int = key(10000, "stop after this many epochs (-1: no limit)")
     max_steps: int = key(-1, "stop after this many steps (-1: no limit)")
-    max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
+    max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, resumes included")
     num_workers: int | None = key(None, "data loader workers (none: one less than the cores, at most 4)")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
     save_every: str = key(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -96,6 +97,7 @@ class Engine:
             "valid": {},
             "valid_step": 0,  # the step and epoch count at the last validation (its cadence resumes)
             "valid_epoch": 0,
+            "time_spent": 0.0,  # seconds of the run's training loops, for a --max-time over resumes
             "history": [],
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
         }
@@ -112,6 +114,7 @@ class Engine:
         """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
         folder = self.run_dir / CHECKPOINTS
         self.last_save = (self.state["epoch"], self.state["step"], self.limits.now())
+        self.state["time_spent"] = self.limits.spent()
         exported = self.module.export(self._export_meta())
         self.state["clmr_config"] = json.dumps(exported.config(), default=str)
         if not self.fabric.is_global_zero:
@@ -142,7 +145,15 @@ class Engine:
     def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint by
         `trainer.save_every` (and with every named copy) and always at the stop."""
-        self.limits = limits = Limits(self.config.trainer, self.fabric)
+        self.limits = limits = Limits(self.config.trainer, self.fabric, self.state["time_spent"])
+        reason = limits.stop_reason(self.state) if self.state["step"] else None
+        if reason is not None and self.shown and self.fabric.is_global_zero:
+            print(
+                f"{self.label}: nothing to train: the run has reached {reason}; pass a larger one to "
+                "continue it",
+                file=sys.stderr,
+                flush=True,
+            )
         self.log, self.started, self.first_epoch = log, limits.started, self.state["epoch"]
         self.last_validation = self.started  # a time cadence counts from the start of each invocation
         self.last_save = (self.state["epoch"], self.state["step"], self.started)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from clmr.config import val_every
+from clmr.progress import format_duration
 
 if TYPE_CHECKING:
     from lightning import Fabric
@@ -27,10 +28,13 @@ def max_time_seconds(max_time: str | None) -> float | None:
 
 
 class Limits:
-    """The stop rules of `trainer` (max_steps, max_epochs, max_time) for one invocation of `fit`."""
+    """The stop rules of `trainer` (max_steps, max_epochs, max_time) for one invocation of `fit`.
 
-    def __init__(self, trainer: TrainerConfig, fabric: Fabric) -> None:
-        self.trainer, self.fabric = trainer, fabric
+    `max_time` is a budget for the whole run: `spent` seconds of it went to the invocations before
+    this one (the checkpoint's `time_spent`), so a resumed run gets the time it had left."""
+
+    def __init__(self, trainer: TrainerConfig, fabric: Fabric, spent: float = 0.0) -> None:
+        self.trainer, self.fabric, self.spent_before = trainer, fabric, float(spent)
         self.deadline = max_time_seconds(trainer.max_time)
         self.started = self.now()
 
@@ -46,6 +50,14 @@ class Limits:
         over = torch.tensor(float(flag), device=self.fabric.device)
         return bool(self.fabric.all_reduce(over, reduce_op="max") > 0)
 
+    def spent(self) -> float:
+        """Seconds of the run's training loops so far, the invocations before this one included."""
+        return self.spent_before + self.now() - self.started
+
+    def time_left(self) -> float | None:
+        """Seconds left of the --max-time budget (None: no budget)."""
+        return None if self.deadline is None else max(self.deadline - self.spent(), 0.0)
+
     def reached(self, step: int) -> bool:
         """Whether --max-steps or --max-time is reached at `step`."""
         max_steps = self.trainer.max_steps
@@ -53,7 +65,18 @@ class Limits:
             return True
         if self.deadline is None:
             return False
-        return self.agreed(self.now() - self.started >= self.deadline)
+        return self.agreed(self.spent() >= self.deadline)
+
+    def stop_reason(self, state: dict[str, Any]) -> str | None:
+        """The limit the run has reached at `state` ('--max-time 00:00:30:00 (31:02 spent)'), or None."""
+        t = self.trainer
+        if t.max_steps != -1 and state["step"] >= t.max_steps:
+            return f"--max-steps {t.max_steps}"
+        if not self.epochs_left(state["epoch"]):
+            return f"--max-epochs {t.max_epochs}"
+        if self.reached(state["step"]):
+            return f"--max-time {t.max_time} ({format_duration(self.spent())} spent)"
+        return None
 
     def epochs_left(self, epoch: int) -> bool:
         """Whether --max-epochs lets epoch `epoch` (counted from 0) run."""
