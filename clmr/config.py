@@ -119,7 +119,9 @@ class TrainerConfig:
         "1", "write last.ckpt and model.safetensors every N epochs, Nsteps or a time (1min)"
     )
     log_every_n_steps: int = key(10, "steps between logged values")
-    val_every: str = key("1", "validate every N epochs, or after N steps (200steps) or a time (10min)")
+    val_every: str = key(
+        "1", "validate every N epochs, every N steps (200steps, inside epochs) or a time (10min)"
+    )
     early_stopping_patience: int | None = key(
         None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
     )

@@ -575,29 +575,59 @@ def test_a_run_directory_of_the_trainer_based_code_is_one_error_saying_how_to_lo
         torch.testing.assert_close(loaded.embed(x), tiny_model.embed(x))
 
 
-def validated_epochs(run_dir) -> list[int]:
+def validated_steps(run_dir) -> list[int]:
     with open(run_dir / "logs" / "csv" / "metrics.csv") as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f) if r.get("valid/loss")]
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("valid/loss")]
 
 
-def test_val_every_steps_cadence_resumes_to_the_uninterrupted_validations_and_weights(store, tmp_path):
-    """With --val-every Nsteps the run validates at the first epoch end N steps after the last validation
-    (and at its last epoch); stops mid-epoch and resumes keep that cadence, and with it the plateau
-    schedule the validations drive, so the weights equal the uninterrupted run's."""
+def test_val_every_steps_validates_inside_epochs_and_a_kill_9_resumes_to_the_same_history(store, tmp_path):
+    """--val-every Nsteps validates every N steps, inside epochs too (and at the last epoch's end). A
+    run killed (kill -9) between two validations, or stopped mid-epoch, resumes to the uninterrupted
+    validations and weights: the plateau schedule the validations drive makes the weights depend on
+    them."""
     n = len(clmr.data.Store(store).split_indices("train")) // 4
     every = {"trainer.val_every": f"{n + 1}steps", "trainer.max_epochs": 5, "optim.plateau_patience": 0}
+    every |= {"trainer.save_every": "100"}  # last.ckpt at a validation with a lowest loss, and the stop
     whole = pretrain(store, tmp_path / "whole", config(supervised=True, **every), progress=False)
-    assert [row["epoch"] for row in whole["history"] if "valid/loss" in row] == [1, 3, 4]
+    expected = sorted(set(range(n + 1, 5 * n + 1, n + 1)) | {5 * n})
+    assert [row["step"] for row in whole["validations"]] == expected and any(s % n for s in expected)
+    assert [row["epoch"] for row in whole["validations"]] == [(s - 1) // n for s in expected]
+    assert validated_steps(tmp_path / "whole") == expected
     assert "valid/loss" not in whole["history"][0] and whole["history"][0]["train/loss"] > 0
-    assert validated_epochs(tmp_path / "whole") == [1, 3, 4]
-    run = tmp_path / "run"
-    for max_steps, resume in ((2, None), (2 * n + 1, True), (-1, True)):
+    kill_at = expected[1] + 2  # between the second validation and the third
+    assert kill_at < expected[2]
+    script = (
+        "import os, signal, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from clmr.config import load_config\n"
+        "from clmr.train import pretrain\n"
+        "class Kill:\n"
+        "    def on_train_batch_end(self, engine, batch):\n"
+        f"        if engine.state['step'] == {kill_at}:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"config = load_config('tiny', overrides={ {**TINY, 'supervised': True, **every}!r})\n"
+        "pretrain(sys.argv[1], sys.argv[2], config, progress=False, hooks=[Kill()])\n"
+    )
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(store), str(killed)], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    restart = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["step"]
+    assert restart < kill_at
+    stopped = tmp_path / "stopped"
+    for max_steps, resume in ((expected[0] + 2, None), (-1, True)):  # a stop mid-epoch, after a validation
         c = config(supervised=True, **every, **{"trainer.max_steps": max_steps})
-        pretrain(store, run, c, resume=resume, progress=False)
-    assert validated_epochs(run) == [1, 3, 4]
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(run / "model.safetensors")
-    assert all(torch.equal(a[key], b[key]) for key in a)
-    assert clmr.load_model(run).meta["valid_loss"] == whole["history"][-1]["valid/loss"]
+        pretrain(store, stopped, c, resume=resume, progress=False)
+    resumed = pretrain(store, killed, config(supervised=True, **every), resume=True, progress=False)
+    assert [row["step"] for row in resumed["validations"]] == [s for s in expected if s > restart]
+    history = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["validations"]
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    for run in (killed, stopped):
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["validations"] == history
+        assert validated_steps(run) == expected  # the log's rows after the checkpoint are not repeated
+        b = load_file(run / "model.safetensors")
+        assert all(torch.equal(a[key], b[key]) for key in a), run.name
+    assert clmr.load_model(killed).meta["valid_loss"] == history[-1]["valid/loss"]
 
 
 @pytest.mark.parametrize(("tick", "expected"), [(0.0, [2]), (3600.0, [0, 1, 2])])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from clmr.config import Config
+from clmr.config import Config, val_every
 from clmr.errors import TrainingError
 from clmr.files import atomic_path
 from clmr.models import save_model
@@ -97,6 +97,7 @@ class Engine:
             "valid": {},
             "valid_step": 0,  # the step and epoch count at the last validation (its cadence resumes)
             "valid_epoch": 0,
+            "validations": [],  # one row per validation: epoch, step and the valid values
             "time_spent": 0.0,  # seconds of the run's training loops, for a --max-time over resumes
             "history": [],
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
@@ -155,7 +156,10 @@ class Engine:
                 flush=True,
             )
         self.log, self.started, self.first_epoch = log, limits.started, self.state["epoch"]
+        self.first_step = self.state["step"]
         self.last_validation = self.started  # a time cadence counts from the start of each invocation
+        unit, amount = val_every(self.config.trainer.val_every)
+        self.val_steps = int(amount) if unit == "steps" else None  # validated inside epochs too
         self.last_save = (self.state["epoch"], self.state["step"], self.started)
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
         # the sampler's epoch to its own count of passes, which a resumed run does not share
@@ -174,7 +178,7 @@ class Engine:
                 if done:
                     sampler.resume(epoch, done * batch_size)
                 self._call("on_train_epoch_start")
-                stopped = self._train_epoch(train_loader, epoch, n_batches)
+                stopped = self._train_epoch(train_loader, valid_loader, epoch, n_batches)
                 if not stopped:
                     self._end_epoch(valid_loader, epoch)
                     stopping = self.state["stopping"]
@@ -196,8 +200,8 @@ class Engine:
             if hasattr(h, hook):
                 getattr(h, hook)(self, *args)
 
-    def _train_epoch(self, loader, epoch: int, n_batches: int) -> bool:
-        """Train the epoch's remaining batches; True if a limit stopped it before its end."""
+    def _train_epoch(self, loader, valid_loader, epoch: int, n_batches: int) -> bool:
+        """Train the epoch's remaining batches; True if a limit or early stopping ended it early."""
         state, fabric, every = self.state, self.fabric, self.config.trainer.log_every_n_steps
         world = fabric.world_size
         self.model.train()
@@ -236,6 +240,8 @@ class Engine:
             if state["step"] % every == 0:
                 self._log_step(numbers, items / max(now - last_end, 1e-9), start - last_end)
             self.advance(1)
+            if state["batch"] < n_batches and self._validate_in_epoch(valid_loader, epoch):
+                return True  # early stopping
             last_end = time.perf_counter()
             if self.limits.reached(state["step"]) and state["batch"] < n_batches:
                 return True
@@ -270,6 +276,44 @@ class Engine:
         since = (state["valid_epoch"], state["valid_step"], self.last_validation)
         return last or self.limits.due(t.val_every, epoch, state["step"], since)
 
+    def _validate_and_track(self, valid_loader, epoch: int) -> tuple[dict[str, float], list[str]]:
+        """Validate during or at the end of `epoch`, then step the plateau schedule and early stopping;
+        returns the values and the checkpoint copy a lowest loss calls for (`best.ckpt`)."""
+        state = self.state
+        started = time.perf_counter()
+        valid = self.validate(valid_loader)
+        self.run_totals["valid"] += time.perf_counter() - started
+        self.last_validation = self.limits.now()
+        state.update(valid=valid, valid_step=state["step"], valid_epoch=state["epoch"])
+        state["validations"].append({"epoch": epoch, "step": state["step"], **valid})
+        loss = valid["valid/loss"]
+        if state["scheduler"] is not None:
+            state["scheduler"].step(loss)
+        if state["stopping"] is not None:
+            state["stopping"].update(loss, epoch)
+        if loss >= state["best_valid_loss"]:
+            return valid, []
+        state["best_valid_loss"] = loss
+        return valid, ["best.ckpt"]
+
+    def _validate_in_epoch(self, valid_loader, epoch: int) -> bool:
+        """`--val-every Nsteps` inside an epoch: validate once N steps have passed since the last
+        validation, log the values at this step, write best.ckpt on a lowest loss; True if early
+        stopping says stop. (At an epoch's last step the epoch's end validates.)"""
+        state, t = self.state, self.config.trainer
+        if self.val_steps is None or state["step"] - state["valid_step"] < self.val_steps:
+            return False
+        valid, best = self._validate_and_track(valid_loader, epoch)
+        if self.fabric.is_global_zero:
+            self.log.log({**valid, "epoch": epoch}, state["step"])
+            if self.shown:
+                of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(valid.items()))
+                print(f"step {state['step']} (epoch {epoch + 1}{of})  {shown}", flush=True)
+        if best:
+            self.save(*best)
+        return state["stopping"] is not None and state["stopping"].should_stop
+
     def _end_epoch(self, valid_loader, epoch: int) -> None:
         """Validate when due (then step the schedule and early stopping), log the epoch and checkpoint."""
         state = self.state
@@ -283,20 +327,9 @@ class Engine:
         if every and (epoch + 1) % every == 0:
             also.append(f"epoch{epoch:04d}.ckpt")
         if validated:
-            started = time.perf_counter()
-            valid = self.validate(valid_loader)
-            self.run_totals["valid"] += time.perf_counter() - started
-            self.last_validation = self.limits.now()
+            valid, best = self._validate_and_track(valid_loader, epoch)
             row.update(valid)
-            state.update(valid=valid, valid_step=state["step"], valid_epoch=epoch + 1)
-            loss = valid["valid/loss"]
-            if state["scheduler"] is not None:
-                state["scheduler"].step(loss)
-            if state["stopping"] is not None:
-                state["stopping"].update(loss, epoch)
-            if loss < state["best_valid_loss"]:
-                state["best_valid_loss"] = loss
-                also.append("best.ckpt")
+            also += best
         named = {f"{k}_epoch" if k.startswith("train/") else k: v for k, v in row.items()}
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
@@ -338,9 +371,9 @@ class Engine:
         return values
 
     def summary(self) -> dict[str, Any]:
-        """This invocation's counts, finished epochs, throughput and where its time went, and the module:
-        `train_share` is the share of the wall time spent in training steps (data wait included),
-        `valid_share` the share in validation; checkpoints and start-up take the rest."""
+        """This invocation's counts, finished epochs, validations, throughput and where its time went,
+        and the module: `train_share` is the share of the wall time spent in training steps (data wait
+        included), `valid_share` the share in validation; checkpoints and start-up take the rest."""
         r = self.run_totals
         total, wall = r["wait"] + r["busy"], getattr(self, "wall", math.nan)
         return {
@@ -348,6 +381,7 @@ class Engine:
             "steps": self.state["step"],
             "epochs": self.state["epoch"],
             "history": [row for row in self.state["history"] if row["epoch"] >= self.first_epoch],
+            "validations": [row for row in self.state["validations"] if row["step"] > self.first_step],
             "pairs_per_s": r["items"] / total if total else math.nan,
             "data_wait_share": r["wait"] / total if total else math.nan,
             "wall_s": wall,
