@@ -658,7 +658,8 @@ def test_progress_lines_and_the_share_of_time_in_training(store, tmp_path, monke
     total = result["steps"]
     lines = [line for line in captured.err.splitlines() if line.startswith("pretrain: ")]
     assert len(lines) == total and lines[0].startswith(f"pretrain: 1/{total} steps, epoch 1/2, loss ")
-    assert "pairs/s, ETA " in lines[0] and lines[-1].startswith(f"pretrain: {total}/{total} steps, epoch 2/2")
+    assert "pairs/s, ETA " in lines[0] and lines[0].endswith(" (max-epochs)")  # the limit that ends it
+    assert lines[-1].startswith(f"pretrain: {total}/{total} steps, epoch 2/2")
     assert captured.out.count("/2 done  ") == 2
     assert result["valid_share"] * result["wall_s"] >= 1.0  # two validations of at least 0.5 s each
     assert 0 < result["train_share"] and result["train_share"] + result["valid_share"] <= 1.0

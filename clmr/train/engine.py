@@ -36,7 +36,7 @@ from clmr.progress import progress_bar
 from clmr.train.limits import Limits
 from clmr.train.metrics import metric_name, probe_metric
 from clmr.train.modules import build_optimizer, mix_seed
-from clmr.train.status import status_line
+from clmr.train.status import status_line, time_left_text
 from clmr.train.stopping import EarlyStopping
 
 if TYPE_CHECKING:
@@ -146,7 +146,9 @@ class Engine:
     def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint by
         `trainer.save_every` (and with every named copy) and always at the stop."""
-        self.limits = limits = Limits(self.config.trainer, self.fabric, self.state["time_spent"])
+        self.limits = limits = Limits(
+            self.config.trainer, self.fabric, self.state["time_spent"], self.state["step"]
+        )
         reason = limits.stop_reason(self.state) if self.state["step"] else None
         if reason is not None and self.shown and self.fabric.is_global_zero:
             print(
@@ -171,6 +173,7 @@ class Engine:
             completed=self.state["step"],
             unit="steps",
             status=self._status,
+            remaining=lambda: time_left_text(limits.ending(self.state, n_batches)),
         ) as self.advance:
             while not limits.reached(self.state["step"]) and limits.epochs_left(self.state["epoch"]):
                 epoch, done = self.state["epoch"], self.state["batch"]

@@ -33,8 +33,9 @@ class Limits:
     `max_time` is a budget for the whole run: `spent` seconds of it went to the invocations before
     this one (the checkpoint's `time_spent`), so a resumed run gets the time it had left."""
 
-    def __init__(self, trainer: TrainerConfig, fabric: Fabric, spent: float = 0.0) -> None:
+    def __init__(self, trainer: TrainerConfig, fabric: Fabric, spent: float = 0.0, step: int = 0) -> None:
         self.trainer, self.fabric, self.spent_before = trainer, fabric, float(spent)
+        self.first_step = step  # the step this invocation starts at (its pace counts the steps after)
         self.deadline = max_time_seconds(trainer.max_time)
         self.started = self.now()
 
@@ -77,6 +78,27 @@ class Limits:
         if self.reached(state["step"]):
             return f"--max-time {t.max_time} ({format_duration(self.spent())} spent)"
         return None
+
+    def ending(self, state: dict[str, Any], n_batches: int) -> tuple[float, str, list[str]] | None:
+        """(seconds left, the limit that ends the run first, the later ones): the --max-time
+        budget's exact time left, --max-steps and --max-epochs at this invocation's pace (steps per
+        second since it started); None while no limit's time is known."""
+        t, elapsed = self.trainer, self.now() - self.started
+        done = state["step"] - self.first_step
+        pace = done / elapsed if done > 0 and elapsed > 0 else None
+        steps = {
+            "max-steps": t.max_steps - state["step"] if t.max_steps != -1 else None,
+            "max-epochs": (t.max_epochs - state["epoch"]) * n_batches - state["batch"]
+            if t.max_epochs != -1
+            else None,
+        }
+        ends = {"max-time": self.time_left()} if self.deadline is not None else {}
+        ends |= {name: left / pace if pace else None for name, left in steps.items() if left is not None}
+        known = {name: seconds for name, seconds in ends.items() if seconds is not None}
+        if not known:
+            return None
+        first = min(known, key=known.__getitem__)
+        return known[first], first, [name for name in known if name != first]
 
     def epochs_left(self, epoch: int) -> bool:
         """Whether --max-epochs lets epoch `epoch` (counted from 0) run."""

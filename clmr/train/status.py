@@ -1,7 +1,9 @@
 """The training run's own figures on the progress display (`clmr.progress`): the epoch, the last loss
-and the pairs/s of the steps."""
+and the pairs/s of the steps, and the time left with the limit that ends the run."""
 
 from __future__ import annotations
+
+from clmr.progress import format_duration
 
 
 def status_line(epoch: int, max_epochs: int, loss: float | None, run_totals: dict[str, float]) -> str:
@@ -15,3 +17,14 @@ def status_line(epoch: int, max_epochs: int, loss: float | None, run_totals: dic
         + ([f"loss {loss:.4f}"] if loss is not None else [])
         + ([f"{rate:.1f} pairs/s"] if rate is not None else [])
     )
+
+
+def time_left_text(ending: tuple[float, str, list[str]] | None) -> str:
+    """`27:31 left (max-time, before max-epochs)` for a time budget, `ETA 7:06 (max-epochs)` for a step
+    or epoch limit at the current pace (`clmr.train.limits.Limits.ending`); empty when not known."""
+    if ending is None:
+        return ""
+    seconds, first, others = ending
+    left = f"{format_duration(seconds)} left" if first == "max-time" else f"ETA {format_duration(seconds)}"
+    before = f", before {' and '.join(others)}" if others else ""
+    return f"{left} ({first}{before})"
