@@ -5,9 +5,9 @@ epoch, validation, checkpoints, early stopping and the logs. The limits and cade
 
 The whole training state is one dict (`Engine.state`): the module, the optimizer, the plateau schedule,
 the early-stopping state, `epoch` (epochs finished), `step` (optimizer steps), `batch` (batches done in
-the current epoch), the running sums of the epoch's logged values, the best valid loss, the batch
-layout, and `clmr_config` (the exported model's JSON config, so `clmr.load_model` reads a checkpoint).
-It is written with `fabric.save` (to a temporary file, synced, then renamed) and read back with
+the current epoch), the running sums of the epoch's logged values, the best valid loss, every
+validation, the time spent (a --max-time budget resumes), the batch layout, and `clmr_config` (the
+exported model's JSON config, so `clmr.load_model` reads a checkpoint). It is written with `fabric.save` (to a temporary file, synced, then renamed) and read back with
 `fabric.load`; a resumed epoch skips the batches already trained on.
 
 Randomness is keyed, not carried: the global torch generator (dropout) is reseeded from (seed, rank,
