@@ -112,14 +112,16 @@ class TrainerConfig:
     )
     max_epochs: int = key(10000, "stop after this many epochs (-1: no limit)")
     max_steps: int = key(-1, "stop after this many steps (-1: no limit)")
-    max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, per invocation")
+    max_time: str | None = key(None, "stop cleanly after this wall-clock time, DD:HH:MM:SS, resumes included")
     num_workers: int | None = key(None, "data loader workers (none: from the cores, at most 4; 8 for GPUs)")
     checkpoint_every: int | None = key(10, "epochs between kept periodic checkpoints (none: no such copies)")
     save_every: str = key(
         "1", "write last.ckpt and model.safetensors every N epochs, Nsteps or a time (1min)"
     )
     log_every_n_steps: int = key(10, "steps between logged values")
-    val_every: str = key("1", "validate every N epochs, or after N steps (200steps) or a time (10min)")
+    val_every: str = key(
+        "1", "validate every N epochs, every N steps (200steps, inside epochs) or a time (10min)"
+    )
     early_stopping_patience: int | None = key(
         None, "epochs without a lower valid loss before stopping (none: never; --supervised: 20)"
     )

@@ -1,6 +1,6 @@
 """One progress display for long loops (preprocess, feature extraction, embedding, training):
 a rich bar with an ETA on a terminal, plain periodic lines with an ETA in a log file (CI, SLURM),
-nothing when switched off."""
+nothing when switched off. A caller that knows better (a time budget) gives its own time left."""
 
 from __future__ import annotations
 
@@ -29,12 +29,15 @@ def progress_bar(
     unit: str = "",
     audio: bool = False,
     status: Callable[[], str] | None = None,
+    remaining: Callable[[], str] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Callable[..., None]]:
     """Yield `advance(n=1, seconds=0.0)`: `n` items done, `seconds` of audio among them (with `audio`,
     the display shows hours of audio and x real-time). `status()` adds the caller's own figures (step,
     loss, pairs/s) to every update. The ETA is from this invocation's rate (a resumed count starts at
-    `completed`); `total=None` shows none. Everything goes to stderr; `clock` is for tests."""
+    `completed`); `total=None` shows none. `remaining()`, if given, is shown in its place: the caller's
+    own time left (`27:31 left (max-time)`; empty: none yet). Everything goes to stderr; `clock` is for
+    tests."""
     if not enabled:
         yield lambda n=1, seconds=0.0: None
         return
@@ -52,6 +55,9 @@ def progress_bar(
         last, shown = start, completed
 
         def eta() -> str:
+            if remaining is not None:
+                text = remaining() if total is None or done < total else ""
+                return f", {text}" if text else ""
             if total is None or done <= completed or done >= total:
                 return ""
             rate = (done - completed) / max(clock() - start, 1e-9)
@@ -93,16 +99,17 @@ def progress_bar(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TimeRemainingColumn() if remaining is None else TextColumn("{task.fields[left]}", markup=False),
     ]
     if audio or status is not None:
         columns.insert(3, TextColumn("{task.fields[stats]}", markup=False))
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total, completed=completed, stats=stats())
+        left = remaining if remaining is not None else lambda: ""
+        task = bar.add_task(label, total=total, completed=completed, stats=stats(), left=left())
 
         def advance(n: int = 1, seconds: float = 0.0) -> None:
             nonlocal audio_seconds
             audio_seconds += seconds
-            bar.update(task, advance=n, stats=stats())
+            bar.update(task, advance=n, stats=stats(), left=left())
 
         yield advance

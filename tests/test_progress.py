@@ -71,3 +71,22 @@ def test_the_terminal_bar_prints_names_with_markup_literally(capsys, monkeypatch
     with progress_bar("[/]song [bold].wav", 2, status=lambda: "[/]") as advance:
         advance(2)
     assert "[/]song [bold].wav" in capsys.readouterr().err
+
+
+def test_the_callers_time_left_replaces_the_eta_in_both_modes(capsys, monkeypatch):
+    """A time budget's time left (the training engine's) is shown in plain lines and on the terminal bar,
+    also with no total (a run with --max-time and no epoch limit)."""
+    clock = FakeClock()
+    left = iter(f"{29 - i}:00 left (max-time)" for i in range(10))
+    with progress_bar(
+        "pretrain", None, unit="steps", status=lambda: "epoch 3", remaining=lambda: next(left), clock=clock
+    ) as advance:
+        clock.now += 31.0
+        advance()
+    assert capsys.readouterr().err == "pretrain: 1 steps, epoch 3, 29:00 left (max-time)\n"
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
+    with progress_bar(
+        "pretrain", None, remaining=lambda: "27:31 left (max-time, before max-epochs)"
+    ) as advance:
+        advance()
+    assert "27:31 left (max-time, before max-epochs)" in capsys.readouterr().err

@@ -452,15 +452,46 @@ def test_a_checkpoint_with_pickled_objects_is_refused_not_unpickled(store, tmp_p
         pretrain(store, tmp_path / "run", config(), resume=path)
 
 
-def test_max_time_is_a_fresh_budget_for_each_resumed_invocation(store, tmp_path, capsys):
-    """The SLURM pattern: every job slot runs the same command with --resume and --max-time (the first
-    slot too: --resume on a run directory without checkpoints starts the run)."""
-    c = config(batch_size=2, **{"trainer.max_epochs": 1000, "trainer.max_time": "00:00:00:01"})
-    first = pretrain(store, tmp_path / "run", c, resume=True, progress=False)
+def _ticking_clock(monkeypatch, tick: float = 1.0) -> None:
+    """The engine's clock (`clmr.train.limits`) advances `tick` seconds at every reading."""
+    import types
+
+    from clmr.train import limits
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += tick
+        return now[0]
+
+    monkeypatch.setattr(limits, "time", types.SimpleNamespace(monotonic=clock))
+
+
+def test_max_time_is_a_budget_for_the_whole_run_across_resumes(store, tmp_path, monkeypatch, capsys):
+    """Checkpoints record the time spent, so an interrupted --max-time run resumes with the time it had
+    left; once spent, a resume says so and trains nothing, and a larger --max-time continues the run.
+    The first slot of a job array runs the same command (--resume without a checkpoint starts the run)."""
+    _ticking_clock(monkeypatch)
+    budget = {"batch_size": 2, "trainer.max_epochs": 1000, "trainer.max_time": "00:00:00:30"}
+    whole = pretrain(store, tmp_path / "whole", config(**budget), progress=False)
+    assert 10 < whole["steps"] < 1000
+    run = tmp_path / "run"
+    first = pretrain(store, run, config(**budget, **{"trainer.max_steps": 8}), resume=True, progress=False)
     assert "no checkpoint to resume yet: starting the run" in capsys.readouterr().err
-    assert 0 < first["steps"] < 1000
-    second = pretrain(store, tmp_path / "run", c, resume=True, progress=False)
-    assert second["steps"] > first["steps"]  # a restored time budget would stop it at once
+    spent = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["time_spent"]
+    assert first["steps"] == 8 and 0 < spent < 30
+    second = pretrain(store, run, config(**budget), resume=True, progress=False)
+    # a fresh budget would train about whole["steps"] more: the resumed run stops where the whole one did
+    assert whole["steps"] - 3 <= second["steps"] <= whole["steps"] + 3, (whole["steps"], second["steps"])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["time_spent"] >= 30
+    capsys.readouterr()
+    third = pretrain(store, run, config(**budget), resume=True)
+    assert third["steps"] == second["steps"]
+    assert (
+        "pretrain: nothing to train: the run has reached --max-time 00:00:00:30 (" in capsys.readouterr().err
+    )
+    longer = pretrain(store, run, config(**{**budget, "trainer.max_time": "00:00:00:40"}), resume=True)
+    assert longer["steps"] > second["steps"] + 3
 
 
 def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(store, tmp_path, capsys):
@@ -493,47 +524,116 @@ def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(store, tmp_path, c
     assert len(err.splitlines()) == 1 and "last.ckpt: not a readable checkpoint" in err, err
 
 
-def validated_epochs(run_dir) -> list[int]:
+def _trainer_run(run_dir, model):
+    """A run directory as clmr wrote it before its own engine (Lightning's Trainer): checkpoints with the
+    Trainer's entries and the model's clmr config, and a config.yaml with a key that has moved since."""
+    import json
+
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("preset: tiny\nbatch_size: 4\ntemperature: 0.5\n")
+    ckpt = {
+        "epoch": 1,
+        "global_step": 4,
+        "pytorch-lightning_version": "2.6.6",
+        "state_dict": model.state_dict(),
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 1}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': None}": {"dirpath": str(run_dir / "checkpoints")}},
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "clmr_config": json.dumps(model.config(), default=str),
+    }
+    for name in ("last.ckpt", "best.ckpt"):
+        torch.save(ckpt, run_dir / "checkpoints" / name)
+    return run_dir
+
+
+def test_a_run_directory_of_the_trainer_based_code_is_one_error_saying_how_to_load_it(
+    tmp_path, tiny_model, capsys
+):
+    from clmr.cli import main
+
+    run = _trainer_run(tmp_path / "old run", tiny_model)
+    saved = (run / "config.yaml").read_text()
+    best = run / "checkpoints" / "best.ckpt"
+    for extra, named in (
+        (("--resume",), "last.ckpt"),
+        ((), "last.ckpt"),
+        (("--resume", str(best)), "best.ckpt"),
+    ):
+        args = ["pretrain", "--data", str(tmp_path / "store"), "--out", str(run), "--preset", "tiny", *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{named}: written by Lightning's Trainer (pytorch-lightning 2.6.6" in err, err
+        assert "cannot be resumed" in err and f"`clmr info '{run}/checkpoints/{named}'`" in err
+    with pytest.raises(RunDirError, match="last.ckpt: written by Lightning's Trainer .*`clmr.load_model"):
+        pretrain(tmp_path / "store", run, config(), resume=True)
+    assert (run / "config.yaml").read_text() == saved  # nothing of the old run is touched
+    loaded = clmr.load_model(run / "checkpoints" / "last.ckpt")  # what the message says works
+    x = torch.randn(2, 729)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), tiny_model.embed(x))
+
+
+def validated_steps(run_dir) -> list[int]:
     with open(run_dir / "logs" / "csv" / "metrics.csv") as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f) if r.get("valid/loss")]
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("valid/loss")]
 
 
-def test_val_every_steps_cadence_resumes_to_the_uninterrupted_validations_and_weights(store, tmp_path):
-    """With --val-every Nsteps the run validates at the first epoch end N steps after the last validation
-    (and at its last epoch); stops mid-epoch and resumes keep that cadence, and with it the plateau
-    schedule the validations drive, so the weights equal the uninterrupted run's."""
+def test_val_every_steps_validates_inside_epochs_and_a_kill_9_resumes_to_the_same_history(store, tmp_path):
+    """--val-every Nsteps validates every N steps, inside epochs too (and at the last epoch's end). A
+    run killed (kill -9) between two validations, or stopped mid-epoch, resumes to the uninterrupted
+    validations and weights: the plateau schedule the validations drive makes the weights depend on
+    them."""
     n = len(clmr.data.Store(store).split_indices("train")) // 4
     every = {"trainer.val_every": f"{n + 1}steps", "trainer.max_epochs": 5, "optim.plateau_patience": 0}
+    every |= {"trainer.save_every": "100"}  # last.ckpt at a validation with a lowest loss, and the stop
     whole = pretrain(store, tmp_path / "whole", config(supervised=True, **every), progress=False)
-    assert [row["epoch"] for row in whole["history"] if "valid/loss" in row] == [1, 3, 4]
+    expected = sorted(set(range(n + 1, 5 * n + 1, n + 1)) | {5 * n})
+    assert [row["step"] for row in whole["validations"]] == expected and any(s % n for s in expected)
+    assert [row["epoch"] for row in whole["validations"]] == [(s - 1) // n for s in expected]
+    assert validated_steps(tmp_path / "whole") == expected
     assert "valid/loss" not in whole["history"][0] and whole["history"][0]["train/loss"] > 0
-    assert validated_epochs(tmp_path / "whole") == [1, 3, 4]
-    run = tmp_path / "run"
-    for max_steps, resume in ((2, None), (2 * n + 1, True), (-1, True)):
+    kill_at = expected[1] + 2  # between the second validation and the third
+    assert kill_at < expected[2]
+    script = (
+        "import os, signal, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from clmr.config import load_config\n"
+        "from clmr.train import pretrain\n"
+        "class Kill:\n"
+        "    def on_train_batch_end(self, engine, batch):\n"
+        f"        if engine.state['step'] == {kill_at}:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"config = load_config('tiny', overrides={ {**TINY, 'supervised': True, **every}!r})\n"
+        "pretrain(sys.argv[1], sys.argv[2], config, progress=False, hooks=[Kill()])\n"
+    )
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(store), str(killed)], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    restart = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["step"]
+    assert restart < kill_at
+    stopped = tmp_path / "stopped"
+    for max_steps, resume in ((expected[0] + 2, None), (-1, True)):  # a stop mid-epoch, after a validation
         c = config(supervised=True, **every, **{"trainer.max_steps": max_steps})
-        pretrain(store, run, c, resume=resume, progress=False)
-    assert validated_epochs(run) == [1, 3, 4]
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(run / "model.safetensors")
-    assert all(torch.equal(a[key], b[key]) for key in a)
-    assert clmr.load_model(run).meta["valid_loss"] == whole["history"][-1]["valid/loss"]
+        pretrain(store, stopped, c, resume=resume, progress=False)
+    resumed = pretrain(store, killed, config(supervised=True, **every), resume=True, progress=False)
+    assert [row["step"] for row in resumed["validations"]] == [s for s in expected if s > restart]
+    history = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["validations"]
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    for run in (killed, stopped):
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["validations"] == history
+        assert validated_steps(run) == expected  # the log's rows after the checkpoint are not repeated
+        b = load_file(run / "model.safetensors")
+        assert all(torch.equal(a[key], b[key]) for key in a), run.name
+    assert clmr.load_model(killed).meta["valid_loss"] == history[-1]["valid/loss"]
 
 
 @pytest.mark.parametrize(("tick", "expected"), [(0.0, [2]), (3600.0, [0, 1, 2])])
 def test_val_every_time_follows_the_clock(store, tmp_path, monkeypatch, tick, expected):
     """--val-every 1h: a frozen clock validates only at the last epoch, an hour per reading every epoch."""
-    import types
-
-    from clmr.train import engine
-
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += tick
-        return now[0]
-
-    monkeypatch.setattr(
-        engine, "time", types.SimpleNamespace(monotonic=clock, perf_counter=time.perf_counter)
-    )
+    _ticking_clock(monkeypatch, tick)
     c = config(**{"trainer.max_epochs": 3, "trainer.val_every": "1h"})
     result = pretrain(store, tmp_path / "run", c, progress=False)
     assert [row["epoch"] for row in result["history"] if "valid/loss" in row] == expected
@@ -558,7 +658,8 @@ def test_progress_lines_and_the_share_of_time_in_training(store, tmp_path, monke
     total = result["steps"]
     lines = [line for line in captured.err.splitlines() if line.startswith("pretrain: ")]
     assert len(lines) == total and lines[0].startswith(f"pretrain: 1/{total} steps, epoch 1/2, loss ")
-    assert "pairs/s, ETA " in lines[0] and lines[-1].startswith(f"pretrain: {total}/{total} steps, epoch 2/2")
+    assert "pairs/s, ETA " in lines[0] and lines[0].endswith(" (max-epochs)")  # the limit that ends it
+    assert lines[-1].startswith(f"pretrain: {total}/{total} steps, epoch 2/2")
     assert captured.out.count("/2 done  ") == 2
     assert result["valid_share"] * result["wall_s"] >= 1.0  # two validations of at least 0.5 s each
     assert 0 < result["train_share"] and result["train_share"] + result["valid_share"] <= 1.0

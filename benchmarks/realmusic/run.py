@@ -3,7 +3,8 @@
 For each seed: `clmr pretrain` (--minutes of training), then `clmr evaluate --baseline random`; the table
 reads the reference probe and the logistic-regression check from each report.json (mean ± std over
 seeds). Every step is reused when done: the store (preprocess resumes), a run with a `.realmusic-done`
-marker (else `--resume`), an evaluation with a report.json.
+marker (else `--resume`: an interrupted run keeps the time it spent, since `--trainer.max-time` is a
+budget for the whole run), an evaluation with a report.json.
 """
 
 from __future__ import annotations

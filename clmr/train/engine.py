@@ -1,12 +1,13 @@
 """The training engine: Lightning Fabric for devices, DDP, precision and checkpoint I/O, and a loop of our
 own (in the litgpt `pretrain.py` style) that owns the step and epoch counters, the position inside an
-epoch, time and step limits, validation, checkpoints, early stopping and the logs.
+epoch, validation, checkpoints, early stopping and the logs. The limits and cadences it checks are
+`clmr.train.limits`, the figures it shows on the progress display `clmr.train.status`.
 
 The whole training state is one dict (`Engine.state`): the module, the optimizer, the plateau schedule,
 the early-stopping state, `epoch` (epochs finished), `step` (optimizer steps), `batch` (batches done in
-the current epoch), the running sums of the epoch's logged values, the best valid loss, the batch
-layout, and `clmr_config` (the exported model's JSON config, so `clmr.load_model` reads a checkpoint).
-It is written with `fabric.save` (to a temporary file, synced, then renamed) and read back with
+the current epoch), the running sums of the epoch's logged values, the best valid loss, every
+validation, the time spent (a --max-time budget resumes), the batch layout, and `clmr_config` (the
+exported model's JSON config, so `clmr.load_model` reads a checkpoint). It is written with `fabric.save` (to a temporary file, synced, then renamed) and read back with
 `fabric.load`; a resumed epoch skips the batches already trained on.
 
 Randomness is keyed, not carried: the global torch generator (dropout) is reseeded from (seed, rank,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,9 +32,11 @@ from clmr.config import Config, val_every
 from clmr.files import atomic_path
 from clmr.models import save_model
 from clmr.progress import progress_bar
+from clmr.train.limits import Limits
 from clmr.train.metrics import metric_name, probe_metric
 from clmr.train.modules import build_optimizer, mix_seed
 from clmr.train.speed import StepValues
+from clmr.train.status import status_line, time_left_text
 from clmr.train.stopping import EarlyStopping
 
 if TYPE_CHECKING:
@@ -44,14 +48,6 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
-
-
-def max_time_seconds(max_time: str | None) -> float | None:
-    """A validated `DD:HH:MM:SS` limit in seconds (None: no limit)."""
-    if max_time is None:
-        return None
-    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-    return ((days * 24 + hours) * 60 + minutes) * 60.0 + seconds
 
 
 class Engine:
@@ -97,6 +93,8 @@ class Engine:
             "valid": {},
             "valid_step": 0,  # the step and epoch count at the last validation (its cadence resumes)
             "valid_epoch": 0,
+            "validations": [],  # one row per validation: epoch, step and the valid values
+            "time_spent": 0.0,  # seconds of the run's training loops, for a --max-time over resumes
             "history": [],
             "layout": {"batch_size": config.batch_size, "world_size": fabric.world_size},
         }
@@ -114,7 +112,8 @@ class Engine:
         """Write `last.ckpt` (and copies named `also`), flush the logs and export model.safetensors."""
         self._read_values()  # a non-finite loss of any step since the last read stops before the write
         folder = self.run_dir / CHECKPOINTS
-        self.last_save = (self.state["epoch"], self.state["step"], time.monotonic())
+        self.last_save = (self.state["epoch"], self.state["step"], self.limits.now())
+        self.state["time_spent"] = self.limits.spent()
         exported = self.module.export(self._export_meta())
         self.state["clmr_config"] = json.dumps(exported.config(), default=str)
         if not self.fabric.is_global_zero:
@@ -145,29 +144,38 @@ class Engine:
     def fit(self, train_loader: DataLoader, valid_loader: DataLoader, log: RunLog) -> None:
         """Train until max_epochs, max_steps, max_time or early stopping; checkpoint by
         `trainer.save_every` (and with every named copy) and always at the stop."""
-        t = self.config.trainer
-        self.log, self.started, self.first_epoch = log, time.monotonic(), self.state["epoch"]
-        self.deadline = max_time_seconds(t.max_time)
+        self.limits = limits = Limits(
+            self.config.trainer, self.fabric, self.state["time_spent"], self.state["step"]
+        )
+        reason = limits.stop_reason(self.state) if self.state["step"] else None
+        if reason is not None and self.shown and self.fabric.is_global_zero:
+            hint = "pass a larger one to continue it"
+            print(f"{self.label}: nothing to train: the run has reached {reason}; {hint}", file=sys.stderr)
+        self.log, self.started, self.first_epoch = log, limits.started, self.state["epoch"]
+        self.first_step = self.state["step"]
         self.last_validation = self.started  # a time cadence counts from the start of each invocation
+        unit, amount = val_every(self.config.trainer.val_every)
+        self.val_steps = int(amount) if unit == "steps" else None  # validated inside epochs too
         self.last_save = (self.state["epoch"], self.state["step"], self.started)
         # the loaders stay ours (batches are moved with `fabric.to_device`): Fabric's wrapper would set
         # the sampler's epoch to its own count of passes, which a resumed run does not share
         sampler, batch_size, n_batches = train_loader.sampler, train_loader.batch_size, len(train_loader)
         with progress_bar(
             self.label,
-            self._total_steps(n_batches),
+            limits.total_steps(self.state, n_batches),
             enabled=self.shown and self.fabric.is_global_zero,
             completed=self.state["step"],
             unit="steps",
             status=self._status,
+            remaining=lambda: time_left_text(limits.ending(self.state, n_batches)),
         ) as self.advance:
-            while not self._limit_reached() and (t.max_epochs == -1 or self.state["epoch"] < t.max_epochs):
+            while not limits.reached(self.state["step"]) and limits.epochs_left(self.state["epoch"]):
                 epoch, done = self.state["epoch"], self.state["batch"]
                 sampler.set_epoch(epoch)
                 if done:
                     sampler.resume(epoch, done * batch_size)
                 self._call("on_train_epoch_start")
-                stopped = self._train_epoch(train_loader, epoch, n_batches)
+                stopped = self._train_epoch(train_loader, valid_loader, epoch, n_batches)
                 if not stopped:
                     self._end_epoch(valid_loader, epoch)
                     stopping = self.state["stopping"]
@@ -177,51 +185,22 @@ class Engine:
                     break
             if self.last_save[:2] != (self.state["epoch"], self.state["step"]):
                 self.save()  # the state the run stops in (in the middle of an epoch: resumed there)
-        self.wall = time.monotonic() - self.started
-
-    def _total_steps(self, n_batches: int) -> int | None:
-        """The steps the run will have done when it stops at --max-epochs or --max-steps (None: no end)."""
-        t, state = self.config.trainer, self.state
-        ends = [t.max_steps] if t.max_steps != -1 else []
-        if t.max_epochs != -1:
-            ends.append(state["step"] + (t.max_epochs - state["epoch"]) * n_batches - state["batch"])
-        return min(ends) if ends else None
+        self.wall = limits.now() - self.started
 
     def _status(self) -> str:
-        """The progress display's own figures: epoch (counted from 1), last loss, pairs/s of the steps."""
-        t, r = self.config.trainer, self.run_totals
-        of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+        """The progress display's own figures (`clmr.train.status`)."""
         if self.values.due_for_display():
             self._read_values()
         loss = getattr(self, "last_loss", None)
-        rate = r["items"] / (r["wait"] + r["busy"]) if r["items"] else None
-        return ", ".join(
-            [f"epoch {self.state['epoch'] + 1}{of}"]
-            + ([f"loss {loss:.4f}"] if loss is not None else [])
-            + ([f"{rate:.1f} pairs/s"] if rate is not None else [])
-        )
-
-    def _limit_reached(self) -> bool:
-        """Whether --max-steps or --max-time is reached; the time is agreed on by all processes (the
-        one whose clock says stop stops them all, at the same step)."""
-        max_steps = self.config.trainer.max_steps
-        if max_steps != -1 and self.state["step"] >= max_steps:
-            return True
-        if self.deadline is None:
-            return False
-        over = time.monotonic() - self.started >= self.deadline
-        if self.fabric.world_size == 1:
-            return over  # no device tensor: reading one back would wait for the device every step
-        flag = torch.tensor(float(over), device=self.fabric.device)
-        return bool(self.fabric.all_reduce(flag, reduce_op="max") > 0)
+        return status_line(self.state["epoch"], self.config.trainer.max_epochs, loss, self.run_totals)
 
     def _call(self, hook: str, *args) -> None:
         for h in self.hooks:
             if hasattr(h, hook):
                 getattr(h, hook)(self, *args)
 
-    def _train_epoch(self, loader, epoch: int, n_batches: int) -> bool:
-        """Train the epoch's remaining batches; True if a limit stopped it before its end."""
+    def _train_epoch(self, loader, valid_loader, epoch: int, n_batches: int) -> bool:
+        """Train the epoch's remaining batches; True if a limit or early stopping ended it early."""
         state, fabric, every = self.state, self.fabric, self.config.trainer.log_every_n_steps
         world = fabric.world_size
         self.model.train()
@@ -254,8 +233,10 @@ class Engine:
                 self._log_step(numbers, since_log["items"] / max(spent, 1e-9), start - last_end)
                 since_log = dict.fromkeys(since_log, 0)
             self.advance(1)
+            if state["batch"] < n_batches and self._validate_in_epoch(valid_loader, epoch):
+                return True  # early stopping
             last_end = time.perf_counter()
-            if self._limit_reached() and state["batch"] < n_batches:
+            if self.limits.reached(state["step"]) and state["batch"] < n_batches:
                 return True
         self._read_values()  # the epoch's totals are complete before the epoch ends
         total = timing["wait"] + timing["busy"]
@@ -297,20 +278,45 @@ class Engine:
             t.max_steps != -1 and state["step"] >= t.max_steps
         )
         since = (state["valid_epoch"], state["valid_step"], self.last_validation)
-        return last or self._due(t.val_every, epoch, since)
+        return last or self.limits.due(t.val_every, epoch, state["step"], since)
 
-    def _due(self, cadence: str, epoch: int, since: tuple[int, int, float]) -> bool:
-        """Whether `cadence` (N epochs, Nsteps or a time) has passed at the end of `epoch` since an event
-        at `since` = (epochs finished, step, monotonic time); a time is agreed on by all processes."""
-        unit, amount = val_every(cadence)
-        if unit == "epochs":
-            return epoch + 1 - since[0] >= amount
-        if unit == "steps":
-            return self.state["step"] - since[1] >= amount
-        due = torch.tensor(float(time.monotonic() - since[2] >= amount), device=self.fabric.device)
-        if self.fabric.world_size > 1:
-            due = self.fabric.all_reduce(due, reduce_op="max")
-        return bool(due > 0)
+    def _validate_and_track(self, valid_loader, epoch: int) -> tuple[dict[str, float], list[str]]:
+        """Validate during or at the end of `epoch`, then step the plateau schedule and early stopping;
+        returns the values and the checkpoint copy a lowest loss calls for (`best.ckpt`)."""
+        state = self.state
+        started = time.perf_counter()
+        valid = self.validate(valid_loader)
+        self.run_totals["valid"] += time.perf_counter() - started
+        self.last_validation = self.limits.now()
+        state.update(valid=valid, valid_step=state["step"], valid_epoch=state["epoch"])
+        state["validations"].append({"epoch": epoch, "step": state["step"], **valid})
+        loss = valid["valid/loss"]
+        if state["scheduler"] is not None:
+            state["scheduler"].step(loss)
+        if state["stopping"] is not None:
+            state["stopping"].update(loss, epoch)
+        if loss >= state["best_valid_loss"]:
+            return valid, []
+        state["best_valid_loss"] = loss
+        return valid, ["best.ckpt"]
+
+    def _validate_in_epoch(self, valid_loader, epoch: int) -> bool:
+        """`--val-every Nsteps` inside an epoch: validate once N steps have passed since the last
+        validation, log the values at this step, write best.ckpt on a lowest loss; True if early
+        stopping says stop. (At an epoch's last step the epoch's end validates.)"""
+        state, t = self.state, self.config.trainer
+        if self.val_steps is None or state["step"] - state["valid_step"] < self.val_steps:
+            return False
+        valid, best = self._validate_and_track(valid_loader, epoch)
+        if self.fabric.is_global_zero:
+            self.log.log({**valid, "epoch": epoch}, state["step"])
+            if self.shown:
+                of = f"/{t.max_epochs}" if t.max_epochs != -1 else ""
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(valid.items()))
+                print(f"step {state['step']} (epoch {epoch + 1}{of})  {shown}", flush=True)
+        if best:
+            self.save(*best)
+        return state["stopping"] is not None and state["stopping"].should_stop
 
     def _end_epoch(self, valid_loader, epoch: int) -> None:
         """Validate when due (then step the schedule and early stopping), log the epoch and checkpoint."""
@@ -325,25 +331,14 @@ class Engine:
         if every and (epoch + 1) % every == 0:
             also.append(f"epoch{epoch:04d}.ckpt")
         if validated:
-            started = time.perf_counter()
-            valid = self.validate(valid_loader)
-            self.run_totals["valid"] += time.perf_counter() - started
-            self.last_validation = time.monotonic()
+            valid, best = self._validate_and_track(valid_loader, epoch)
             row.update(valid)
-            state.update(valid=valid, valid_step=state["step"], valid_epoch=epoch + 1)
-            loss = valid["valid/loss"]
-            if state["scheduler"] is not None:
-                state["scheduler"].step(loss)
-            if state["stopping"] is not None:
-                state["stopping"].update(loss, epoch)
-            if loss < state["best_valid_loss"]:
-                state["best_valid_loss"] = loss
-                also.append("best.ckpt")
+            also += best
         named = {f"{k}_epoch" if k.startswith("train/") else k: v for k, v in row.items()}
         if self.fabric.is_global_zero:
             self.log.log({**named, "epoch": epoch}, state["step"])
         state["history"].append({"epoch": epoch, "step": state["step"], **row})
-        if also or self._due(self.config.trainer.save_every, epoch, self.last_save):
+        if also or self.limits.due(self.config.trainer.save_every, epoch, state["step"], self.last_save):
             self.save(*also)
         if self.fabric.is_global_zero and self.shown and validated:
             of = f"/{self.config.trainer.max_epochs}" if self.config.trainer.max_epochs != -1 else ""
@@ -380,9 +375,9 @@ class Engine:
         return values
 
     def summary(self) -> dict[str, Any]:
-        """This invocation's counts, finished epochs, throughput and where its time went, and the module:
-        `train_share` is the share of the wall time spent in training steps (data wait included),
-        `valid_share` the share in validation; checkpoints and start-up take the rest."""
+        """This invocation's counts, finished epochs, validations, throughput and where its time went,
+        and the module: `train_share` is the share of the wall time spent in training steps (data wait
+        included), `valid_share` the share in validation; checkpoints and start-up take the rest."""
         r = self.run_totals
         total, wall = r["wait"] + r["busy"], getattr(self, "wall", math.nan)
         return {
@@ -390,6 +385,7 @@ class Engine:
             "steps": self.state["step"],
             "epochs": self.state["epoch"],
             "history": [row for row in self.state["history"] if row["epoch"] >= self.first_epoch],
+            "validations": [row for row in self.state["validations"] if row["step"] > self.first_step],
             "pairs_per_s": r["items"] / total if total else math.nan,
             "data_wait_share": r["wait"] / total if total else math.nan,
             "wall_s": wall,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,40 @@ def resume_checkpoint(run_dir: str | Path, resume: bool | str | Path | None) -> 
 
 
 STATE_KEYS = ("epoch", "step", "model")  # what resuming reads from a checkpoint
+TRAINER_KEY = "pytorch-lightning_version"  # in every checkpoint Lightning's Trainer writes, never in ours
+
+
+def trainer_checkpoint_version(path: Path) -> str | None:
+    """The pytorch-lightning version named by `path` if Lightning's Trainer wrote it (clmr's run
+    directories before its own engine, the reference's checkpoints), else None. Read from the archive's
+    pickle opcodes, never unpickled."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"), None)
+            data = archive.read(name) if name is not None else b""
+        if TRAINER_KEY.encode() not in data:
+            return None
+        strings = [arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+    after = strings[strings.index(TRAINER_KEY) + 1 :] if TRAINER_KEY in strings else []
+    return after[0] if after else "unknown"
+
+
+def refuse_trainer_checkpoint(path: Path) -> None:
+    """A RunDirError if Lightning's Trainer wrote `path`: its training state (loops, callbacks) is not
+    one this engine can continue, but its weights load as they are."""
+    version = trainer_checkpoint_version(path)
+    if version is not None:
+        raise RunDirError(
+            f"{path}: written by Lightning's Trainer (pytorch-lightning {version}: an earlier clmr or the "
+            f"reference code), so it cannot be resumed; its weights load as they are: `clmr info "
+            f"{shlex.quote(str(path))}`, `clmr.load_model({str(path)!r})`; to train on, start a new run "
+            "with another --out"
+        )
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -71,6 +106,7 @@ def read_checkpoint(path: Path) -> dict:
     if not zipfile.is_zipfile(path):
         size = path.stat().st_size
         raise unreadable("empty file" if size == 0 else f"{size} bytes, not the zip archive torch saves")
+    refuse_trainer_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
@@ -167,6 +203,9 @@ def resolve_config(
     """The config of a run. A resumed run starts from its own `config.yaml` (unless `config_file` is given);
     overrides such as a larger `--max-epochs` still apply."""
     saved = Path(run_dir) / CONFIG_FILE
+    last = Path(run_dir) / CHECKPOINTS / "last.ckpt" if resume is True else Path(resume or "")
+    if resume and last.is_file():
+        refuse_trainer_checkpoint(last)  # before its config.yaml, whose keys may be another version's
     if resume and config_file is None and saved.is_file():
         config_file = saved
     return load_config(preset=preset, path=config_file, overrides=overrides)
@@ -228,6 +267,8 @@ def pretrain(
     ckpt_path = resume_checkpoint(run_dir, resume)
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None  # checked before any work
     if ckpt_path is None and _is_global_zero() and any((run_dir / CHECKPOINTS).glob("*.ckpt")):
+        for held in sorted((run_dir / CHECKPOINTS).glob("*.ckpt"), key=lambda p: p.name != "last.ckpt"):
+            refuse_trainer_checkpoint(held)  # not a run --resume could continue
         raise RunDirError(
             f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out"
         )
