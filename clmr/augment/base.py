@@ -10,11 +10,9 @@ import torch
 from torch import nn
 
 from clmr.errors import ClmrError
+from clmr.limits import AUGMENT_SCRATCH_MB
 
 Params = dict[str, torch.Tensor]
-
-# the default bound on the scratch memory of one step call (`Chain(scratch_mb=...)`, `augment.scratch_mb`)
-DEFAULT_SCRATCH_MB = 1024.0
 
 
 class AugmentError(ClmrError):
@@ -129,7 +127,7 @@ class Step(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = check_probability(p, self.name)
-        self.scratch_bytes = check_scratch_mb(DEFAULT_SCRATCH_MB)
+        self.scratch_bytes = check_scratch_mb(AUGMENT_SCRATCH_MB)
 
     def scratch_per_example(self, length: int, dtype: torch.dtype) -> int:
         """Bytes one example of `length` samples of `dtype` takes while a chunk runs, at most: its gathered

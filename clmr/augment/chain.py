@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clmr.augment.base import DEFAULT_SCRATCH_MB, AugmentError, Step, check_sample_rate, check_scratch_mb
+from clmr.augment.base import AugmentError, Step, check_sample_rate, check_scratch_mb
 from clmr.augment.delay import Delay
 from clmr.augment.filter import HighLowPass
 from clmr.augment.gain import Gain
@@ -17,6 +17,7 @@ from clmr.augment.noise import Noise
 from clmr.augment.pitch import PitchShift
 from clmr.augment.polarity import PolarityInversion
 from clmr.augment.reverb import Reverb
+from clmr.limits import AUGMENT_SCRATCH_MB
 
 # step name -> (class, needs sample_rate), in reference order
 STEPS: dict[str, tuple[type[Step], bool]] = {
@@ -62,7 +63,7 @@ class Chain(nn.Module):
     def __init__(
         self,
         sample_rate: int = 22050,
-        scratch_mb: float | None = DEFAULT_SCRATCH_MB,
+        scratch_mb: float | None = AUGMENT_SCRATCH_MB,
         **overrides: float | Mapping[str, Any] | None,
     ) -> None:
         super().__init__()
