@@ -3,7 +3,8 @@
 On CUDA it is `torch.cuda.max_memory_allocated` above what was allocated before the call. On a Linux CPU
 it is the rise of the process's resident high-water mark (VmHWM, reset before the call through
 /proc/self/clear_refs) over the resident size before it; glibc is told to map every block of 64 KiB or
-more on its own (`mallopt`), so that freed tensors leave the resident set at once.
+more on its own (`mallopt`) and the heap trimmed (`malloc_trim`), so that freed tensors leave the resident
+set at once.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ def _status_bytes(key: str) -> int:
 
 
 def _map_large_blocks() -> None:
+    """Large blocks mapped on their own from now on, and the heap's free memory handed back."""
     libc = ctypes.CDLL("libc.so.6")
     if not (libc.mallopt(_M_MMAP_THRESHOLD, 1 << 16) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 16)):
         raise RuntimeError("glibc mallopt refused the thresholds")
+    libc.malloc_trim(0)
 
 
 def peak_extra_bytes(fn: Callable[[], T], device: torch.device) -> tuple[int, T]:
