@@ -2,9 +2,9 @@
 
 On CUDA it is `torch.cuda.max_memory_allocated` above what was allocated before the call. On a Linux CPU
 it is the rise of the process's resident high-water mark (VmHWM, reset before the call through
-/proc/self/clear_refs) over the resident size before it; glibc is told to map every block of 64 KiB or
-more on its own (`mallopt`) and the heap trimmed (`malloc_trim`), so that freed tensors leave the resident
-set at once.
+/proc/self/clear_refs) over the resident size before it, with glibc told to map every block of 64 KiB or
+more on its own (`map_large_blocks`, first thing in the process), so that freed tensors leave the resident
+set at once and none is reused unseen.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ _STATUS = Path("/proc/self/status")
 
 def cpu_peak_supported() -> bool:
     """Whether CPU peaks can be measured here (Linux with glibc and a resettable VmHWM)."""
-    return sys.platform.startswith("linux") and _STATUS.exists()
+    if not sys.platform.startswith("linux") or not _STATUS.exists():
+        return False
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallopt")
+    except OSError:  # musl and other C libraries
+        return False
 
 
 def _status_bytes(key: str) -> int:
@@ -35,12 +40,13 @@ def _status_bytes(key: str) -> int:
     raise RuntimeError(f"{_STATUS} has no {key}")
 
 
-def _map_large_blocks() -> None:
-    """Large blocks mapped on their own from now on, and the heap's free memory handed back."""
+def map_large_blocks() -> None:
+    """From now on glibc maps every block of 64 KiB or more on its own and unmaps it when freed. Call it
+    before the process allocates large tensors: blocks freed into the heap before it would be reused
+    unseen by the resident high-water mark."""
     libc = ctypes.CDLL("libc.so.6")
     if not (libc.mallopt(_M_MMAP_THRESHOLD, 1 << 16) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 16)):
         raise RuntimeError("glibc mallopt refused the thresholds")
-    libc.malloc_trim(0)
 
 
 def peak_extra_bytes(fn: Callable[[], T], device: torch.device) -> tuple[int, T]:
@@ -54,7 +60,7 @@ def peak_extra_bytes(fn: Callable[[], T], device: torch.device) -> tuple[int, T]
         return torch.cuda.max_memory_allocated(device) - before, result
     if device.type != "cpu" or not cpu_peak_supported():
         raise RuntimeError(f"no peak memory measure for {device} on {sys.platform}")
-    _map_large_blocks()
+    map_large_blocks()
     before = _status_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     result = fn()
