@@ -40,7 +40,8 @@ class Noise(Step):
         return out
 
     def scratch_per_example(self, length: int, dtype: torch.dtype) -> int:
-        return 4 * length * dtype.itemsize  # gathered input, selected output, result, this block's noise
+        # gathered input, selected output, result, this block's noise: four rows measured, five stated
+        return 5 * length * dtype.itemsize
 
     def extra_repr(self) -> str:
         return f"p={self.p}, min_snr={self.min_snr}, max_snr={self.max_snr}"
