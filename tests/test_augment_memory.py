@@ -11,6 +11,7 @@ import torch
 
 from clmr.augment import STEPS, AugmentError, Chain
 from clmr.augment.memory import cpu_peak_supported, map_large_blocks, peak_extra_bytes
+from clmr.config import ConfigError, load_config
 
 SR = 22050
 HEAVY = ["noise", "filter", "delay", "pitch", "reverb"]
@@ -87,6 +88,15 @@ def test_chunk_planner_stays_within_the_budget():
     for bad in (0, -5, "big", True):
         with pytest.raises(AugmentError, match="scratch_mb must be a number of MB > 0"):
             Chain(SR, scratch_mb=bad)
+
+
+def test_config_key_sets_the_budget():
+    """`augment.scratch_mb` reaches every step of the training chain; a bad value names the key."""
+    config = load_config(overrides={"augment.scratch_mb": "64"})
+    chain = Chain(SR, **config.augment.chain_overrides())
+    assert {step.scratch_bytes for step in chain.steps.values()} == {64 << 20}
+    with pytest.raises(ConfigError, match=r"augment\.scratch_mb.*must be positive"):
+        load_config(overrides={"augment.scratch_mb": "0"})
 
 
 SLACK = 4 << 20  # page rounding, allocator headers, FFT plans and the per-call tables
