@@ -9,8 +9,8 @@ probabilities). "Peak extra" is the memory the call allocates at its peak less i
 torch.cuda.max_memory_allocated; CPU: the resident high-water mark, see clmr.augment.memory, measured in a
 second run of this script whose allocator setting would slow the timed calls); "ratio" is the chunked
 chain's time over the one-chunk chain's, both timed in this process. --masked runs the accelerator code
-path on a CPU (every row computed, the result masked), whose one-chunk peak is what a GPU allocated
-before chunking.
+path on a CPU (every row computed, the result masked, chunks sized by the budget alone): its one-chunk
+peak is what a GPU allocated before chunking.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ MB = 1 << 20
 
 
 def build(scratch_mb: float | None, device: torch.device, masked: bool) -> Chain:
-    """The reference chain; scratch_mb None: no bound and no CPU blocks (every firing row in one apply)."""
+    """The reference chain; scratch_mb None: no bound and no CPU blocks (every firing row in one apply);
+    masked: every row computed and masked, in chunks from the budget alone (as on an accelerator)."""
     chain = Chain(SAMPLE_RATE, scratch_mb=scratch_mb).to(device)
     for step in chain.steps.values():
-        if scratch_mb is None:
+        if scratch_mb is None or masked:
             step.cpu_block_samples = None
         if masked:
             step.compute_all = lambda x: True
