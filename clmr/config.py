@@ -23,7 +23,7 @@ import yaml
 
 from clmr.errors import ClmrError
 from clmr.files import atomic_open
-from clmr.limits import MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
+from clmr.limits import AUGMENT_SCRATCH_MB, MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
 from clmr.presets import PRESETS, SUPERVISED
 
 AUGMENT_STEPS = ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
@@ -67,10 +67,11 @@ class AugmentConfig:
     delay: float | dict = key(0.3, "probability of a delay (echo)")
     pitch: float | dict = key(0.6, "probability of a pitch shift")
     reverb: float | dict = key(0.6, "probability of reverb")
+    scratch_mb: float = key(AUGMENT_SCRATCH_MB, "bound on one augmentation step's scratch memory (MB)")
 
     def chain_overrides(self) -> dict[str, Any]:
-        """Keyword arguments for `clmr.augment.Chain` (one per step)."""
-        return {name: getattr(self, name) for name in AUGMENT_STEPS}
+        """Keyword arguments for `clmr.augment.Chain` (one per step, and the scratch budget)."""
+        return {name: getattr(self, name) for name in AUGMENT_STEPS} | {"scratch_mb": self.scratch_mb}
 
 
 @dataclass
@@ -320,6 +321,7 @@ def validate(config: Config) -> None:
         ("model.width", 0 < config.model.width <= MAX_WIDTH, f"must be in (0, {MAX_WIDTH:g}]"),
         ("model.n_blocks", 1 <= config.model.n_blocks <= 9, "must be in 1..9"),
         ("model.projection_dim", 1 <= config.model.projection_dim <= MAX_DIM, f"must be in 1..{MAX_DIM}"),
+        ("augment.scratch_mb", 0 < config.augment.scratch_mb < math.inf, "must be positive and finite"),
         ("optim.lr", 0 < o.lr < math.inf, "must be positive and finite"),
         ("optim.weight_decay", o.weight_decay >= 0, "must be >= 0"),
         ("optim.momentum", 0 <= o.momentum < 1, "must be in [0, 1)"),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 
 from clmr.errors import ClmrError
+from clmr.limits import AUGMENT_SCRATCH_MB
 
 Params = dict[str, torch.Tensor]
 
@@ -80,6 +82,20 @@ def check_range(
     return low, high
 
 
+def check_scratch_mb(scratch_mb: Any) -> int | None:
+    """A scratch budget in MB (None: unbounded) as bytes, or an AugmentError."""
+    if scratch_mb is None:
+        return None
+    if isinstance(scratch_mb, bool) or not isinstance(scratch_mb, (int, float)) or not scratch_mb > 0:
+        raise AugmentError(f"augmentation scratch_mb must be a number of MB > 0, got {scratch_mb!r}")
+    return int(scratch_mb * (1 << 20))
+
+
+def real_size(dtype: torch.dtype) -> int:
+    """Bytes of the real type the FFT steps compute in for an input of `dtype` (float64, else float32)."""
+    return 8 if dtype == torch.float64 else 4
+
+
 def check_sample_rate(step: str, sample_rate: Any) -> int:
     """A positive whole sample rate, or an AugmentError naming the step."""
     if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or int(sample_rate) <= 0:
@@ -94,7 +110,10 @@ class Step(nn.Module):
 
     `apply(x, params)` applies the step to every row of x with the given per-example parameters (tests use
     it to force parameters). On CPU only the rows that fire are computed (the mask is already on the host);
-    on an accelerator every row is computed and the result selected with the mask (no host sync).
+    on an accelerator every row is computed and the result selected with the mask (no host sync). Either
+    way the rows go through in chunks of `chunk_rows`, so that the scratch memory of a call stays within
+    `scratch_bytes` (None: no bound) whatever the batch size; the parameters are drawn for the whole batch
+    first, so the output does not depend on the chunking.
     """
 
     name = "step"
@@ -102,10 +121,28 @@ class Step(nn.Module):
     # about this many samples: fresh allocations of batch-sized buffers are page-faulted on every call,
     # blocks are reused from the allocator's cache (2.5x faster for PitchShift on a 2-core machine).
     cpu_block_samples: int | None = None
+    # a chunk holds a multiple of this many rows (Noise draws its noise this many rows at a time)
+    row_multiple = 1
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = check_probability(p, self.name)
+        self.scratch_bytes = check_scratch_mb(AUGMENT_SCRATCH_MB)
+
+    def scratch_per_example(self, length: int, dtype: torch.dtype) -> int:
+        """Bytes one example of `length` samples of `dtype` takes while a chunk runs, at most: its gathered
+        input and selected output (two rows), `apply`'s intermediates and result (each step's formula)."""
+        return 2 * length * dtype.itemsize
+
+    def chunk_rows(self, length: int, dtype: torch.dtype, device: torch.device) -> int:
+        """Rows per chunk: as many as `scratch_bytes` holds (on CPU also at most `cpu_block_samples`
+        samples), rounded down to a multiple of `row_multiple`, at least one multiple."""
+        rows = sys.maxsize
+        if self.scratch_bytes is not None:
+            rows = self.scratch_bytes // max(self.scratch_per_example(length, dtype), 1)
+        if device.type == "cpu" and self.cpu_block_samples:
+            rows = min(rows, self.cpu_block_samples // max(length, 1))
+        return max(self.row_multiple, rows - rows % self.row_multiple)
 
     def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> Params:
         """Per-example parameters for n examples (always the same number of random draws)."""
@@ -159,20 +196,26 @@ class Step(nn.Module):
         generator: torch.Generator | None,
         inplace: bool = False,
     ) -> torch.Tensor:
-        """x with the rows where `fire` is True replaced by the step's output."""
+        """x with the rows where `fire` is True replaced by the step's output, chunk by chunk."""
+        batch, length = x.shape
+        chunk = self.chunk_rows(length, x.dtype, x.device)
+        work = Workspace()
         if self.compute_all(x):
-            return torch.where(fire[:, None], self.apply(x, params, generator), x)
+            out = x if inplace else torch.empty_like(x)
+            for start in range(0, batch, chunk):
+                r = slice(start, start + chunk)
+                result = self.apply(x[r], {k: v[r] for k, v in params.items()}, generator, work)
+                out[r] = torch.where(fire[r, None], result, x[r])
+            return out
         rows = fire.nonzero().squeeze(1)
         if rows.numel() == 0:
             return x
         out = x if inplace else x.clone()
-        block = max(1, self.cpu_block_samples // x.shape[1]) if self.cpu_block_samples else rows.numel()
-        work = Workspace()
-        for start in range(0, rows.numel(), block):
-            r = rows[start : start + block]
-            rows_in = self.slot(work, r.numel(), x.shape[1], x.dtype, x.device)
+        for start in range(0, rows.numel(), chunk):
+            r = rows[start : start + chunk]
+            rows_in = self.slot(work, r.numel(), length, x.dtype, x.device)
             if rows_in is None:
-                rows_in = work.get("rows", (r.numel(), x.shape[1]), x.dtype, x.device)
+                rows_in = work.get("rows", (r.numel(), length), x.dtype, x.device)
             result = self.apply(
                 torch.index_select(out, 0, r, out=rows_in),
                 {k: v[r] for k, v in params.items()},
@@ -188,6 +231,9 @@ class Step(nn.Module):
 
 class ScaleStep(Step):
     """A step that multiplies each example by a scalar: one fused multiply, identical on every device."""
+
+    def scratch_per_example(self, length: int, dtype: torch.dtype) -> int:
+        return 0  # in place (the chain's buffer) or straight into the output
 
     def factor(self, params: Params) -> torch.Tensor:
         """The per-example multiplier (B,)."""

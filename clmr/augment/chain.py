@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clmr.augment.base import AugmentError, Step, check_sample_rate
+from clmr.augment.base import AugmentError, Step, check_sample_rate, check_scratch_mb
 from clmr.augment.delay import Delay
 from clmr.augment.filter import HighLowPass
 from clmr.augment.gain import Gain
@@ -17,6 +17,7 @@ from clmr.augment.noise import Noise
 from clmr.augment.pitch import PitchShift
 from clmr.augment.polarity import PolarityInversion
 from clmr.augment.reverb import Reverb
+from clmr.limits import AUGMENT_SCRATCH_MB
 
 # step name -> (class, needs sample_rate), in reference order
 STEPS: dict[str, tuple[type[Step], bool]] = {
@@ -55,9 +56,16 @@ class Chain(nn.Module):
     `Chain(sample_rate, pitch=0.0, reverb={"p": 0.3, "damping": (0, 50)})`: an override is a probability
     or a dict of the step's keyword arguments (a dict without "p" keeps the reference probability).
     Pure torch: runs on the batch's device; `generator` (or the device's default generator) seeds every draw.
+    Each step works through the batch in chunks whose scratch memory stays within `scratch_mb` MB (None:
+    one chunk), see `scratch_bound`; the output does not depend on it.
     """
 
-    def __init__(self, sample_rate: int = 22050, **overrides: float | Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        sample_rate: int = 22050,
+        scratch_mb: float | None = AUGMENT_SCRATCH_MB,
+        **overrides: float | Mapping[str, Any] | None,
+    ) -> None:
         super().__init__()
         unknown = sorted(set(overrides) - set(STEPS))
         if unknown:
@@ -66,12 +74,27 @@ class Chain(nn.Module):
         self.steps = nn.ModuleDict(
             {name: build_step(name, overrides.get(name), self.sample_rate) for name in STEPS}
         )
+        budget = check_scratch_mb(scratch_mb)
+        for step in self.steps.values():
+            step.scratch_bytes = budget
+
+    def scratch_bound(self, length: int, dtype: torch.dtype = torch.float32) -> int | None:
+        """Bytes of scratch memory a call on (B, length) of `dtype` may take besides its output, for any B:
+        the largest step's chunk (at most `scratch_mb`, or one chunk's minimum where an example needs more);
+        None when `scratch_mb` is None (one chunk: it grows with B)."""
+        if any(step.scratch_bytes is None for step in self.steps.values()):
+            return None
+        return max(
+            step.chunk_rows(length, dtype, torch.device("meta")) * step.scratch_per_example(length, dtype)
+            for step in self.steps.values()
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], sample_rate: int = 22050) -> Chain:
         """A chain from a mapping step name -> probability or kwargs dict; `enabled: false` switches all off.
 
-        Keys: polarity, noise, gain, filter, delay, pitch, reverb, and optionally enabled and sample_rate.
+        Keys: polarity, noise, gain, filter, delay, pitch, reverb, and optionally enabled, sample_rate and
+        scratch_mb.
         """
         config = dict(config)
         enabled = bool(config.pop("enabled", True))
@@ -90,7 +113,9 @@ class Chain(nn.Module):
         # Every step is homogeneous (f(c x) = c f(x)), so each row runs scaled by a power of two to a peak
         # of at most 1 and is scaled back: the FFT steps' sums cannot overflow (only an output past the
         # largest float can), and scaling by powers of two is exact (the same result bit for bit otherwise).
-        _, exponent = torch.frexp(x.detach().abs().amax(dim=1, keepdim=True).clamp_(min=0.5))
+        # (the peak from the row's extremes: no batch-sized temporary)
+        low, high = torch.aminmax(x.detach(), dim=1, keepdim=True)
+        _, exponent = torch.frexp(torch.maximum(low.neg_(), high).clamp_(min=0.5))
         # the largest finite power of two of the dtype (2^127 for float32): peaks above it stay <= 2
         exponent.clamp_(max=math.frexp(torch.finfo(x.dtype).max)[1] - 1)
         scale = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), exponent)

@@ -41,6 +41,10 @@ class Delay(Step):
         """The longest drawn lag in samples; `apply` limits lags to it (so that no device needs a host sync)."""
         return round((self.min_ms + self.step_ms * (self.choices - 1)) * self.sample_rate / 1000.0)
 
+    def scratch_per_example(self, length: int, dtype: torch.dtype) -> int:
+        # the zero-padded rows, the echo, the selected output (three rows and the lag measured), four stated
+        return (self.max_lag() + 4 * length) * dtype.itemsize
+
     def slot(
         self, work: Workspace, batch: int, length: int, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor | None:
