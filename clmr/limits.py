@@ -4,3 +4,7 @@ MAX_SAMPLE_RATE = 384_000  # Hz; higher rates reach resamplers (soxr) with sizes
 MAX_WIDTH = 8.0  # SampleCNN channel scale: its widest layer then has 4,096 channels (~150 M parameters)
 MAX_DIM = 8192  # projector / head feature sizes: one 8192 x 8192 layer is 256 MiB of float32
 MAX_CLASSES = 100_000  # head outputs (tag vocabularies are tens to a few thousand)
+MAX_PIECE_SAMPLES = (
+    2**24
+)  # one generated piece (`clmr generate`): 12.7 min at 22,050 Hz, ~1 GiB while rendered
+MAX_TRACKS = 1_000_000  # pieces in one generated set (its CSVs and split lists are built in memory)
