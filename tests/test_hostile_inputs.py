@@ -242,3 +242,14 @@ def test_one_sample_past_the_longest_piece_is_refused(tmp_path):
     with pytest.raises(GenerateError, match="seconds must be at most"):
         generate(tmp_path / "a", 1, seconds=(MAX_PIECE_SAMPLES + 1) / 1000, sample_rate=1000)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_model_cache_where_no_lock_can_be_made_is_one_line(tmp_path, monkeypatch):
+    from clmr.models.registry import RegistryError, model_file
+
+    monkeypatch.setenv("CLMR_HOME", str(tmp_path / "cache"))
+    _deny_lock_files(monkeypatch, errno.EROFS)
+    with pytest.raises(
+        RegistryError, match=r"cache: cannot create the lock file .clmr-mtat.lock \(Read-only"
+    ):
+        model_file("clmr-mtat", load=None, save=None)
