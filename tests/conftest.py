@@ -7,6 +7,9 @@ generated set or store asks `make_music` / `make_store` for it (the same argumen
 from __future__ import annotations
 
 import http.server
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 
@@ -179,3 +182,16 @@ def range_server():
     server = RangeServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def unprivileged() -> list[str]:
+    """A command prefix that runs a program without the power to write into read-only folders: none
+    for a normal user; for root, setpriv dropping CAP_DAC_OVERRIDE. Skips the test where neither works."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    drop = [setpriv, "--inh-caps=-dac_override", "--bounding-set=-dac_override"] if setpriv else []
+    if not drop or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here")
+    return drop

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -153,29 +152,14 @@ def test_acquire_lock_names_the_folder_and_the_reason(tmp_path, monkeypatch, err
         acquire_lock(tmp_path / ".x.lock", "store")
 
 
-def _unprivileged() -> list[str] | None:
-    """A command prefix that runs a program without the power to write into read-only folders: none
-    needed for a normal user; for root, setpriv dropping CAP_DAC_OVERRIDE (None where it cannot)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    drop = [setpriv, "--inh-caps=-dac_override", "--bounding-set=-dac_override"] if setpriv else None
-    if drop is None or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
-        return None
-    return drop
-
-
-def test_embed_into_a_read_only_folder_for_real(tmp_path, tiny_model_file, synthetic_music):
-    prefix = _unprivileged()
-    if prefix is None:
-        pytest.skip("running as root and setpriv cannot drop CAP_DAC_OVERRIDE here")
+def test_embed_into_a_read_only_folder_for_real(tmp_path, unprivileged, tiny_model_file, synthetic_music):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     try:
         cmd = [sys.executable, "-m", "clmr", "embed", "--model", str(tiny_model_file)]
         cmd += [str(synthetic_music.files[0]), "--out", str(folder / "songs.parquet"), "--quiet"]
-        run = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        run = subprocess.run([*unprivileged, *cmd], capture_output=True, text=True, timeout=120)
     finally:
         folder.chmod(0o755)
     assert run.returncode == 2, run.stderr
