@@ -25,6 +25,7 @@ from clmr.errors import ClmrError
 from clmr.files import atomic_open
 from clmr.limits import AUGMENT_SCRATCH_MB, MAX_DIM, MAX_SAMPLE_RATE, MAX_WIDTH
 from clmr.presets import PRESETS, SUPERVISED
+from clmr.texts import read_text
 
 AUGMENT_STEPS = ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb")
 
@@ -257,10 +258,9 @@ def apply(config: Config, values: Mapping[str, Any]) -> Config:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML config file as a dict; ConfigError for a missing, malformed or non-mapping file."""
     path = Path(path)
+    text = read_text(path, ConfigError, "config file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from err
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
     if data is not None and not isinstance(data, dict):

@@ -193,12 +193,34 @@ def _remove_temps(path: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
+def acquire_lock(
+    path: str | os.PathLike,
+    what: str = "output folder",
+    timeout: float = -1,
+    error: type[ClmrError] = OutputError,
+) -> FileLock:
+    """The lock file `path`, acquired (waiting up to `timeout` seconds, forever when negative; filelock's
+    `Timeout` when still held). A folder where it cannot be made (read-only, denied, full) raises `error`
+    naming the folder, also for root without CAP_DAC_OVERRIDE."""
+    path = Path(path)
+    lock = FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise
+    except OSError as err:
+        raise error(
+            f"{path.parent}: cannot create the lock file {path.name} ({described(err)}); the {what} must be "
+            "a writable folder"
+        ) from err
+    return lock
+
+
 @contextmanager
 def folder_lock(root: str | os.PathLike, what: str = "output folder") -> Iterator[None]:
     """Hold `root`'s lock while writing it; a second writer is refused at once with a clear message."""
-    lock = FileLock(Path(root) / LOCK, timeout=0)
     try:
-        lock.acquire()
+        lock = acquire_lock(Path(root) / LOCK, what, timeout=0)
     except Timeout as err:
         raise OutputError(
             f"{root}: another clmr process is writing this {what} (it holds {LOCK}); wait for it to finish "

@@ -215,23 +215,9 @@ def test_cli_convert_and_info(tmp_path, model, x, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory):
+def tiny_store(make_store):
     """Ten generated 1 s pieces at 8 kHz with tags, preprocessed (for the `clmr pretrain` checkpoints)."""
-    from clmr.data import preprocess
-    from clmr.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("ckpt-store")
-    music = generate(root / "music", 10, seconds=1.0, seed=0, sample_rate=8000)
-    preprocess(
-        music.root,
-        root / "store",
-        labels=music.tags_csv,
-        sample_rate=8000,
-        min_length=729,
-        workers=0,
-        progress=False,
-    )
-    return root / "store"
+    return make_store(10, 1.0, 0, min_length=729).path
 
 
 @pytest.mark.parametrize("supervised", [False, True])

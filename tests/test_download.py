@@ -2,10 +2,8 @@
 mismatch rejected, retries, mirror URLs, MTAT part merging and zip-slip / tar escapes refused."""
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
 
 import numpy as np
@@ -20,63 +18,10 @@ def _npy(values=(1, 2, 3)) -> bytes:
     return buffer.getvalue()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-    fail_first: set = set()
-    wrong_range: set = set()  # paths answered with bytes 0- whatever range was asked
-    cut_first: set = set()  # paths whose first answer stops half-way (the connection drops)
-    bare_416: set = set()  # paths whose 416 answer says no size (no Content-Range)
-    wrong_total: set = set()  # paths whose 206 answer announces another total size
-
-    def do_GET(self):  # noqa: N802
-        self.log.append((self.path, self.headers.get("Range")))
-        if self.path in self.fail_first:
-            self.fail_first.discard(self.path)
-            self.send_error(503)
-            return
-        data = self.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        if rng := self.headers.get("Range"):
-            start = 0 if self.path in self.wrong_range else int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):  # as real servers do: 416 with the file's size
-                self.send_response(416)
-                if self.path not in self.bare_416:
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            total = len(data) + 7 if self.path in self.wrong_total else len(data)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{total}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if self.path in self.cut_first:
-            self.cut_first.discard(self.path)
-            self.wfile.write(data[start : start + (len(data) - start) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    _Handler.files, _Handler.log, _Handler.fail_first = {}, [], set()
-    _Handler.wrong_range, _Handler.cut_first = set(), set()
-    _Handler.bare_416, _Handler.wrong_total = set(), set()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", _Handler
-    httpd.shutdown()
+def server(range_server):
+    """(base URL, the `RangeServer` whose files and faults a test sets)."""
+    return range_server.base, range_server
 
 
 def test_resume_partial_download(tmp_path, server):

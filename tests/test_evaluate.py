@@ -13,7 +13,6 @@ import torch
 from clmr import devices, load_model
 from clmr.cli import main
 from clmr.data import ContrastivePairs, Store, preprocess
-from clmr.data.synthetic import generate
 from clmr.evaluate import Recipe, evaluate, plots
 from clmr.evaluate import features as features_module
 from clmr.evaluate.features import extract
@@ -54,16 +53,14 @@ def pretrain(model: CLMR, store: Store, steps: int, seed: int = 0) -> CLMR:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, make_store):
     """200 generated 3 s pieces at 8 kHz as a tag store and a genre store, a random-init checkpoint
     and the same encoder after 800 contrastive steps."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: threads only add contention on shared cores
     root = tmp_path_factory.mktemp("eval")
-    gen = generate(root / "gen", 200, seconds=3.0, seed=0, sample_rate=SR)
-    kw = dict(sample_rate=SR, workers=0, min_length=729, progress=False)
-    tags = preprocess(gen.root, root / "tags", labels=gen.tags_csv, **kw)
-    genre = preprocess(gen.root, root / "genre", labels=gen.genre_csv, **kw)
+    tags = make_store(200, 3.0, 0, min_length=729)
+    genre = make_store(200, 3.0, 0, "genre", min_length=729)
     init = save_model(tiny_model(0), root / "init.safetensors")
     trained_model = pretrain(tiny_model(0), tags, steps=800)
     trained_model.meta = {"store": str(tags.path)}  # as `clmr pretrain` records it

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from clmr.cli import main
-from clmr.data import preprocess
-from clmr.data.synthetic import generate
 from clmr.evaluate import evaluate, select_fraction
 from clmr.evaluate import features as features_module
 from clmr.evaluate import probe as probe_module
@@ -28,13 +26,11 @@ QUICK = Recipe(max_epochs=4)
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
+def small(tmp_path_factory, make_store):
     """40 generated 1.5 s pieces at 8 kHz as a genre store and a tag store, and a random-init model."""
     root = tmp_path_factory.mktemp("protocol")
-    gen = generate(root / "gen", 40, seconds=1.5, seed=1, sample_rate=SR)
-    kw = dict(sample_rate=SR, workers=0, min_length=2187, progress=False)
-    genre = preprocess(gen.root, root / "genre", labels=gen.genre_csv, **kw)
-    tags = preprocess(gen.root, root / "tags", labels=gen.tags_csv, **kw)
+    genre = make_store(40, 1.5, 1, "genre", min_length=2187)
+    tags = make_store(40, 1.5, 1, min_length=2187)
     torch.manual_seed(0)
     model = CLMR(SampleCNN(width=1 / 16, n_blocks=6), sample_rate=SR)
     return {"genre": genre, "tags": tags, "model": save_model(model, root / "init.safetensors")}

@@ -9,8 +9,6 @@ import torch
 
 from clmr import devices, load_model
 from clmr.cli import main
-from clmr.data import preprocess
-from clmr.data.synthetic import generate
 from clmr.evaluate import finetune
 from clmr.evaluate.inputs import EvaluationError
 from clmr.models import CLMR, Projector, SampleCNN, save_model
@@ -19,20 +17,11 @@ SR = 8000
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, make_store):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ft")
-    gen = generate(root / "gen", 40, seconds=1.0, seed=3, sample_rate=SR)
-    store = preprocess(
-        gen.root,
-        root / "tags",
-        labels=gen.tags_csv,
-        sample_rate=SR,
-        workers=0,
-        min_length=729,
-        progress=False,
-    )
+    store = make_store(40, 1.0, 3, min_length=729)
     torch.manual_seed(0)
     ckpt = save_model(
         CLMR(SampleCNN(width=1 / 16, n_blocks=5), Projector(32, 32, 16), sample_rate=SR),

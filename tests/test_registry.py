@@ -2,7 +2,6 @@
 structure) served from a local HTTP server through CLMR_MODEL_MIRROR into a temporary CLMR_HOME. Tag
 and embed with the default model, offline reuse, refusal of damaged or tampered files, resume."""
 
-import http.server
 import io
 import json
 import re
@@ -85,59 +84,13 @@ def release():
     return {"files": files, "encoder": simclr.encoder.state_dict(), "head": head_state}
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-    cut_first: set = set()
-    hold: dict = {}  # path -> threading.Event the answer waits for
-
-    def do_GET(self):  # noqa: N802
-        self.log.append((self.path, self.headers.get("Range")))
-        if gate := self.hold.get(self.path):
-            gate.wait(60)
-        data = self.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(rng.split("=")[1].split("-")[0]) if (rng := self.headers.get("Range")) else 0
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if self.path in self.cut_first:  # the connection drops half-way
-            self.cut_first.discard(self.path)
-            self.wfile.write(data[start : start + (len(data) - start) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args):
-        pass
-
-
-class _Server:
-    def __init__(self, files):
-        _Handler.files, _Handler.log, _Handler.cut_first, _Handler.hold = dict(files), [], set(), {}
-        self.handler = _Handler
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-
 @pytest.fixture
-def server(release, tmp_path, monkeypatch):
-    srv = _Server(release["files"])
+def server(release, range_server, tmp_path, monkeypatch):
+    srv = range_server
+    srv.files.update(release["files"])
     monkeypatch.setenv("CLMR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLMR_MODEL_MIRROR", srv.base + "/")
-    yield srv
-    srv.stop()
+    return srv
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +119,7 @@ def test_tag_and_embed_with_the_default_model_then_offline(server, release, song
     assert main(["tag", str(song), "--json", "--top", "5"]) == 0
     tags = json.loads(capsys.readouterr().out)[str(song)]
     assert tags[0]["tag"] == TOP and all(t["tag"] in MTAT_TAGS for t in tags)
-    assert sorted(p for p, _ in server.handler.log) == sorted([ENCODER_ZIP, HEAD_ZIP])
+    assert sorted(p for p, _ in server.log) == sorted([ENCODER_ZIP, HEAD_ZIP])
     model = clmr.load_model("clmr-mtat")
     assert model.tags == list(MTAT_TAGS) and model.task == "multilabel" and model.sample_rate == SR
     assert model.meta["source"][0] == "https://github.com/Spijkervet/CLMR/releases/download" + ENCODER_ZIP
@@ -221,19 +174,19 @@ def test_evaluate_and_models_listing_take_a_name(server, capsys, tmp_path):
 
 def test_a_truncated_zip_is_refused_and_nothing_trusted(server, release, tmp_path):
     whole = release["files"][ENCODER_ZIP]
-    server.handler.files[ENCODER_ZIP] = whole[: len(whole) // 2]  # served complete, but cut short
+    server.files[ENCODER_ZIP] = whole[: len(whole) // 2]  # served complete, but cut short
     with pytest.raises(DownloadError, match="clmr_checkpoint_10000.zip: not a complete zip archive"):
         clmr.load_model("clmr-mtat")
     home = tmp_path / "home"
     assert not model_path("clmr-mtat").exists() and not download_path(ENCODER_ZIP[1:]).exists()
     assert not _trusted_files(home)
-    server.handler.files[ENCODER_ZIP] = whole  # a later run downloads it again and succeeds
+    server.files[ENCODER_ZIP] = whole  # a later run downloads it again and succeeds
     assert clmr.load_model("clmr-mtat").tags == list(MTAT_TAGS)
 
 
 @pytest.mark.parametrize("name", ["../../escaped.pt", "/abs/head.pt"])
 def test_a_zip_with_an_unsafe_member_is_refused(server, release, tmp_path, name):
-    server.handler.files[HEAD_ZIP] = _zip({name: _pt(release["head"])})
+    server.files[HEAD_ZIP] = _zip({name: _pt(release["head"])})
     with pytest.raises(DownloadError, match=f"unsafe member {name!r}"):
         clmr.load_model("clmr-mtat")
     assert not any(tmp_path.rglob("escaped.pt")) and not any(tmp_path.rglob("head.pt"))
@@ -267,9 +220,9 @@ def test_an_interrupted_download_resumes(server, release):
     part = download_path(ENCODER_ZIP[1:]).with_name("clmr_checkpoint_10000.zip.part")
     part.parent.mkdir(parents=True)
     part.write_bytes(whole[:1000])  # what an earlier, killed run left
-    server.handler.cut_first.add(HEAD_ZIP)  # and this run's connection drops half-way through the head
+    server.cut_first.add(HEAD_ZIP)  # and this run's connection drops half-way through the head
     model_file("clmr-mtat", clmr.load_model, clmr.save_model, progress=False)
-    log = server.handler.log
+    log = server.log
     assert (ENCODER_ZIP, "bytes=1000-") in log and (ENCODER_ZIP, None) not in log
     assert (
         log.count((HEAD_ZIP, None)) == 1
@@ -300,7 +253,7 @@ def test_names_and_mirror_are_checked(server, monkeypatch):
     monkeypatch.setenv("CLMR_MODEL_MIRROR", "ftp://mirror.example")
     with pytest.raises(RegistryError, match="CLMR_MODEL_MIRROR='ftp://mirror.example': expected an http"):
         clmr.load_model("clmr-mtat")
-    assert server.handler.log == []
+    assert server.log == []
 
 
 def test_the_1550_release_downloads_into_the_cache(server, release):
@@ -312,7 +265,7 @@ def test_the_1550_release_downloads_into_the_cache(server, release):
 
 def test_parallel_first_uses_download_and_convert_once(server):
     gate = threading.Event()
-    server.handler.hold[ENCODER_ZIP] = gate
+    server.hold[ENCODER_ZIP] = gate
     paths = []
 
     def use():
@@ -321,17 +274,17 @@ def test_parallel_first_uses_download_and_convert_once(server):
     first, second = threading.Thread(target=use), threading.Thread(target=use)
     first.start()
     deadline = time.monotonic() + 60
-    while not server.handler.log and time.monotonic() < deadline:  # the first is downloading
+    while not server.log and time.monotonic() < deadline:  # the first is downloading
         time.sleep(0.01)
     second.start()  # and waits for the first's lock instead of writing the same files:
     deadline = time.monotonic() + 2
-    while len(server.handler.log) < 2 and time.monotonic() < deadline:  # no second request comes
+    while len(server.log) < 2 and time.monotonic() < deadline:  # no second request comes
         time.sleep(0.01)
     gate.set()
     first.join(60)
     second.join(60)
     assert paths == [model_path("clmr-mtat")] * 2
-    assert sorted(p for p, _ in server.handler.log) == sorted([ENCODER_ZIP, HEAD_ZIP])
+    assert sorted(p for p, _ in server.log) == sorted([ENCODER_ZIP, HEAD_ZIP])
 
 
 def test_a_download_shows_a_progress_bar_on_a_terminal(server, capsys, monkeypatch):

@@ -6,6 +6,8 @@ import csv
 import errno
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -397,18 +399,28 @@ def test_damaged_resume_state_is_redone_or_named(tmp_path):
         preprocess(src, tmp_path / "again", shard_bytes=SR, **KW)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_folder_is_one_line_and_a_rerun_after_the_fix_works(tmp_path, capsys):
-    from clmr.cli import main
-
+def test_a_read_only_folder_is_one_line_and_a_rerun_after_the_fix_works(tmp_path, unprivileged):
     src = _source(tmp_path, ("a.wav",))
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o555)
-    try:
-        assert main(["preprocess", str(src), "--out", str(parent / "store"), "--quiet"]) == 2
-        err = capsys.readouterr().err
-        assert "Permission denied" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    cmd = [
+        *unprivileged,
+        sys.executable,
+        "-m",
+        "clmr",
+        "preprocess",
+        str(src),
+        "--out",
+        str(parent / "store"),
+    ]
+    try:  # a real process (for root: one without CAP_DAC_OVERRIDE, which ignores the folder's mode)
+        run = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=120)
     finally:
         parent.chmod(0o755)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == f"clmr preprocess: error: {parent / 'store'}: Permission denied"
+    assert list(parent.iterdir()) == []
+    from clmr.cli import main
+
     assert main(["preprocess", str(src), "--out", str(parent / "store"), "--quiet", "--min-length", "1"]) == 0

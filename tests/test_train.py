@@ -34,41 +34,15 @@ TINY_ARGS += ["--accelerator", "cpu", "--num-workers", "0"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(make_store):
     """24 generated pieces of 2 s at 8 kHz with tags, preprocessed (about 19 train / 2-3 valid tracks)."""
-    from clmr.data import preprocess
-    from clmr.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("train")
-    music = generate(root / "music", 24, seconds=2.0, seed=0, sample_rate=RATE)
-    preprocess(
-        music.root,
-        root / "store",
-        labels=music.tags_csv,
-        sample_rate=RATE,
-        min_length=729,
-        workers=0,
-        progress=False,
-    )
-    return root / "store"
+    return make_store(24, 2.0, 0, min_length=729).path
 
 
 @pytest.fixture(scope="module")
-def genre_store(store):
+def genre_store(make_store):
     """The same pieces with one genre label each (single-label)."""
-    from clmr.data import preprocess
-
-    root = store.parent
-    preprocess(
-        root / "music",
-        root / "genre",
-        labels=root / "music" / "genre.csv",
-        sample_rate=RATE,
-        min_length=729,
-        workers=0,
-        progress=False,
-    )
-    return root / "genre"
+    return make_store(24, 2.0, 0, "genre", min_length=729).path
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -111,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input (audio, checkpoint, config, store): the message names the file and the problem.
         print(f"clmr {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if not err.filename:  # not about a file: a bug or an environment problem worth its traceback
+            raise
+        # a file or folder the command could not read or write (denied, read-only, full, a folder)
+        print(f"clmr {args.command}: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

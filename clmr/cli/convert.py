@@ -42,13 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clmr.models import load_model, save_model
+    from clmr.texts import read_lines
 
     dst = Path(args.dst)
     if dst.suffix != ".safetensors":
         dst = dst.with_name(dst.name + ".safetensors")
     if dst.exists() and not args.force:
         raise FileExistsError(f"{dst} exists; pass --force to overwrite")
-    tags = [t.strip() for t in Path(args.tags).read_text().splitlines() if t.strip()] if args.tags else None
+    tags = read_lines(args.tags, what="--tags file") if args.tags else None
     model = load_model(args.src, head=args.head, tags=tags, sample_rate=args.sample_rate)
     save_model(model, dst)
     print(f"wrote {dst}")

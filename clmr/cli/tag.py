@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 from clmr.cli.models import add_model_and_inputs, split_model
 from clmr.errors import ClmrError
@@ -50,14 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from clmr.models import load_model
     from clmr.songs.apply import check_batch_size, check_top
     from clmr.songs.decode import python_stderr_aside
+    from clmr.texts import read_lines
 
     check_top(args.top)
     check_batch_size(args.batch_size)
-    if args.tags and not Path(args.tags).is_file():
-        raise ClmrError(f"{args.tags}: tag names file not found (--tags: one name per line)")
-    tags = Path(args.tags).read_text().split("\n") if args.tags else None
+    tags = read_lines(args.tags, what="--tags file") if args.tags else None
     checkpoint, songs = split_model(args, "songs")
-    model = load_model(checkpoint, head=args.head, tags=[t for t in tags if t] if tags else None)
+    model = load_model(checkpoint, head=args.head, tags=tags or None)
     if model.head is None:
         raise ClmrError(f"{checkpoint}: the model has no classification head; pass --head HEAD")
     found = find_audio(songs)

@@ -22,6 +22,7 @@ import soundfile as sf
 
 from clmr.errors import ClmrError, check_whole
 from clmr.files import atomic_open, atomic_path
+from clmr.limits import MAX_PIECE_SAMPLES, MAX_SAMPLE_RATE, MAX_TRACKS
 
 TABLE_SIZE = 4096
 
@@ -210,10 +211,17 @@ def generate(
     if fmt not in FORMATS:
         raise GenerateError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     check_whole("tracks", tracks, error=GenerateError)
-    if not sample_rate >= 1000:
-        raise GenerateError(f"sample_rate must be at least 1000 Hz, got {sample_rate!r}")
+    if tracks > MAX_TRACKS:
+        raise GenerateError(f"tracks must be at most {MAX_TRACKS:,}, got {tracks:,}")
+    if not 1000 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise GenerateError(f"sample_rate must be 1000 to {MAX_SAMPLE_RATE:,} Hz, got {sample_rate!r}")
     if not (np.isfinite(seconds) and seconds * sample_rate >= 1):
         raise GenerateError(f"seconds must be positive (at least one sample long), got {seconds!r}")
+    if seconds * sample_rate > MAX_PIECE_SAMPLES:  # checked before any allocation sized by it
+        raise GenerateError(
+            f"seconds must be at most {MAX_PIECE_SAMPLES / sample_rate:,.0f} at {sample_rate:,} Hz (a piece of "
+            f"at most {MAX_PIECE_SAMPLES:,} samples is rendered in memory), got {seconds:g}"
+        )
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise GenerateError(f"{root}: exists and is not a folder")

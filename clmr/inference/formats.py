@@ -55,13 +55,31 @@ def parse_metadata(source: Path, raw: bytes | str | None) -> dict[str, Any]:
     return meta
 
 
+def check_width(source: Path, schema: pa.Schema, dim: int) -> None:
+    """The embedding columns of `source` hold `dim` values per row (the metadata's embedding_dim, the
+    width of the model that made the table), else a `TableError` naming both widths."""
+    for name in ("embedding", "crop_embeddings"):
+        if name not in schema.names:
+            continue
+        kind = schema.field(name).type
+        kind = kind.value_type if name == "crop_embeddings" and pa.types.is_list(kind) else kind
+        width = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+        if width != dim:
+            raise TableError(
+                f"{source}: its {name} rows are {width or 'not fixed-size lists'} wide but its model makes "
+                f"{dim}-dimensional embeddings (metadata config.embedding_dim); not a table of that model"
+            )
+
+
 def read_table(source: Path, schema: pa.Schema | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """(rows, metadata) of a table file in any format; every failure is a `TableError` naming it."""
     fmt = table_format(source)
     try:
         if fmt == ".parquet":
             table = pq.read_table(source)
-            return table, parse_metadata(source, (table.schema.metadata or {}).get(b"clmr"))
+            meta = parse_metadata(source, (table.schema.metadata or {}).get(b"clmr"))
+            check_width(source, table.schema, meta["config"]["embedding_dim"])
+            return table, meta
         if fmt == ".npz":
             return _read_npz(source)
         return _read_csv(source)
@@ -79,11 +97,13 @@ def _read_npz(source: Path) -> tuple[pa.Table, dict[str, Any]]:
             "path": pa.array(z["path"].tolist(), pa.string()),
             "duration": pa.array(z["duration"], pa.float64()),
             "n_crops": pa.array(z["n_crops"], pa.int32()),
-            "embedding": _fixed(z["embedding"], dim),
+            "embedding": _fixed(z["embedding"], dim, source),
         }
         if "crop_embedding" in z:
             offsets = pa.array(np.concatenate([[0], np.cumsum(z["n_crops"])]).astype(np.int32))
-            columns["crop_embeddings"] = pa.ListArray.from_arrays(offsets, _fixed(z["crop_embedding"], dim))
+            columns["crop_embeddings"] = pa.ListArray.from_arrays(
+                offsets, _fixed(z["crop_embedding"], dim, source)
+            )
             columns["crop_start_s"] = pa.ListArray.from_arrays(
                 offsets, pa.array(z["crop_start_s"], pa.float64())
             )
@@ -106,12 +126,18 @@ def _read_csv(source: Path) -> tuple[pa.Table, dict[str, Any]]:
         "path": pa.array([r[0] for r in body], pa.string()),
         "duration": pa.array([float(r[1]) for r in body], pa.float64()),
         "n_crops": pa.array([int(r[2]) for r in body], pa.int32()),
-        "embedding": _fixed(values, dim),
+        "embedding": _fixed(values, dim, source),
     }
     return pa.table(columns), meta
 
 
-def _fixed(values: np.ndarray, dim: int) -> pa.FixedSizeListArray:
+def _fixed(values: np.ndarray, dim: int, source: Path) -> pa.FixedSizeListArray:
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != dim:
+        raise TableError(
+            f"{source}: its embeddings have shape {values.shape} but its model makes {dim}-dimensional "
+            "embeddings (metadata config.embedding_dim); not a table of that model"
+        )
     return pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(values, np.float32).reshape(-1)), dim)
 
 

@@ -21,10 +21,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
-from clmr.files import atomic_path
-from clmr.inference.formats import TableError, parse_metadata, read_table, table_format, write_table
+from clmr.files import acquire_lock, atomic_path, io_errors
+from clmr.inference.formats import (
+    TableError,
+    check_width,
+    parse_metadata,
+    read_table,
+    table_format,
+    write_table,
+)
 from clmr.songs.batch import TrackOutput
 
 META_KEY = b"clmr"
@@ -69,6 +76,7 @@ def _row_groups(source: Path, columns: list[str] | None) -> Iterator[pa.Table]:
         return
     try:
         pf = pq.ParquetFile(source)
+        check_width(source, pf.schema_arrow, table_metadata(source)["config"]["embedding_dim"])
         for i in range(pf.num_row_groups):
             yield pf.read_row_group(i, columns=columns)
     except (OSError, pa.ArrowException) as err:
@@ -156,14 +164,15 @@ class EmbeddingWriter:
         self.schema = table_schema(dim, per_crop, self.metadata)
         self.dim, self.per_crop = dim, per_crop
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(self.out.with_name(f".{self.out.name}.lock"))
+        with io_errors(self.out.parent, TableError):
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.out.with_name(f".{self.out.name}.lock")
         try:
-            self.lock.acquire(timeout=0)
+            self.lock = acquire_lock(lock, "--out folder", timeout=0, error=TableError)
         except Timeout:
             if on_wait is not None:
                 on_wait()
-            self.lock.acquire()
+            self.lock = acquire_lock(lock, "--out folder", error=TableError)
         try:
             for stale in self.parts.glob(".*.tmp") if self.parts.is_dir() else []:
                 stale.unlink()

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
-
 from clmr.data.download import DownloadError, fetch, read_checksums, sha256_file, write_checksums
 from clmr.errors import ClmrError
+from clmr.files import acquire_lock, io_errors
 
 if TYPE_CHECKING:
     from clmr.models.clmr import CLMR
@@ -168,10 +167,15 @@ def model_file(model: Any, load: Load, save: Save, *, progress: bool = True, ret
     target = model_path(model)
     if _verified(target):  # the usual case: nothing is written, so a read-only shared cache works
         return target
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(cache_dir() / f".{model}.lock"):  # parallel first uses download and convert once
+    with io_errors(cache_dir(), RegistryError, f" (the model cache; set {HOME_ENV} to a writable folder)"):
+        cache_dir().mkdir(parents=True, exist_ok=True)
+    # parallel first uses download and convert once
+    lock = acquire_lock(cache_dir() / f".{model}.lock", f"model cache (${HOME_ENV})", error=RegistryError)
+    try:
         if not _trusted(target):  # checked again: another process may have made it meanwhile
             _build(MODELS[model], target, load, save, progress=progress, retries=retries)
+    finally:
+        lock.release()
     return target
 
 

@@ -8,7 +8,6 @@ else multiclass; `task=` forces it. Files without a split get `hash_split` (80/1
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import os
@@ -26,6 +25,7 @@ from clmr.data.datasets.base import (
     require_dir,
     scan_tree,
 )
+from clmr.texts import read_text
 
 LABEL_COLUMNS = ("label", "tags", "labels", "tag")
 
@@ -80,7 +80,7 @@ def read_labels_csv(
     """{relative path: (labels, split or None)}, the task, and whether a split column exists."""
     if not path.is_file():
         raise DatasetError(f"{path}: labels file not found")
-    reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path, DatasetError, "labels file"), newline=""))
     try:
         header = [h.strip().lower() for h in reader.fieldnames or []]
         repeated = sorted({h for h in header if header.count(h) > 1 and h})
@@ -112,20 +112,6 @@ def read_labels_csv(
             raise DatasetError(f"{path}, line {line}: {rel} is listed twice")
         rows[rel] = (tags, normalise_split(split, f"{path}, line {line}") if split else None)
     return rows, task, "split" in header
-
-
-def _labels_text(path: Path) -> str:
-    """The labels file as text: UTF-8 (with or without a byte-order mark) or UTF-16 with one; any other
-    encoding (latin-1, cp1252...) is refused naming the file and the first bad byte, not guessed."""
-    data = path.read_bytes()
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    try:
-        return data.decode("utf-16" if utf16 else "utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DatasetError(
-            f"{path}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte 0x{data[err.start]:02x} at offset "
-            f"{err.start}); save it as UTF-8"
-        ) from err
 
 
 def _split(path: str, row_split: str | None, mode: str | None) -> str | None:

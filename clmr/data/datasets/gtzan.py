@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, hash_split, require_dir
+from clmr.texts import read_text
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 SPLITS = ("filtered", "random")
@@ -58,7 +59,7 @@ def scan_gtzan(root, split: str = "filtered") -> DatasetSpec:
             )
             if not file.is_file():
                 raise DatasetError(f"{file}: GTZAN filtered split file not found (or use split='random')")
-            for line in file.read_text().split():
+            for line in read_text(file, DatasetError, "GTZAN split file").split():
                 assigned[Path(line).name.rsplit(".", 1)[0]] = which
     entries, skipped = [], []
     for clip, which in sorted(assigned.items()):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, require_dir, scan_tree
+from clmr.texts import read_lines
 
 TRAIN_SIZE = 201680  # filtered_list_train.cP[:201680] is train, the rest is valid (Won et al.)
 _ALLOWED = {
@@ -67,7 +68,7 @@ def scan_msd(root, split: str | None = None, labels=None) -> DatasetSpec:
     tag_file = folder / "50tagList.txt"
     if not tag_file.is_file():
         raise DatasetError(f"{tag_file}: MSD tag list not found (put the split files in ROOT/split/msd/)")
-    tags = [t.strip() for t in tag_file.read_text().splitlines() if t.strip()]
+    tags = read_lines(tag_file, DatasetError, "MSD tag list")
     train = [_str(x) for x in load_pickle(folder / "filtered_list_train.cP")]
     test = [_str(x) for x in load_pickle(folder / "filtered_list_test.cP")]
     vectors = {

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from clmr.data.datasets.base import DatasetError, DatasetSpec, Entry, Skip, require_dir
+from clmr.texts import read_text
 
 SPLITS = ("pons", "won")
 DEFAULT_SPLIT = "pons"
@@ -28,7 +30,7 @@ def read_annotations(path: Path) -> tuple[list[str], list[dict]]:
     """(188 tag names, rows {clip_id, mp3_path, tags}) from the tab-separated annotations_final.csv."""
     if not path.is_file():
         raise DatasetError(f"{path}: MagnaTagATune annotations file not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path, DatasetError, "annotations file"), newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, [])
         if len(header) < 3 or header[0] != "clip_id" or header[-1] != "mp3_path":
@@ -131,7 +133,7 @@ def _tsv(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found")
     pairs = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, DatasetError, "split file").splitlines():
         if line.strip():
             key, _, value = line.strip().partition("\t")
             pairs.append((key, value))
