@@ -88,7 +88,9 @@ def job(args: argparse.Namespace, variant: str, seed: int) -> int:
     store = Store(args.store)
     tracks, y = score.labels_of(store)
     splits = score.folds(y, args.repeats, 0)
-    cache = queries.query_audio(store, tracks, args.seconds, 0, args.out / "queries", queries.available())
+    cache = queries.query_audio(
+        store, tracks, args.seconds, 0, args.store.parent / "queries", queries.available()
+    )
     run = args.out / f"{variant}-seed{seed}"
     settings = [*RATES[args.rate], *variants()[variant][1]]
     for minutes in args.minutes:
@@ -132,7 +134,9 @@ def references(args: argparse.Namespace, like_run: Path) -> dict:
     tracks, y = score.labels_of(store)
     like = load_model(like_run)
     genre = score.references(store, like, args.random_seeds, args.crops, score.folds(y, args.repeats, 0))
-    cache = queries.query_audio(store, tracks, args.seconds, 0, args.out / "queries", queries.available())
+    cache = queries.query_audio(
+        store, tracks, args.seconds, 0, args.store.parent / "queries", queries.available()
+    )
     randoms = [queries.score_model(random_init_like(like, s), store, cache) for s in range(args.random_seeds)]
     out = {"genre": {k: v.tolist() for k, v in genre.items()}, "queries_random": randoms}
     with atomic_open(path, "w") as f:
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         np.arange(len(Store(args.store))),
         args.seconds,
         0,
-        args.out / "queries",
+        args.store.parent / "queries",
         queries.available(),
     )
     todo = [
