@@ -104,6 +104,16 @@ def test_filter_draws_both_kinds_in_their_ranges():
     assert cut[~hp].min() >= 2200 and cut[~hp].max() <= 4000
 
 
+def test_filter_ranges_relative_to_a_reference_rate_scale_with_the_rate():
+    at_8k = Chain.from_config({"filter": {"reference_rate": 22050}}, sample_rate=8000).steps["filter"]
+    scale = 8000 / 22050
+    assert at_8k.lowpass_hz == pytest.approx((2200 * scale, 4000 * scale))
+    assert at_8k.highpass_hz == pytest.approx((200 * scale, 1200 * scale))
+    assert HighLowPass(22050, reference_rate=22050).lowpass_hz == HighLowPass(22050).lowpass_hz
+    with pytest.raises(AugmentError, match="'filter': reference_rate must be > 0"):
+        HighLowPass(8000, reference_rate=0)
+
+
 # ---------------------------------------------------------------- delay, gain, noise, polarity
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/realmusic: the label/split writer on a fake extracted tree, the runner's plan and its table."""
+"""benchmarks/realmusic: the label/split writer on a fake extracted tree, the runner's plan and its table,
+the scorer, the degraded queries, the ablation's variants and table."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def _load(name: str):
 
 
 build, run, study = _load("build"), _load("run"), _load("study")
+score, queries, ablate = _load("score"), _load("queries"), _load("ablate")
+needs_sox = pytest.mark.skipif(not queries.available(), reason="the sox command line is not installed")
 
 
 def _tree(root: Path) -> dict[str, list[Path]]:
@@ -197,3 +200,139 @@ def test_study_song_features_average_evenly_spaced_crops(tiny_model, labelled_st
         with torch.no_grad():
             expected = tiny_model.embed(torch.from_numpy(crops)).mean(0).numpy()
         np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_drop_copies_keeps_one_file_per_content(tmp_path):
+    files = {}
+    for name, data in (("a1", b"same"), ("a2", b"other"), ("b1", b"same")):
+        (tmp_path / name).write_bytes(data)
+        files.setdefault(name[0], []).append(tmp_path / name)
+    assert build.drop_copies(files) == {"a": [tmp_path / "a1", tmp_path / "a2"], "b": []}
+    (tmp_path / "x").mkdir()
+    for name in ("song.ogg", "song_fast.ogg", "test-1.ogg"):
+        (tmp_path / "x" / name).write_bytes(name.encode())
+    assert [f.name for f in build.tracks_of(tmp_path, "x", ("*_fast.ogg", "test-*"))] == ["song.ogg"]
+
+
+def test_logmel_statistics_tell_a_low_tone_from_a_high_one():
+    bank = score.mel_bank(8000)
+    assert bank.shape == (score.N_MELS, score.N_FFT // 2 + 1) and bank.min() >= 0
+    assert (np.diff(bank.argmax(axis=1)) >= 0).all()  # filters rise in frequency
+    t = np.arange(8000) / 8000
+    low, high = (score.logmel_stats(np.sin(2 * np.pi * f * t), 8000)[: score.N_MELS] for f in (200, 3000))
+    assert low.argmax() < score.N_MELS // 3 < 2 * score.N_MELS // 3 < high.argmax()
+
+
+def test_scorer_folds_are_shared_stratified_and_paired():
+    y = np.repeat([0, 1, 2], 10)
+    splits = score.folds(y, repeats=2, seed=0)
+    assert len(splits) == 10
+    again = score.folds(y, repeats=2, seed=0)
+    assert all((a[1] == b[1]).all() for a, b in zip(splits, again, strict=True))
+    assert all(np.bincount(y[test]).tolist() == [2, 2, 2] for _, test in splits)
+    rng = np.random.default_rng(0)
+    separable = rng.normal(size=(30, 6)) + 4 * np.eye(6)[y]
+    good = score.fold_accuracies(separable, y, splits[:5])
+    bad = score.fold_accuracies(rng.normal(size=(30, 6)), y, splits[:5])
+    assert good.mean() > 95 and bad.mean() < 70
+    assert score.paired(np.array([60.0, 70.0]), np.array([50.0, 50.0])) == "+15.0 ± 7.1"
+    lines = score.table({"log-mel statistics": bad, "random init (seed 0)": bad, "model": good})
+    assert lines[-1].startswith("| random init (mean of 1) |")
+    model_row = next(line for line in lines if line.startswith("| model |"))
+    assert f"{good.mean():.1f}" in model_row and score.paired(good, bad) in model_row
+
+
+def test_retrieval_ranks_and_reciprocal_ranks():
+    library = np.eye(4) + 1.0  # the shared offset is what subtracting the library mean removes
+    assert queries.retrieval(library, library) == (100.0, 100.0)
+    swapped = library[[1, 0, 2, 3]]  # queries 0 and 1 look like each other's track: rank 2 for both
+    assert queries.retrieval(library, swapped) == (50.0, 75.0)
+
+
+@needs_sox
+def test_degradations_keep_length_and_do_what_they_say():
+    rate = 8000
+    t = np.arange(2 * rate) / rate
+    x = (0.3 * np.sin(2 * np.pi * 150 * t) + 0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    x += (0.3 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+
+    def level(y, f):  # the tone's magnitude relative to the clean one's
+        return np.abs(np.fft.rfft(y))[int(f * 2)] / np.abs(np.fft.rfft(x))[int(f * 2)]
+
+    rng = np.random.default_rng(0)
+    out = {name: queries.degrade(x, rate, name, rng) for name in queries.available()}
+    assert all(y.shape == x.shape and y.dtype == np.float32 for y in out.values())
+    assert level(out["telephone"], 150) < 0.05 and level(out["telephone"], 1000) > 0.8
+    assert level(out["lowfi"], 3000) < 0.05 and level(out["lowfi"], 1000) > 0.8
+    noise = out["noise"] - x
+    assert 10 * np.log10(np.mean(x**2) / np.mean(noise**2)) == pytest.approx(queries.SNR_DB, abs=0.01)
+    assert np.sqrt(np.mean(out["room"] ** 2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-3)
+    assert np.abs(out["room"] - x).max() > 0.05
+    with pytest.raises(queries.QueryError, match="unknown degradation"):
+        queries.degrade(x, rate, "underwater", rng)
+
+
+@needs_sox
+def test_query_audio_is_cached_and_scored(tiny_model, labelled_store, tmp_path, monkeypatch):
+    tracks = np.arange(len(labelled_store))
+    names = ["clean", "telephone"]
+    audio = queries.query_audio(labelled_store, tracks, 1.0, 0, tmp_path, names)
+    assert audio["clean"].shape == (len(tracks), labelled_store.sample_rate)
+    monkeypatch.setattr(queries, "degrade", lambda *a: pytest.fail("made again"))
+    again = queries.query_audio(labelled_store, tracks, 1.0, 0, tmp_path, names)
+    np.testing.assert_array_equal(again["telephone"], audio["telephone"])
+    results = queries.score_model(tiny_model, labelled_store, again)
+    assert set(results) == set(names)
+    assert all(0 <= top1 <= mrr <= 100 for top1, mrr in results.values())
+    assert results["clean"][1] > 100 / len(tracks)  # better than chance: an excerpt of its own track
+
+
+def test_ablation_variants_are_whole_and_parse_as_config():
+    from clmr.augment import Chain
+    from clmr.config import load_config, set_value
+
+    known = ablate.variants()
+    assert len(known) == 4 + 2 * len(ablate.STEPS)
+    for name, (_, settings) in known.items():
+        config = load_config("cpu")
+        for setting in settings:
+            set_value(config, *setting.split("=", 1))
+        chain = Chain.from_config(
+            {"enabled": config.augment.enabled, **config.augment.chain_overrides()}, sample_rate=8000
+        )
+        on = {s for s, p in chain.probabilities().items() if p > 0}
+        if name.startswith("only-"):
+            assert on == {name[5:]}
+        elif name.startswith("no-"):
+            assert on == set(ablate.STEPS) - {name[3:]}
+        elif name == "off":
+            assert not on
+    rel = known["chain-rel"][1]
+    config = load_config("cpu")
+    for setting in rel:
+        set_value(config, *setting.split("=", 1))
+    chain = Chain.from_config(config.augment.chain_overrides(), sample_rate=8000)
+    assert chain.steps["filter"].lowpass_hz == pytest.approx((2200 * 8000 / 22050, 4000 * 8000 / 22050))
+
+
+def test_ablation_command_and_table(tmp_path):
+    command = ablate.pretrain_command(tmp_path / "s", tmp_path / "r", 2, 90, ["augment.noise=0"])
+    assert command[command.index("--trainer.max-time") + 1] == "00:01:30:00"
+    assert command[command.index("--preset") + 1] == "cpu" and "--resume" in command
+    assert command[-2:] == ["--augment.noise", "0"]
+    assert ablate.score_path(tmp_path / "off-seed0", 5).name == "off-seed0.5min.json"
+    q = {"clean": [100.0, 100.0], "noise": [40.0, 50.0], "room": [20.0, 30.0]}
+    rows = [
+        {"variant": "off", "minutes": 5, "seed": s, "genre_folds": [60.0 + s, 70.0 + s], "queries": q}
+        for s in (0, 1)
+    ]
+    refs = {
+        "genre": {"log-mel statistics": [50.0, 50.0], "random init (seed 0)": [55.0, 55.0]},
+        "queries_random": [{"clean": [90.0, 90.0], "noise": [10.0, 20.0], "room": [10.0, 20.0]}],
+    }
+    lines = ablate.table(rows, refs)
+    assert (
+        lines[2]
+        == "| off | 5 | 2 | 65.5 ± 0.7 | +10.5 ± 0.7 | 30.0 ± 0.0 | 40.0 ± 0.0 | +20.0 ± 0.0 | 52.8 ± 0.4 |"
+    )
+    assert lines[3].startswith("| random init (1 seeds) | 0 | | 55.0 | | 10.0 | 20.0 |")

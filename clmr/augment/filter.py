@@ -54,7 +54,9 @@ def lowpass_kernels(cutoff: torch.Tensor, half: torch.Tensor, width: int) -> tor
 class HighLowPass(Step):
     """Per example a coin flip between a high-pass (cutoff ~ U[highpass_hz]) and a low-pass (cutoff ~ U[lowpass_hz]).
 
-    Reference p = 0.8. The filter is julius' `lowpass_filter` / `highpass_filter` at cutoff / sample_rate
+    Reference p = 0.8. With `reference_rate` (e.g. 22050, the rate the reference's ranges are for) both
+    ranges are scaled by sample_rate / reference_rate, so they keep their place in the band at any rate.
+    The filter is julius' `lowpass_filter` / `highpass_filter` at cutoff / sample_rate
     (a Hann-windowed sinc over 8 zero crossings, the input edge-replicated by the kernel's half size; a
     high-pass is the input minus the low-pass), one kernel per example, applied by one batched FFT multiply.
     """
@@ -68,10 +70,19 @@ class HighLowPass(Step):
         p: float = 0.8,
         lowpass_hz: tuple[float, float] = (2200.0, 4000.0),
         highpass_hz: tuple[float, float] = (200.0, 1200.0),
+        reference_rate: float | None = None,
     ) -> None:
         super().__init__(p)
         self.sample_rate = check_sample_rate(self.name, sample_rate)
         nyquist = self.sample_rate / 2
+        if reference_rate is not None:  # ranges given at reference_rate, scaled to this rate's band
+            if isinstance(reference_rate, bool) or not float(reference_rate) > 0:
+                raise AugmentError(
+                    f"augmentation 'filter': reference_rate must be > 0 Hz, got {reference_rate!r}"
+                )
+            scale = self.sample_rate / float(reference_rate)
+            lowpass_hz = tuple(scale * f for f in check_range(self.name, "lowpass_hz", lowpass_hz))
+            highpass_hz = tuple(scale * f for f in check_range(self.name, "highpass_hz", highpass_hz))
         self.lowpass_hz = check_range(self.name, "lowpass_hz", lowpass_hz, 0.0, nyquist)
         self.highpass_hz = check_range(self.name, "highpass_hz", highpass_hz, 0.0, nyquist)
         lowest = min(self.lowpass_hz[0], self.highpass_hz[0])
