@@ -70,6 +70,9 @@ def _ddp_worker(rank, world, rendezvous, x_i, x_j, result_queue, gather):
     loss.backward()
     # numpy arrays pickle by value; tensors would be shared memory owned by an exiting process
     result_queue.put((rank, loss.item(), net.weight.grad.numpy(), net.bias.grad.numpy()))
+    # Both ranks reach here before either closes its gloo connections: a rank that tore down while its
+    # peer's I/O thread was still talking to it aborted once ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
