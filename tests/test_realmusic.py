@@ -336,3 +336,17 @@ def test_ablation_command_and_table(tmp_path):
         == "| off | 5 | 2 | 65.5 ± 0.7 | +10.5 ± 0.7 | 30.0 ± 0.0 | 40.0 ± 0.0 | +20.0 ± 0.0 | 52.8 ± 0.4 |"
     )
     assert lines[3].startswith("| random init (1 seeds) | 0 | | 55.0 | | 10.0 | 20.0 |")
+
+
+def test_ablation_curves_plot_only_variants_with_two_budgets(tmp_path):
+    q = {"clean": [100.0, 100.0], "noise": [40.0, 50.0], "room": [20.0, 30.0]}
+    refs = {
+        "genre": {"log-mel statistics": [50.0, 50.0], "random init (seed 0)": [55.0, 55.0]},
+        "queries_random": [{"clean": [90.0, 90.0], "noise": [10.0, 20.0], "room": [10.0, 20.0]}],
+    }
+    one = [{"variant": "off", "minutes": 5, "seed": 0, "genre_folds": [60.0], "queries": q}]
+    assert not ablate.plot_curves(one, refs, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    two = [*one, {**one[0], "minutes": 10, "genre_folds": [65.0]}]
+    assert ablate.plot_curves(two, refs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

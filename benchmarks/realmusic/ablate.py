@@ -193,6 +193,53 @@ def table(rows: list[dict], refs: dict) -> list[str]:
     return lines
 
 
+def plot_curves(rows: list[dict], refs: dict, path: Path) -> bool:
+    """Both tasks against pre-training minutes for each variant scored at two or more budgets (mean over
+    seeds), the random encoders as a dashed line; False (nothing written) when no variant has a curve."""
+    points: dict[str, dict[int, list[dict]]] = {}
+    for row in rows:
+        points.setdefault(row["variant"], {}).setdefault(row["minutes"], []).append(row)
+    curves = {v: dict(sorted(b.items())) for v, b in points.items() if len(b) > 1}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clmr.files import atomic_open
+
+    random_acc = float(np.mean([np.mean(v) for k, v in refs["genre"].items() if k.startswith("random")]))
+    random_top1 = float(np.mean([query_mean(r, 0) for r in refs["queries_random"]]))
+    figure, (labels, found) = plt.subplots(1, 2, figsize=(10, 4))
+    for variant, budgets in curves.items():
+        minutes = list(budgets)
+        labels.plot(
+            minutes,
+            [np.mean([np.mean(r["genre_folds"]) for r in g]) for g in budgets.values()],
+            "o-",
+            label=variant,
+        )
+        found.plot(
+            minutes,
+            [np.mean([query_mean(r["queries"], 0) for r in g]) for g in budgets.values()],
+            "o-",
+            label=variant,
+        )
+    for axes, random, title in (
+        (labels, random_acc, "labels: accuracy (%)"),
+        (found, random_top1, "degraded queries: top-1 (%), mean of 5"),
+    ):
+        axes.axhline(random, color="grey", linestyle="--", label="random init")
+        axes.set(xlabel="pre-training (minutes)", title=title)
+        axes.legend()
+    figure.tight_layout()
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=100)
+    plt.close(figure)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True, help="the real-music store at --rate")
@@ -280,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_open(args.out / "table.md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if plot_curves(rows, refs, args.out / "curves.png"):
+        print(f"wrote {args.out / 'curves.png'}")
     if failed:
         print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
