@@ -315,22 +315,24 @@ def test_ablation_variants_are_whole_and_parse_as_config():
     assert chain.steps["filter"].lowpass_hz == pytest.approx((2200 * 8000 / 22050, 4000 * 8000 / 22050))
 
 
+QUERIES = {"clean": [100.0, 100.0], "noise": [40.0, 50.0], "room": [20.0, 30.0]}
+REFERENCES = {
+    "genre": {"log-mel statistics": [50.0, 50.0], "random init (seed 0)": [55.0, 55.0]},
+    "queries_random": [{"clean": [90.0, 90.0], "noise": [10.0, 20.0], "room": [10.0, 20.0]}],
+}
+
+
 def test_ablation_command_and_table(tmp_path):
     command = ablate.pretrain_command(tmp_path / "s", tmp_path / "r", 2, 90, ["augment.noise=0"])
     assert command[command.index("--trainer.max-time") + 1] == "00:01:30:00"
     assert command[command.index("--preset") + 1] == "cpu" and "--resume" in command
     assert command[-2:] == ["--augment.noise", "0"]
     assert ablate.score_path(tmp_path / "off-seed0", 5).name == "off-seed0.5min.json"
-    q = {"clean": [100.0, 100.0], "noise": [40.0, 50.0], "room": [20.0, 30.0]}
     rows = [
-        {"variant": "off", "minutes": 5, "seed": s, "genre_folds": [60.0 + s, 70.0 + s], "queries": q}
+        {"variant": "off", "minutes": 5, "seed": s, "genre_folds": [60.0 + s, 70.0 + s], "queries": QUERIES}
         for s in (0, 1)
     ]
-    refs = {
-        "genre": {"log-mel statistics": [50.0, 50.0], "random init (seed 0)": [55.0, 55.0]},
-        "queries_random": [{"clean": [90.0, 90.0], "noise": [10.0, 20.0], "room": [10.0, 20.0]}],
-    }
-    lines = ablate.table(rows, refs)
+    lines = ablate.table(rows, REFERENCES)
     assert (
         lines[2]
         == "| off | 5 | 2 | 65.5 ± 0.7 | +10.5 ± 0.7 | 30.0 ± 0.0 | 40.0 ± 0.0 | +20.0 ± 0.0 | 52.8 ± 0.4 |"
@@ -338,15 +340,21 @@ def test_ablation_command_and_table(tmp_path):
     assert lines[3].startswith("| random init (1 seeds) | 0 | | 55.0 | | 10.0 | 20.0 |")
 
 
-def test_ablation_curves_plot_only_variants_with_two_budgets(tmp_path):
-    q = {"clean": [100.0, 100.0], "noise": [40.0, 50.0], "room": [20.0, 30.0]}
-    refs = {
-        "genre": {"log-mel statistics": [50.0, 50.0], "random init (seed 0)": [55.0, 55.0]},
-        "queries_random": [{"clean": [90.0, 90.0], "noise": [10.0, 20.0], "room": [10.0, 20.0]}],
-    }
-    one = [{"variant": "off", "minutes": 5, "seed": 0, "genre_folds": [60.0], "queries": q}]
-    assert not ablate.plot_curves(one, refs, tmp_path / "none.png")
+def test_ablation_curves_are_seed_means_of_variants_with_two_budgets(tmp_path):
+    def row(variant, minutes, seed, accuracy):
+        return {
+            "variant": variant,
+            "minutes": minutes,
+            "seed": seed,
+            "genre_folds": [accuracy],
+            "queries": QUERIES,
+        }
+
+    one = [row("chain", 5, 0, 50.0)]
+    assert ablate.curve_points(one) == {}
+    assert not ablate.plot_curves(one, REFERENCES, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
-    two = [*one, {**one[0], "minutes": 10, "genre_folds": [65.0]}]
-    assert ablate.plot_curves(two, refs, tmp_path / "curves.png")
+    rows = [*one, row("off", 10, 1, 64.0), row("off", 5, 0, 60.0), row("off", 10, 0, 66.0)]
+    assert ablate.curve_points(rows) == {"off": ([5, 10], [60.0, 65.0], [30.0, 30.0])}
+    assert ablate.plot_curves(rows, REFERENCES, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

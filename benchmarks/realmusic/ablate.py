@@ -149,27 +149,38 @@ def query_mean(result: dict, k: int) -> float:
     return float(np.mean([v[k] for d, v in result.items() if d != "clean"]))
 
 
+def by_budget(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """(variant, minutes) -> its scored runs (one per seed), in the variants' order, then by minutes."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["minutes"]), []).append(row)
+    order = list(variants())
+    return dict(sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1])))
+
+
+def random_scores(refs: dict) -> tuple[np.ndarray, float, float]:
+    """The random encoders' mean: fold accuracies (paired with a run's folds), query top-1 and MRR."""
+    folds = np.mean([v for k, v in refs["genre"].items() if k.startswith("random")], axis=0)
+    top1 = float(np.mean([query_mean(r, 0) for r in refs["queries_random"]]))
+    mrr = float(np.mean([query_mean(r, 1) for r in refs["queries_random"]]))
+    return folds, top1, mrr
+
+
 def table(rows: list[dict], refs: dict) -> list[str]:
     """Markdown: per variant and budget, both tasks (mean over seeds) against the random encoders."""
-    random_folds = np.mean([v for k, v in refs["genre"].items() if k.startswith("random")], axis=0)
-    random_mrr = float(np.mean([query_mean(r, 1) for r in refs["queries_random"]]))
-    random_top1 = float(np.mean([query_mean(r, 0) for r in refs["queries_random"]]))
+    random_folds, random_top1, random_mrr = random_scores(refs)
     logmel = float(np.mean(refs["genre"]["log-mel statistics"]))
     lines = [
         "| variant | minutes | seeds | labels: accuracy (%) | − random (points) | queries: top-1 (%) | "
         "queries: MRR (%) | − random MRR (points) | mean of the two tasks (%) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["variant"], row["minutes"]), []).append(row)
 
     def spread(values: list[float], sign: str = "") -> str:
         mean = f"{np.mean(values):{sign}.1f}"
         return f"{mean} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else mean
 
-    order = list(variants())
-    for (variant, minutes), group in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1])):
+    for (variant, minutes), group in by_budget(rows).items():
         acc = [float(np.mean(r["genre_folds"])) for r in group]
         gain = [float(np.mean(np.asarray(r["genre_folds"]) - random_folds)) for r in group]
         top1 = [query_mean(r["queries"], 0) for r in group]
@@ -193,13 +204,22 @@ def table(rows: list[dict], refs: dict) -> list[str]:
     return lines
 
 
+def curve_points(rows: list[dict]) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """variant -> (minutes, label accuracy, query top-1), means over seeds, for each variant scored at
+    two or more budgets."""
+    curves: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    for (variant, minutes), group in by_budget(rows).items():
+        budgets, acc, top1 = curves.setdefault(variant, ([], [], []))
+        budgets.append(minutes)
+        acc.append(float(np.mean([np.mean(r["genre_folds"]) for r in group])))
+        top1.append(float(np.mean([query_mean(r["queries"], 0) for r in group])))
+    return {v: c for v, c in curves.items() if len(c[0]) > 1}
+
+
 def plot_curves(rows: list[dict], refs: dict, path: Path) -> bool:
-    """Both tasks against pre-training minutes for each variant scored at two or more budgets (mean over
-    seeds), the random encoders as a dashed line; False (nothing written) when no variant has a curve."""
-    points: dict[str, dict[int, list[dict]]] = {}
-    for row in rows:
-        points.setdefault(row["variant"], {}).setdefault(row["minutes"], []).append(row)
-    curves = {v: dict(sorted(b.items())) for v, b in points.items() if len(b) > 1}
+    """Both tasks against pre-training minutes (`curve_points`), the random encoders as a dashed line;
+    False (nothing written) when no variant has a curve."""
+    curves = curve_points(rows)
     if not curves:
         return False
     import matplotlib
@@ -209,25 +229,13 @@ def plot_curves(rows: list[dict], refs: dict, path: Path) -> bool:
 
     from clmr.files import atomic_open
 
-    random_acc = float(np.mean([np.mean(v) for k, v in refs["genre"].items() if k.startswith("random")]))
-    random_top1 = float(np.mean([query_mean(r, 0) for r in refs["queries_random"]]))
+    random_folds, random_top1, _ = random_scores(refs)
     figure, (labels, found) = plt.subplots(1, 2, figsize=(10, 4))
-    for variant, budgets in curves.items():
-        minutes = list(budgets)
-        labels.plot(
-            minutes,
-            [np.mean([np.mean(r["genre_folds"]) for r in g]) for g in budgets.values()],
-            "o-",
-            label=variant,
-        )
-        found.plot(
-            minutes,
-            [np.mean([query_mean(r["queries"], 0) for r in g]) for g in budgets.values()],
-            "o-",
-            label=variant,
-        )
+    for variant, (minutes, acc, top1) in curves.items():
+        labels.plot(minutes, acc, "o-", label=variant)
+        found.plot(minutes, top1, "o-", label=variant)
     for axes, random, title in (
-        (labels, random_acc, "labels: accuracy (%)"),
+        (labels, float(random_folds.mean()), "labels: accuracy (%)"),
         (found, random_top1, "degraded queries: top-1 (%), mean of 5"),
     ):
         axes.axhline(random, color="grey", linestyle="--", label="random init")
